@@ -1,0 +1,306 @@
+//! `#[remote]`: parse the attribute and the function, check that the
+//! signature can cross a process boundary, and generate the stub, the local
+//! function and the registration.
+//!
+//! Every problem found is reported at once, each on its own span; on error
+//! the original function is emitted unchanged next to the errors so IDEs
+//! keep working.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+/// Options given in `#[remote(...)]`.
+struct Options {
+    gpu: bool,
+    retries: u32,
+    krate: syn::Path,
+}
+
+/// A checked remote function.
+struct Remote {
+    item: ItemFn,
+    opts: Options,
+    args: Vec<(syn::Ident, Type)>,
+    /// The type the `DistFuture` yields.
+    output: Type,
+    /// Whether the function returns `Result<output, E>`.
+    fallible: bool,
+}
+
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let mut e = e;
+            e.combine(syn::Error::new(
+                Span::call_site(),
+                "#[dfut::remote] applies to free functions (`fn` or `async fn`)",
+            ));
+            let errors = e.to_compile_error();
+            return quote! { #item #errors };
+        }
+    };
+    match parse(attr, item_fn.clone()) {
+        Ok(remote) => generate(&remote),
+        Err(e) => {
+            let errors = e.to_compile_error();
+            quote! { #item_fn #errors }
+        }
+    }
+}
+
+fn push(errors: &mut Option<syn::Error>, e: syn::Error) {
+    match errors {
+        Some(all) => all.combine(e),
+        None => *errors = Some(e),
+    }
+}
+
+fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options {
+    let mut opts = Options {
+        gpu: false,
+        retries: 0,
+        krate: syn::parse_quote!(::dfut),
+    };
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("gpu") {
+            opts.gpu = true;
+            Ok(())
+        } else if meta.path.is_ident("retries") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            opts.retries = lit.base10_parse()?;
+            Ok(())
+        } else if meta.path.is_ident("crate") {
+            let lit: syn::LitStr = meta.value()?.parse()?;
+            opts.krate = lit.parse()?;
+            Ok(())
+        } else {
+            Err(meta.error("unknown option; expected `gpu`, `retries = N` or `crate = \"path\"`"))
+        }
+    });
+    if let Err(e) = syn::parse::Parser::parse2(parser, attr) {
+        push(errors, e);
+    }
+    opts
+}
+
+fn parse(attr: TokenStream, item: ItemFn) -> syn::Result<Remote> {
+    let mut errors = None;
+    let opts = parse_options(attr, &mut errors);
+    let sig = &item.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        push(&mut errors, syn::Error::new(
+            sig.generics.span(),
+            "remote functions cannot be generic: a worker must know the concrete types to decode arguments",
+        ));
+    }
+    if let Some(c) = &sig.constness {
+        push(&mut errors, syn::Error::new(c.span, "remote functions cannot be `const`"));
+    }
+    if let Some(u) = &sig.unsafety {
+        push(&mut errors, syn::Error::new(u.span, "remote functions cannot be `unsafe`"));
+    }
+    if let Some(abi) = &sig.abi {
+        push(&mut errors, syn::Error::new(abi.span(), "remote functions cannot declare an ABI"));
+    }
+    if let Some(v) = &sig.variadic {
+        push(&mut errors, syn::Error::new(v.span(), "remote functions cannot be variadic"));
+    }
+    let mut args = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        match input {
+            FnArg::Receiver(r) => push(&mut errors, syn::Error::new(
+                r.span(),
+                "remote functions cannot take `self`: make it a free function and pass the value as an argument",
+            )),
+            FnArg::Typed(pt) => {
+                if let Some(e) = owned_type_error(&pt.ty, "argument") {
+                    push(&mut errors, e);
+                }
+                let name = match &*pt.pat {
+                    Pat::Ident(p) => p.ident.clone(),
+                    _ => format_ident!("__dfut_arg{}", i),
+                };
+                args.push((name, (*pt.ty).clone()));
+            }
+        }
+    }
+    let (output, fallible) = match &sig.output {
+        ReturnType::Default => (syn::parse_quote!(()), false),
+        ReturnType::Type(_, ty) => {
+            if let Some(e) = owned_type_error(ty, "return") {
+                push(&mut errors, e);
+            }
+            match result_ok_type(ty) {
+                Some(ok) => (ok, true),
+                None => ((**ty).clone(), false),
+            }
+        }
+    };
+    match errors {
+        Some(e) => Err(e),
+        None => Ok(Remote {
+            item,
+            opts,
+            args,
+            output,
+            fallible,
+        }),
+    }
+}
+
+/// Why `ty` cannot be sent to another process, if it cannot.
+fn owned_type_error(ty: &Type, what: &str) -> Option<syn::Error> {
+    match ty {
+        Type::Reference(r) => Some(syn::Error::new(
+            r.span(),
+            format!(
+                "remote function {what} types must be owned: the value is sent to another process; \
+                 use an owned type (e.g. `String` for `&str`, `Vec<T>` for `&[T]`)"
+            ),
+        )),
+        Type::ImplTrait(t) => Some(syn::Error::new(
+            t.span(),
+            format!("remote function {what} types must be concrete, not `impl Trait`"),
+        )),
+        Type::Ptr(p) => Some(syn::Error::new(
+            p.span(),
+            format!("remote function {what} types cannot be raw pointers"),
+        )),
+        Type::TraitObject(t) => Some(syn::Error::new(
+            t.span(),
+            format!("remote function {what} types cannot be trait objects"),
+        )),
+        Type::Paren(p) => owned_type_error(&p.elem, what),
+        _ => None,
+    }
+}
+
+/// `T` for a return type spelled `Result<T, ..>` (any path ending in
+/// `Result`, such as `std::io::Result<T>` or `anyhow::Result<T>`).
+fn result_ok_type(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn generate(r: &Remote) -> TokenStream {
+    let krate = &r.opts.krate;
+    let item = &r.item;
+    let vis = &item.vis;
+    let name = &item.sig.ident;
+    let name_str = name.to_string();
+    let local = format_ident!("{}_local", name);
+    let output = &r.output;
+    let docs: Vec<_> = item.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
+    let is_async = item.sig.asyncness.is_some();
+
+    let mut local_fn = item.clone();
+    local_fn.sig.ident = local.clone();
+    let local_doc = format!(
+        "Runs [`{name_str}`] here, in this thread, as a plain function call \
+         (generated by `#[dfut::remote]`)."
+    );
+
+    let arg_names: Vec<_> = r.args.iter().map(|(n, _)| n).collect();
+    let arg_types: Vec<_> = r.args.iter().map(|(_, t)| t).collect();
+    let indices: Vec<_> = (0..r.args.len()).collect();
+    let decoded: Vec<_> = (0..r.args.len()).map(|i| format_ident!("__dfut_a{}", i)).collect();
+
+    let stub_doc = format!(
+        "Remote call (generated by `#[dfut::remote]`): returns a [`DistFuture`]({krate}::DistFuture) \
+         at once and runs on a worker. Each argument takes a value or a `DistFuture` of its type. \
+         The plain function is [`{local}`].",
+        krate = quote!(#krate).to_string().replace(' ', ""),
+    );
+
+    let checks = arg_types.iter().map(|ty| {
+        quote_spanned! {ty.span()=> #krate::__private::assert_data::<#ty>(); }
+    });
+    let output_check = {
+        let span = match &item.sig.output {
+            ReturnType::Type(_, ty) => ty.span(),
+            ReturnType::Default => item.sig.ident.span(),
+        };
+        quote_spanned! {span=> #krate::__private::assert_data::<#output>(); }
+    };
+
+    let call = if is_async {
+        quote! { #local(#(#decoded),*).await }
+    } else {
+        quote! { #local(#(#decoded),*) }
+    };
+    let encode = if r.fallible {
+        quote! { #krate::__private::ret_fallible::<#output, _>(#call) }
+    } else {
+        quote! { #krate::__private::ret::<#output>(&#call) }
+    };
+    let decode = quote! {
+        #(let #decoded: #arg_types = #krate::__private::arg::<#arg_types>(&__dfut_args, #indices)?;)*
+    };
+    let invoke = if is_async {
+        quote! {
+            fn __dfut_invoke(__dfut_args: #krate::__private::Args) -> #krate::__private::BoxTask {
+                #krate::__private::boxed(async move {
+                    #decode
+                    #encode
+                })
+            }
+            #krate::__private::Invoke::Async(__dfut_invoke)
+        }
+    } else {
+        quote! {
+            fn __dfut_invoke(__dfut_args: #krate::__private::Args) -> #krate::__private::TaskResult {
+                #decode
+                #encode
+            }
+            #krate::__private::Invoke::Sync(__dfut_invoke)
+        }
+    };
+    let retries = r.opts.retries;
+    let gpu = r.opts.gpu;
+    let registered_name = quote! { ::core::concat!(::core::module_path!(), "::", #name_str) };
+
+    quote! {
+        #[doc = #local_doc]
+        #[allow(dead_code)]
+        #local_fn
+
+        #(#docs)*
+        #[doc = ""]
+        #[doc = #stub_doc]
+        #vis fn #name(#(#arg_names: impl #krate::IntoArg<#arg_types>),*) -> #krate::DistFuture<#output> {
+            static __DFUT_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
+                name: #registered_name,
+                retries: #retries,
+                gpu: #gpu,
+            };
+            #krate::__private::submit::<#output>(
+                &__DFUT_SPEC,
+                ::std::vec![#(#krate::IntoArg::<#arg_types>::into_arg(#arg_names)),*],
+            )
+        }
+
+        const _: () = {
+            #(#checks)*
+            #output_check
+            #krate::__private::inventory::submit! {
+                #krate::__private::RemoteFn {
+                    name: #registered_name,
+                    invoke: { #invoke },
+                }
+            }
+        };
+    }
+}

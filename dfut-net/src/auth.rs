@@ -1,0 +1,131 @@
+//! Cluster credentials and the TLS configurations built from them.
+//!
+//! A [`ClusterCredential`] is one self-signed certificate and its private key,
+//! shared by every process of a cluster. Each process presents it, and trusts
+//! only it, in both directions (mutual TLS): a peer that does not hold the
+//! credential fails the handshake before it can send a single message. This
+//! module does not rotate or revoke credentials; a new cluster gets a new one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::NetError;
+
+/// The name every cluster certificate is issued for and every client checks.
+pub(crate) const SERVER_NAME: &str = "cluster.dfut.invalid";
+/// Application protocol negotiated on every connection; peers of another
+/// protocol version fail the handshake instead of misreading frames.
+const ALPN: &[u8] = b"dfut/1";
+
+/// The secret that makes a process a member of one cluster.
+///
+/// Hand it to workers started elsewhere as a PEM file
+/// (`--credential-file`) or in the `DFUT_CREDENTIAL` environment variable;
+/// the embedded local cluster passes it to its workers by itself.
+///
+/// ```
+/// use dfut_net::ClusterCredential;
+///
+/// let credential = ClusterCredential::generate()?;
+/// let pem = credential.to_pem();
+/// let again = ClusterCredential::from_pem(&pem)?;
+/// assert_eq!(again.to_pem(), pem);
+/// assert!(ClusterCredential::from_pem("not a credential").is_err());
+/// # Ok::<(), dfut_net::NetError>(())
+/// ```
+#[derive(Clone)]
+pub struct ClusterCredential {
+    cert: CertificateDer<'static>,
+    key: Arc<PrivateKeyDer<'static>>,
+    pem: String,
+}
+
+impl std::fmt::Debug for ClusterCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCredential(..)")
+    }
+}
+
+impl ClusterCredential {
+    /// Creates a fresh credential for a new cluster.
+    pub fn generate() -> Result<Self, NetError> {
+        let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
+            .map_err(|e| NetError::Credential(e.to_string()))?;
+        let pem = format!(
+            "{}{}",
+            certified.cert.pem(),
+            certified.signing_key.serialize_pem()
+        );
+        Self::from_pem(&pem)
+    }
+
+    /// Reads a credential from PEM text holding one certificate and its key.
+    pub fn from_pem(pem: &str) -> Result<Self, NetError> {
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| NetError::Credential(format!("no certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| NetError::Credential(format!("no private key: {e}")))?;
+        Ok(Self {
+            cert,
+            key: Arc::new(key),
+            pem: pem.to_owned(),
+        })
+    }
+
+    /// Reads a credential from a PEM file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, NetError> {
+        let path = path.as_ref();
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| NetError::Credential(format!("{}: {e}", path.display())))?;
+        Self::from_pem(&pem)
+    }
+
+    /// The credential as PEM text, to write to a file or an environment variable.
+    pub fn to_pem(&self) -> String {
+        self.pem.clone()
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, NetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.cert.clone())
+            .map_err(|e| NetError::Credential(e.to_string()))?;
+        Ok(Arc::new(roots))
+    }
+
+    pub(crate) fn server_config(&self) -> Result<QuicServerConfig, NetError> {
+        let bad = |e: &dyn std::fmt::Display| NetError::Credential(e.to_string());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
+                .build()
+                .map_err(|e| bad(&e))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bad(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
+            .map_err(|e| bad(&e))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        QuicServerConfig::try_from(tls).map_err(|e| bad(&e))
+    }
+
+    pub(crate) fn client_config(&self) -> Result<QuicClientConfig, NetError> {
+        let bad = |e: &dyn std::fmt::Display| NetError::Credential(e.to_string());
+        let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(vec![self.cert.clone()], self.key.clone_key())
+            .map_err(|e| bad(&e))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        QuicClientConfig::try_from(tls).map_err(|e| bad(&e))
+    }
+}

@@ -1,0 +1,315 @@
+//! QUIC endpoints and the message links that run over them.
+//!
+//! An [`Endpoint`] is one UDP socket that both accepts and starts
+//! connections, always with mutual TLS from the cluster credential. A
+//! connection carries one [`Link`]: a bidirectional stream of frames. Sending
+//! never blocks: messages queue to a writer task that coalesces everything
+//! queued into one write, which is what makes small messages cheap. Received
+//! messages arrive in an [`Inbox`]. A bad frame closes that one connection
+//! and is reported through the inbox; the endpoint keeps serving others.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{ConnectionError, RecvStream, SendStream, TransportConfig, VarInt};
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+
+use crate::auth::SERVER_NAME;
+use crate::frame::{self, FrameReader};
+use crate::wire::Message;
+use crate::{ClusterCredential, NetError};
+
+/// Application close code for a connection closed because of a bad frame.
+const CLOSE_BAD_FRAME: u32 = 1;
+/// Application close code for an orderly close.
+const CLOSE_NORMAL: u32 = 0;
+/// Most bytes coalesced into one write.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Received messages buffered per link before the reader waits.
+const INBOX_DEPTH: usize = 8192;
+
+/// Tunables of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// Largest frame accepted from a peer.
+    pub max_frame: usize,
+    /// A connection with no traffic for this long is lost.
+    pub idle_timeout: Duration,
+    /// Interval of keep-alive packets on idle connections.
+    pub keep_alive: Duration,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A QUIC endpoint that accepts and starts authenticated connections.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+    options: Arc<EndpointOptions>,
+}
+
+impl Endpoint {
+    /// Binds a UDP socket at `addr` (port 0 for any free port). Must be called
+    /// inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        credential: &ClusterCredential,
+        options: EndpointOptions,
+    ) -> Result<Self, NetError> {
+        let transport = Arc::new(transport_config(&options)?);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(credential.server_config()?));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(credential.client_config()?));
+        client.transport_config(transport);
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|e| NetError::Endpoint(format!("bind {addr}: {e}")))?;
+        endpoint.set_default_client_config(client);
+        Ok(Self {
+            inner: endpoint,
+            options: Arc::new(options),
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.inner
+            .local_addr()
+            .map_err(|e| NetError::Endpoint(e.to_string()))
+    }
+
+    /// Connects to the endpoint at `addr` and opens a link to it.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<(Link, Inbox), NetError> {
+        let connecting = self
+            .inner
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| NetError::Endpoint(format!("connect {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| classify(addr, &e))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| classify(addr, &e))?;
+        Ok(Link::start(conn, send, recv, &self.options))
+    }
+
+    /// Waits for the next incoming connection. `None` once the endpoint is
+    /// closed. Finish the handshake with [`Incoming::establish`], ideally in a
+    /// task of its own so one slow peer does not hold up the others.
+    pub async fn accept(&self) -> Option<Incoming> {
+        let incoming = self.inner.accept().await?;
+        Some(Incoming {
+            incoming,
+            options: self.options.clone(),
+        })
+    }
+
+    /// Closes every connection of this endpoint at once.
+    pub fn close(&self) {
+        self.inner.close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint closed");
+    }
+}
+
+/// A connection attempt that has reached an endpoint.
+#[derive(Debug)]
+pub struct Incoming {
+    incoming: quinn::Incoming,
+    options: Arc<EndpointOptions>,
+}
+
+impl Incoming {
+    /// The address the attempt came from.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Completes the handshake (which fails with [`NetError::Auth`] for a
+    /// peer without the cluster credential) and waits for the peer's link.
+    pub async fn establish(self) -> Result<(Link, Inbox), NetError> {
+        let addr = self.incoming.remote_address();
+        let conn = self.incoming.await.map_err(|e| classify(addr, &e))?;
+        let (send, recv) = conn.accept_bi().await.map_err(|e| classify(addr, &e))?;
+        Ok(Link::start(conn, send, recv, &self.options))
+    }
+}
+
+/// The sending half of a connection. Cheap to clone; the connection closes
+/// when every clone and the [`Inbox`] are dropped, or on [`Link::close`].
+#[derive(Debug, Clone)]
+pub struct Link {
+    tx: mpsc::UnboundedSender<Message>,
+    conn: quinn::Connection,
+}
+
+impl Link {
+    fn start(
+        conn: quinn::Connection,
+        send: SendStream,
+        recv: RecvStream,
+        options: &EndpointOptions,
+    ) -> (Link, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::channel(INBOX_DEPTH);
+        tokio::spawn(write_loop(rx, send, conn.clone()));
+        tokio::spawn(read_loop(recv, conn.clone(), in_tx, options.max_frame));
+        (Link { tx, conn: conn.clone() }, Inbox { rx: in_rx, conn })
+    }
+
+    /// Queues `msg` for sending. Fails only when the connection is gone.
+    pub fn send(&self, msg: Message) -> Result<(), NetError> {
+        self.tx.send(msg).map_err(|_| self.lost())
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none() && !self.tx.is_closed()
+    }
+
+    /// Closes the connection now, dropping whatever is still queued.
+    pub fn close(&self, reason: &str) {
+        self.conn
+            .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
+    }
+
+    /// Waits until the connection is closed and says why.
+    pub async fn closed(&self) -> NetError {
+        let err = self.conn.closed().await;
+        classify(self.peer(), &err)
+    }
+
+    fn lost(&self) -> NetError {
+        match self.conn.close_reason() {
+            Some(e) => classify(self.peer(), &e),
+            None => NetError::ConnectionLost {
+                peer: self.peer(),
+                reason: "link writer stopped".into(),
+            },
+        }
+    }
+}
+
+/// The receiving half of a connection.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Result<Message, NetError>>,
+    conn: quinn::Connection,
+}
+
+impl Inbox {
+    /// The next message. After an error (a bad frame, a lost connection)
+    /// comes `None`: the connection is closed.
+    pub async fn recv(&mut self) -> Option<Result<Message, NetError>> {
+        self.rx.recv().await
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+}
+
+fn transport_config(options: &EndpointOptions) -> Result<TransportConfig, NetError> {
+    let mut t = TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(options.idle_timeout)
+        .map_err(|e| NetError::Endpoint(format!("idle timeout: {e}")))?;
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(options.keep_alive));
+    // Larger windows keep bulk transfers (large objects) from stalling on
+    // flow control; the values are per connection and per stream.
+    t.stream_receive_window(VarInt::from_u32(16 << 20));
+    t.receive_window(VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    Ok(t)
+}
+
+/// Turns a connection error into a `NetError`, recognising TLS failures
+/// (QUIC crypto error codes 0x100..=0x1ff) as authentication failures.
+fn classify(peer: SocketAddr, e: &ConnectionError) -> NetError {
+    let crypto = |code: quinn::TransportErrorCode| (0x100..=0x1ff).contains(&u64::from(code));
+    match e {
+        ConnectionError::TransportError(t) if crypto(t.code) => NetError::Auth {
+            peer,
+            reason: t.to_string(),
+        },
+        ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => NetError::Auth {
+            peer,
+            reason: c.to_string(),
+        },
+        other => NetError::ConnectionLost {
+            peer,
+            reason: other.to_string(),
+        },
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut send: SendStream,
+    conn: quinn::Connection,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            if let Err(e) = frame::encode(&msg, &mut buf) {
+                tracing::error!(peer = %conn.remote_address(), "dropping a message: {e}");
+            }
+            if buf.len() < MAX_BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = send.write_all(&buf).await {
+            tracing::debug!(peer = %conn.remote_address(), "write failed: {e}");
+            return;
+        }
+        if buf.capacity() > 4 * MAX_BATCH_BYTES {
+            buf = Vec::with_capacity(64 * 1024);
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_loop(
+    recv: RecvStream,
+    conn: quinn::Connection,
+    inbox: mpsc::Sender<Result<Message, NetError>>,
+    max_frame: usize,
+) {
+    let peer = conn.remote_address();
+    let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, recv), max_frame);
+    loop {
+        match reader.next().await {
+            Ok(Some(msg)) => {
+                if inbox.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(source) => {
+                // A lost connection shows up as a read error: report why the
+                // connection ended rather than the symptom.
+                let err = match conn.close_reason() {
+                    Some(reason) => classify(peer, &reason),
+                    None => {
+                        tracing::warn!(%peer, "closing connection: bad frame: {source}");
+                        conn.close(VarInt::from_u32(CLOSE_BAD_FRAME), b"bad frame");
+                        NetError::Frame { peer, source }
+                    }
+                };
+                let _ = inbox.send(Err(err)).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The messages dfut processes exchange, as rkyv archives.
+//!
+//! Every frame on a link carries one [`Message`]. Received bytes are
+//! validated with `rkyv::access` before anything reads them, so a peer can
+//! make a frame fail but cannot make a reader trust bad bytes. Task arguments
+//! and results travel as opaque byte vectors: their types are the business of
+//! `dfut`, not of the transport.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Identifies one object (a task's result) cluster-wide: the node that owns
+/// it and a sequence number unique within that owner.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct ObjectId {
+    /// The id of the owner node (the process that submitted the task).
+    pub owner: u64,
+    /// The owner's sequence number for this object.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}:{}", self.owner, self.seq)
+    }
+}
+
+/// What a worker is and what it can do, sent once when it registers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// The worker's node id.
+    pub id: u64,
+    /// The address other processes connect to.
+    pub addr: String,
+    /// How many tasks it runs at once.
+    pub max_concurrent: u32,
+    /// Hardware generation as set by flag (higher is faster).
+    pub hw_generation: u32,
+    /// Whether it runs GPU tasks.
+    pub gpu: bool,
+    /// Its operating-system process id.
+    pub pid: u32,
+}
+
+/// A worker's load, sent with every heartbeat.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct WorkerLoad {
+    /// Tasks executing now.
+    pub running: u32,
+    /// Tasks received and not yet executing (waiting for arguments or a slot).
+    pub queued: u32,
+    /// Objects held in its store.
+    pub objects: u64,
+    /// Bytes held in its store.
+    pub object_bytes: u64,
+    /// Tasks finished successfully since start.
+    pub tasks_done: u64,
+    /// Tasks failed since start.
+    pub tasks_failed: u64,
+}
+
+/// One worker as the scheduler sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerState {
+    /// What it is.
+    pub info: WorkerInfo,
+    /// Its last reported load.
+    pub load: WorkerLoad,
+}
+
+/// A task argument: either its encoded value, or a reference to an object
+/// held by a worker, which the executing worker fetches itself.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// The encoded value.
+    Value(Vec<u8>),
+    /// An object held elsewhere.
+    Ref {
+        /// The object.
+        id: ObjectId,
+        /// Address of the worker that holds (or is computing) it.
+        holder: String,
+    },
+}
+
+/// A task to execute.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The id its result will have.
+    pub id: ObjectId,
+    /// The registered name of the remote function.
+    pub function: String,
+    /// Its arguments, in order.
+    pub args: Vec<Arg>,
+    /// Results up to this size are sent back inline with the completion.
+    pub inline_max: u32,
+}
+
+/// Why a task or a fetch failed, as sent between processes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The function panicked.
+    Panicked,
+    /// The function returned an error.
+    Returned,
+    /// The worker has no function of that name.
+    UnknownFunction,
+    /// An argument could not be decoded as the declared type.
+    Decode,
+    /// The result could not be encoded.
+    Encode,
+    /// The object is not (or no longer) held there.
+    NoSuchObject,
+    /// A worker needed for the task was lost.
+    WorkerLost,
+    /// Some other failure.
+    Other,
+}
+
+/// A failure with its message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The message, e.g. the panic message.
+    pub message: String,
+}
+
+/// How a task ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished; the encoded result is small enough to travel inline. The
+    /// worker keeps a copy too.
+    Inline(Vec<u8>),
+    /// Finished; the result is held by the worker, this many bytes.
+    Stored(u64),
+    /// Failed.
+    Failed(Failure),
+}
+
+/// A cluster-wide summary printed by `dfut status`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    /// The scheduler's placement policy.
+    pub mode: String,
+    /// Live workers.
+    pub workers: Vec<WorkerState>,
+}
+
+/// The role a connecting peer declares in its first message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A driver or any process submitting tasks.
+    Client,
+    /// A worker.
+    Worker,
+    /// A command-line tool asking for status.
+    Tool,
+}
+
+/// Every message on a dfut link.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Message {
+    /// First message of a link: who is speaking.
+    Hello {
+        /// The speaker's node id.
+        node: u64,
+        /// The speaker's role.
+        role: Role,
+    },
+    /// Worker → scheduler: join the cluster.
+    Register(WorkerInfo),
+    /// Worker → scheduler: I am alive, with this load.
+    Heartbeat(WorkerLoad),
+    /// Client → scheduler: send me the membership view and its changes.
+    Subscribe,
+    /// Scheduler → client: the live workers and the placement policy.
+    View {
+        /// The placement policy clients should use.
+        mode: String,
+        /// Live workers.
+        workers: Vec<WorkerState>,
+    },
+    /// Scheduler → client: this worker is gone.
+    WorkerLost {
+        /// Its node id.
+        id: u64,
+    },
+    /// Tool → scheduler: send the cluster status.
+    StatusRequest,
+    /// Scheduler → tool: the cluster status.
+    StatusReply(ClusterStatus),
+    /// Owner → worker: run these tasks.
+    Submit(Vec<TaskSpec>),
+    /// Worker → owner: this task started executing.
+    Started(ObjectId),
+    /// Worker → owner: this task ended.
+    Done {
+        /// The task's result id.
+        id: ObjectId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// Any → worker: send me this object when it is ready.
+    Fetch {
+        /// Request number, echoed in the reply.
+        req: u64,
+        /// The object wanted.
+        id: ObjectId,
+    },
+    /// Worker → fetcher: the object, or why not.
+    Fetched {
+        /// The request number.
+        req: u64,
+        /// The encoded object or a failure.
+        result: Result<Vec<u8>, Failure>,
+    },
+    /// Owner → worker: no reference to these objects remains; free them.
+    Free(Vec<ObjectId>),
+    /// Worker → peer: stop talking, I am shutting down.
+    Goodbye,
+}

@@ -1,0 +1,520 @@
+//! The owner side of dfut: submitting tasks, tracking their objects, and
+//! fetching values.
+//!
+//! Every process that calls remote functions (the driver, and workers that
+//! run nested calls) has one [`Client`]. It owns the objects it creates: it
+//! places each task with its [`Scheduler`] on its view of the cluster, sends
+//! it straight to the chosen worker, records the result's location, keeps the
+//! lineage of tasks that may be retried, and tells the holder to free an
+//! object once no handle to it remains. Connections and incoming messages are
+//! in [`links`]; this module holds the object logic.
+
+mod links;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dfut_net::Endpoint;
+use dfut_net::wire::{Arg, Message, ObjectId, TaskSpec, WorkerState};
+use tokio::sync::{oneshot, watch};
+
+use crate::data::Data;
+use crate::future::DistFuture;
+use crate::object::{ArgSource, Blob, ObjectCell, ObjectRef, Phase, TaskRecord};
+use crate::scheduler::{ArgPlacement, Scheduler, TaskNeeds, WorkerView};
+use crate::{Error, Result};
+
+/// Results up to this many bytes travel back with the completion message.
+pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
+
+/// How a remote function is called: its name and options, fixed at compile
+/// time by `#[dfut::remote]`.
+#[derive(Debug)]
+pub struct FnSpec {
+    /// The registered name.
+    pub name: &'static str,
+    /// How often a task is re-run when its worker dies.
+    pub retries: u32,
+    /// Whether it needs a GPU worker.
+    pub gpu: bool,
+}
+
+/// A handle on this process's connection to the cluster.
+///
+/// Cheap to clone. Usually implicit: `dfut::init()` makes one the default
+/// and remote calls use it.
+///
+/// ```
+/// let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+/// let client = rt.client();
+/// assert_eq!(client.workers().len(), 2);
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    node: u64,
+    endpoint: Endpoint,
+    handle: tokio::runtime::Handle,
+    seq: AtomicU64,
+    inline_max: u32,
+    objects: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    cluster: Mutex<ClusterView>,
+    view_changed: watch::Sender<usize>,
+    links: Mutex<HashMap<SocketAddr, links::LinkSlot>>,
+    fetches: Mutex<HashMap<u64, PendingFetch>>,
+    fetch_seq: AtomicU64,
+}
+
+struct PendingFetch {
+    holder: SocketAddr,
+    reply: oneshot::Sender<Result<Blob>>,
+}
+
+struct ClusterView {
+    workers: Vec<WorkerView>,
+    mode: String,
+    policy: Box<dyn Scheduler>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent before any
+    // call that could panic, so a poisoned lock still holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    /// A client on `endpoint`, driven by the runtime behind `handle`.
+    pub(crate) fn new(
+        node: u64,
+        endpoint: Endpoint,
+        handle: tokio::runtime::Handle,
+        policy: Box<dyn Scheduler>,
+    ) -> Self {
+        let (view_changed, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                node,
+                endpoint,
+                handle,
+                seq: AtomicU64::new(1),
+                inline_max: DEFAULT_INLINE_MAX,
+                objects: Mutex::new(HashMap::new()),
+                cluster: Mutex::new(ClusterView {
+                    workers: Vec::new(),
+                    mode: String::new(),
+                    policy,
+                }),
+                view_changed,
+                links: Mutex::new(HashMap::new()),
+                fetches: Mutex::new(HashMap::new()),
+                fetch_seq: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// This process's node id; it is the owner id of every object it creates.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node
+    }
+
+    /// The live workers as this client last heard from the scheduler.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        lock(&self.inner.cluster).workers.clone()
+    }
+
+    /// How many objects this client owns that are still referenced.
+    pub fn owned_objects(&self) -> usize {
+        lock(&self.inner.objects).len()
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Waits until at least `n` workers are in the view.
+    pub(crate) async fn wait_for_workers(&self, n: usize) {
+        let mut rx = self.inner.view_changed.subscribe();
+        while lock(&self.inner.cluster).workers.len() < n {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `fut` to completion from synchronous code.
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let handle = &self.inner.handle;
+        let wait = || crate::context::without_task_slot(handle, || handle.block_on(fut));
+        match Handle::try_current() {
+            Err(_) => Ok(wait()),
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(wait))
+            }
+            Ok(_) => Err(Error::Config(
+                "a blocking get() inside a current-thread tokio runtime would deadlock; \
+                 use .await instead"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Submits a call of `spec` with `args`; the handle returns at once.
+    pub(crate) fn submit<T: Data>(&self, spec: &'static FnSpec, args: Vec<ArgSource>) -> DistFuture<T> {
+        let id = ObjectId {
+            owner: self.inner.node,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let record = TaskRecord {
+            function: spec.name,
+            args,
+            retries_left: spec.retries,
+            gpu: spec.gpu,
+        };
+        let placeholder = Phase::Pending(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let cell = Arc::new(ObjectCell::new(id, spec.name, placeholder, Some(record)));
+        lock(&self.inner.objects).insert(id, cell.clone());
+        let obj = Arc::new(ObjectRef {
+            cell: cell.clone(),
+            client: Some(self.clone()),
+        });
+        self.dispatch(&cell);
+        DistFuture::from_ref(obj)
+    }
+
+    /// Places the task of `cell` and sends it, or fails the cell.
+    fn dispatch(&self, cell: &Arc<ObjectCell>) {
+        let prepared = {
+            let st = cell.lock();
+            let Some(task) = &st.task else { return };
+            prepare(cell, task, self.inner.inline_max)
+        };
+        let (spec, needs, gpu) = match prepared {
+            Ok(p) => p,
+            Err(e) => return self.settle(cell, Phase::Failed(e)),
+        };
+        let target = {
+            let mut cluster = lock(&self.inner.cluster);
+            let ClusterView {
+                workers, policy, ..
+            } = &mut *cluster;
+            let needs = TaskNeeds {
+                function: cell.function,
+                gpu,
+                args: &needs,
+            };
+            match policy.place(&needs, workers) {
+                Ok(i) if i < workers.len() => {
+                    workers[i].inflight += 1;
+                    Ok(workers[i].addr)
+                }
+                Ok(i) => Err(format!("policy chose worker {i} of {}", workers.len())),
+                Err(reason) => Err(reason),
+            }
+        };
+        match target {
+            Ok(addr) => {
+                cell.set(Phase::Pending(addr));
+                self.send(addr, Message::Submit(vec![spec]));
+            }
+            Err(reason) => self.settle(cell, Phase::Failed(Error::NoEligibleWorker(reason))),
+        }
+    }
+
+    /// Sets a final phase; drops the lineage unless a retry may need it.
+    fn settle(&self, cell: &ObjectCell, phase: Phase) {
+        let lineage = {
+            let mut st = cell.lock();
+            let keep = matches!(phase, Phase::Finished { .. })
+                && st.task.as_ref().is_some_and(|t| t.retries_left > 0);
+            if keep { None } else { st.task.take() }
+        };
+        cell.set(phase);
+        // Dropped outside the cell's lock: releasing arguments may free them.
+        drop(lineage);
+    }
+
+    /// Called when the last reference to `cell` is dropped.
+    pub(crate) fn release(&self, cell: &Arc<ObjectCell>) {
+        lock(&self.inner.objects).remove(&cell.id);
+        let holder = match &cell.lock().phase {
+            Phase::Pending(h) | Phase::Running(h) => Some(*h),
+            Phase::Finished { holder, .. } => *holder,
+            Phase::Failed(_) => None,
+        };
+        if let Some(h) = holder.filter(|h| h.port() != 0) {
+            self.send(h, Message::Free(vec![cell.id]));
+        }
+    }
+
+    /// The encoded value of `obj`, fetched from its holder if need be.
+    pub(crate) async fn resolve(self, obj: Arc<ObjectRef>) -> Result<Blob> {
+        loop {
+            let phase =
+                std::future::poll_fn(|cx| match obj.cell.poll_settled(cx.waker()) {
+                    Some(p) => std::task::Poll::Ready(p),
+                    None => std::task::Poll::Pending,
+                })
+                .await;
+            let holder = match phase {
+                Phase::Failed(e) => return Err(e),
+                Phase::Finished {
+                    inline: Some(blob), ..
+                } => return Ok(blob),
+                Phase::Finished {
+                    holder: Some(h), ..
+                } => h,
+                _ => return Err(Error::ObjectUnavailable(obj.cell.id.to_string())),
+            };
+            match self.fetch(holder, obj.cell.id).await {
+                Err(e @ (Error::WorkerLost { .. } | Error::Transport(_))) => {
+                    // The holder is gone: let the loss be handled (which may
+                    // retry the task), then look again.
+                    self.worker_lost(holder, &e.to_string());
+                    let unchanged = matches!(
+                        &obj.cell.lock().phase,
+                        Phase::Finished { holder: Some(h), .. } if *h == holder
+                    );
+                    if unchanged {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks the worker at `holder` for object `id`, waiting until it is ready.
+    pub(crate) async fn fetch(&self, holder: SocketAddr, id: ObjectId) -> Result<Blob> {
+        let req = self.inner.fetch_seq.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        lock(&self.inner.fetches).insert(req, PendingFetch { holder, reply });
+        self.send(holder, Message::Fetch { req, id });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::WorkerLost {
+                worker: holder.to_string(),
+                reason: "connection closed during a fetch".into(),
+            })
+        })
+    }
+
+    /// Handles the loss of the worker at `addr`: retries what may be retried
+    /// and fails the rest. Idempotent.
+    pub(crate) fn worker_lost(&self, addr: SocketAddr, reason: &str) {
+        let known = {
+            let mut cluster = lock(&self.inner.cluster);
+            let before = cluster.workers.len();
+            cluster.workers.retain(|w| w.addr != addr);
+            before != cluster.workers.len()
+        };
+        if known {
+            tracing::warn!(worker = %addr, "worker lost: {reason}");
+            self.inner.view_changed.send_modify(|v| *v += 1);
+        }
+        let lost = || Error::WorkerLost {
+            worker: addr.to_string(),
+            reason: reason.to_owned(),
+        };
+        let failed: Vec<_> = {
+            let mut fetches = lock(&self.inner.fetches);
+            let reqs: Vec<u64> = fetches
+                .iter()
+                .filter(|(_, f)| f.holder == addr)
+                .map(|(r, _)| *r)
+                .collect();
+            reqs.into_iter().filter_map(|r| fetches.remove(&r)).collect()
+        };
+        for f in failed {
+            let _ = f.reply.send(Err(lost()));
+        }
+        let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
+        for cell in cells {
+            let retry = {
+                let mut st = cell.lock();
+                let on_lost = match &st.phase {
+                    Phase::Pending(h) | Phase::Running(h) => *h == addr,
+                    Phase::Finished {
+                        holder: Some(h),
+                        inline,
+                    } if *h == addr => {
+                        if let Some(blob) = inline.clone() {
+                            st.phase = Phase::Finished {
+                                holder: None,
+                                inline: Some(blob),
+                            };
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => false,
+                };
+                if !on_lost {
+                    continue;
+                }
+                match st.task.as_mut() {
+                    Some(t) if t.retries_left > 0 => {
+                        t.retries_left -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if retry {
+                tracing::info!(object = %cell.id, function = cell.function, "re-running on another worker");
+                self.dispatch(&cell);
+            } else {
+                self.settle(&cell, Phase::Failed(lost()));
+            }
+        }
+    }
+
+    /// Handles a worker's report that task `id` ended.
+    fn task_done(&self, from: SocketAddr, id: ObjectId, outcome: dfut_net::wire::Outcome) {
+        use dfut_net::wire::{FailureKind, Outcome};
+        {
+            let mut cluster = lock(&self.inner.cluster);
+            if let Some(w) = cluster.workers.iter_mut().find(|w| w.addr == from) {
+                w.inflight = w.inflight.saturating_sub(1);
+            }
+        }
+        let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
+            return; // released while running; the worker was told to free it
+        };
+        if !matches!(cell.lock().phase, Phase::Pending(h) | Phase::Running(h) if h == from) {
+            return; // a stale report from a worker this task was moved away from
+        }
+        let phase = match outcome {
+            Outcome::Inline(bytes) => Phase::Finished {
+                holder: Some(from),
+                inline: Some(Arc::new(bytes)),
+            },
+            Outcome::Stored(_) => Phase::Finished {
+                holder: Some(from),
+                inline: None,
+            },
+            Outcome::Failed(f) => {
+                // A dependency lost with its worker: re-run if allowed.
+                if f.kind == FailureKind::WorkerLost {
+                    let retry = {
+                        let mut st = cell.lock();
+                        match st.task.as_mut() {
+                            Some(t) if t.retries_left > 0 => {
+                                t.retries_left -= 1;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if retry {
+                        self.dispatch(&cell);
+                        return;
+                    }
+                }
+                Phase::Failed(Error::from_failure(cell.function, &from.to_string(), &f))
+            }
+        };
+        self.settle(&cell, phase);
+    }
+
+    /// Replaces the view of the cluster with what the scheduler sent.
+    fn set_view(&self, mode: String, workers: Vec<WorkerState>) {
+        let mut cluster = lock(&self.inner.cluster);
+        let old: HashMap<u64, u32> = cluster.workers.iter().map(|w| (w.id, w.inflight)).collect();
+        let old_addrs: Vec<SocketAddr> = cluster.workers.iter().map(|w| w.addr).collect();
+        cluster.workers = workers
+            .into_iter()
+            .filter_map(|w| {
+                let addr = w.info.addr.parse().ok()?;
+                Some(WorkerView {
+                    id: w.info.id,
+                    addr,
+                    max_concurrent: w.info.max_concurrent,
+                    hw_generation: w.info.hw_generation,
+                    gpu: w.info.gpu,
+                    inflight: old.get(&w.info.id).copied().unwrap_or(0),
+                    load: w.load,
+                })
+            })
+            .collect();
+        cluster.mode = mode;
+        let gone: Vec<SocketAddr> = old_addrs
+            .into_iter()
+            .filter(|a| !cluster.workers.iter().any(|w| w.addr == *a))
+            .collect();
+        drop(cluster);
+        self.inner.view_changed.send_modify(|v| *v += 1);
+        for addr in gone {
+            self.worker_lost(addr, "no longer in the scheduler's view");
+        }
+    }
+
+    fn worker_addr(&self, id: u64) -> Option<SocketAddr> {
+        lock(&self.inner.cluster)
+            .workers
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.addr)
+    }
+}
+
+/// The wire form of a task and where its arguments live; fails if an
+/// argument already failed.
+fn prepare(
+    cell: &ObjectCell,
+    task: &TaskRecord,
+    inline_max: u32,
+) -> Result<(TaskSpec, Vec<ArgPlacement>, bool)> {
+    let mut args = Vec::with_capacity(task.args.len());
+    let mut placements = Vec::new();
+    for arg in &task.args {
+        match arg {
+            ArgSource::Value(blob) => args.push(Arg::Value(blob.to_vec())),
+            ArgSource::Future(dep) => match dep.cell.lock().phase.clone() {
+                Phase::Failed(e) => return Err(e),
+                Phase::Finished {
+                    inline: Some(blob), ..
+                } => args.push(Arg::Value(blob.to_vec())),
+                Phase::Finished {
+                    holder: Some(h), ..
+                }
+                | Phase::Pending(h)
+                | Phase::Running(h) => {
+                    args.push(Arg::Ref {
+                        id: dep.cell.id,
+                        holder: h.to_string(),
+                    });
+                    placements.push(ArgPlacement {
+                        holder: h,
+                        bytes: None,
+                    });
+                }
+                Phase::Finished {
+                    holder: None,
+                    inline: None,
+                } => return Err(Error::ObjectUnavailable(dep.cell.id.to_string())),
+            },
+        }
+    }
+    let spec = TaskSpec {
+        id: cell.id,
+        function: task.function.to_owned(),
+        args,
+        inline_max,
+    };
+    Ok((spec, placements, task.gpu))
+}

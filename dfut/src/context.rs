@@ -1,0 +1,146 @@
+//! Which client a remote call on this thread uses, and the task slot a
+//! worker thread holds while it runs a task.
+//!
+//! A call uses the thread's current client (set by [`Runtime::enter`] and on
+//! every runtime thread), else the process default (set by `dfut::init()`
+//! and by a worker for the tasks it runs). While a task blocks in
+//! [`DistFuture::get`](crate::DistFuture::get) it gives its slot back, so
+//! nested calls cannot starve the worker of slots.
+//!
+//! [`Runtime::enter`]: crate::Runtime::enter
+
+use std::cell::RefCell;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::client::Client;
+
+static DEFAULT: RwLock<Option<Client>> = RwLock::new(None);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+    static SLOT: RefCell<Option<(Option<OwnedSemaphorePermit>, Arc<Semaphore>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The client remote calls on this thread use, if any.
+pub(crate) fn current() -> Option<Client> {
+    CURRENT
+        .with(|c| c.borrow().clone())
+        .or_else(|| DEFAULT.read().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+/// Sets the process default client.
+pub(crate) fn set_default(client: Option<Client>) {
+    *DEFAULT.write().unwrap_or_else(|p| p.into_inner()) = client;
+}
+
+/// Clears the process default if it is `client`.
+pub(crate) fn clear_default(client: &Client) {
+    let mut d = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
+    if d.as_ref().is_some_and(|c| c.node_id() == client.node_id()) {
+        *d = None;
+    }
+}
+
+/// Makes `client` current on this thread until the guard is dropped.
+pub(crate) fn enter(client: Client) -> EnterGuard {
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(client));
+    EnterGuard {
+        previous,
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Restores the previous current client when dropped. Returned by
+/// [`Runtime::enter`](crate::Runtime::enter).
+#[must_use = "the runtime is current only while the guard lives"]
+pub struct EnterGuard {
+    previous: Option<Client>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for EnterGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnterGuard")
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Runs `f` on this thread holding a task slot.
+pub(crate) fn with_task_permit<R>(
+    permit: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+    f: impl FnOnce() -> R,
+) -> R {
+    SLOT.with(|s| *s.borrow_mut() = Some((Some(permit), slots)));
+    let r = f();
+    SLOT.with(|s| s.borrow_mut().take());
+    r
+}
+
+/// Gives this thread's task slot back while `f` blocks, then takes a slot
+/// again. Outside a task it just runs `f`.
+pub(crate) fn without_task_slot<R>(handle: &tokio::runtime::Handle, f: impl FnOnce() -> R) -> R {
+    let released = SLOT.with(|s| {
+        let mut s = s.borrow_mut();
+        s.as_mut().and_then(|(permit, slots)| {
+            let p = permit.take()?;
+            drop(p);
+            Some(slots.clone())
+        })
+    });
+    let r = f();
+    if let Some(slots) = released {
+        let permit = handle.block_on(slots.acquire_owned()).ok();
+        SLOT.with(|s| {
+            if let Some((p, _)) = s.borrow_mut().as_mut() {
+                *p = permit;
+            }
+        });
+    }
+    r
+}
+
+/// Makes `client` the process default unless one is set.
+pub(crate) fn set_default_if_unset(client: &Client) {
+    let mut d = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
+    if d.is_none() {
+        *d = Some(client.clone());
+    }
+}
+
+/// A future that polls its inner future with a client current, so remote
+/// calls made by an async task go through its worker's client.
+pub(crate) struct WithClient<F> {
+    client: Client,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F> WithClient<F> {
+    pub fn new(client: Client, inner: F) -> Self {
+        Self {
+            client,
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for WithClient<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let _current = enter(self.client.clone());
+        self.inner.as_mut().poll(cx)
+    }
+}

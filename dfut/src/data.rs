@@ -1,0 +1,92 @@
+//! Values that can cross a process boundary.
+//!
+//! [`Data`] is implemented for every type rkyv can archive, validate and
+//! deserialize; derive `rkyv::Archive, rkyv::Serialize, rkyv::Deserialize`
+//! (re-exported as `dfut::rkyv`) on your own types. This module only encodes
+//! and decodes; where bytes go is decided elsewhere.
+
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::BoxedError;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A value that can be an argument or a result of a remote function.
+///
+/// Implemented for every type that rkyv can archive, validate and
+/// deserialize: integers, floats, `bool`, `String`, `Vec<T>`, tuples,
+/// `Option<T>`, `HashMap<K, V>`, and your own types with the rkyv derives.
+///
+/// ```
+/// use dfut::Data;
+///
+/// #[derive(dfut::rkyv::Archive, dfut::rkyv::Serialize, dfut::rkyv::Deserialize, Debug, PartialEq)]
+/// #[rkyv(crate = dfut::rkyv)]
+/// struct Point { x: f64, y: f64 }
+///
+/// let bytes = Point { x: 1.0, y: 2.0 }.encode()?;
+/// assert_eq!(Point::decode(&bytes)?, Point { x: 1.0, y: 2.0 });
+/// assert!(Point::decode(b"nonsense").is_err());
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent to or from a remote function",
+    label = "not archivable with rkyv",
+    note = "derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize` for it (see `dfut::Data`)"
+)]
+pub trait Data: Sized + Send + 'static {
+    /// Encodes the value.
+    fn encode(&self) -> Result<Vec<u8>>;
+    /// Decodes and validates bytes made by [`Data::encode`].
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+impl<T> Data for T
+where
+    T: Archive + Send + 'static,
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
+        + Deserialize<T, HighDeserializer<BoxedError>>,
+{
+    fn encode(&self) -> Result<Vec<u8>> {
+        rkyv::to_bytes::<BoxedError>(self)
+            .map(AlignedVec::into_vec)
+            .map_err(|e| Error::Encode(e.to_string()))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let decode = |aligned: &[u8]| {
+            rkyv::from_bytes::<T, BoxedError>(aligned).map_err(|e| Error::Decode(e.to_string()))
+        };
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            decode(bytes)
+        } else {
+            let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            decode(&aligned)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_from_unaligned_bytes() {
+        let v: Vec<u64> = (0..100).collect();
+        let bytes = v.encode().unwrap();
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        assert_eq!(Vec::<u64>::decode(&shifted[1..]).unwrap(), v);
+    }
+
+    #[test]
+    fn wrong_type_is_a_decode_error() {
+        let bytes = String::from("hello").encode().unwrap();
+        assert!(matches!(Vec::<u64>::decode(&bytes), Err(Error::Decode(_))));
+    }
+}

@@ -1,0 +1,170 @@
+//! The error every dfut operation returns.
+//!
+//! One enum for the facade, so a user matches on what went wrong without
+//! knowing which layer saw it. Remote failures carry the remote message.
+//! This module only describes errors; it decides nothing about retries.
+
+use std::time::Duration;
+
+use dfut_net::NetError;
+use dfut_net::wire::{Failure, FailureKind};
+
+/// The result type of dfut operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+///
+/// ```
+/// # use dfut::Error;
+/// let e = Error::UnknownFunction { name: "app::missing".into() };
+/// assert_eq!(e.to_string(), "no worker has a remote function named `app::missing`");
+/// ```
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The remote function panicked; the worker survived.
+    #[error("remote function `{function}` panicked: {message}")]
+    TaskPanicked {
+        /// The function's registered name.
+        function: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The remote function returned an error.
+    #[error("remote function `{function}` failed: {message}")]
+    TaskFailed {
+        /// The function's registered name.
+        function: String,
+        /// The error's `Display` text.
+        message: String,
+    },
+    /// The worker holding or computing the value died (and retries, if any,
+    /// are used up).
+    #[error("worker {worker} was lost: {reason}")]
+    WorkerLost {
+        /// The lost worker's address.
+        worker: String,
+        /// How the loss was noticed.
+        reason: String,
+    },
+    /// The value was not ready in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// No live worker can run the task.
+    #[error("no eligible worker: {0}")]
+    NoEligibleWorker(String),
+    /// The worker has no remote function of this name (it runs a different
+    /// binary, or the crate defining it is not linked into the worker).
+    #[error("no worker has a remote function named `{name}`")]
+    UnknownFunction {
+        /// The name asked for.
+        name: String,
+    },
+    /// A value could not be encoded.
+    #[error("could not encode a value: {0}")]
+    Encode(String),
+    /// Bytes could not be decoded as the expected type.
+    #[error("could not decode a value: {0}")]
+    Decode(String),
+    /// The network failed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// A peer failed to authenticate, or refused us.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The object was freed or is unknown to the worker asked for it.
+    #[error("object {0} is not available")]
+    ObjectUnavailable(String),
+    /// No dfut runtime is active on this thread (call `dfut::init()` first).
+    #[error("no dfut runtime: call dfut::init() before calling remote functions")]
+    NoRuntime,
+    /// Bad configuration.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Starting or managing a local process failed.
+    #[error("process error: {0}")]
+    Process(String),
+}
+
+impl From<NetError> for Error {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Auth { .. } | NetError::Credential(_) => Error::Auth(e.to_string()),
+            other => Error::Transport(other.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// Rebuilds the error a remote process reported.
+    pub(crate) fn from_failure(function: &str, worker: &str, f: &Failure) -> Self {
+        let function = function.to_owned();
+        let message = f.message.clone();
+        match f.kind {
+            FailureKind::Panicked => Error::TaskPanicked { function, message },
+            FailureKind::Returned | FailureKind::Other => Error::TaskFailed { function, message },
+            FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
+            FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
+            FailureKind::Encode => Error::Encode(format!("{function}: {message}")),
+            FailureKind::NoSuchObject => Error::ObjectUnavailable(message),
+            FailureKind::WorkerLost => Error::WorkerLost {
+                worker: worker.to_owned(),
+                reason: message,
+            },
+        }
+    }
+
+    /// The failure to send to another process for this error.
+    pub(crate) fn to_failure(&self) -> Failure {
+        let kind = match self {
+            Error::TaskPanicked { .. } => FailureKind::Panicked,
+            Error::TaskFailed { .. } => FailureKind::Returned,
+            Error::UnknownFunction { .. } => FailureKind::UnknownFunction,
+            Error::Decode(_) => FailureKind::Decode,
+            Error::Encode(_) => FailureKind::Encode,
+            Error::ObjectUnavailable(_) => FailureKind::NoSuchObject,
+            Error::WorkerLost { .. } => FailureKind::WorkerLost,
+            _ => FailureKind::Other,
+        };
+        let message = match self {
+            Error::TaskPanicked { message, .. } | Error::TaskFailed { message, .. } => {
+                message.clone()
+            }
+            other => other.to_string(),
+        };
+        Failure { kind, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_round_trip_through_the_wire_form() {
+        let cases = [
+            Error::TaskPanicked {
+                function: "m::f".into(),
+                message: "boom".into(),
+            },
+            Error::TaskFailed {
+                function: "m::f".into(),
+                message: "bad input".into(),
+            },
+            Error::UnknownFunction { name: "m::f".into() },
+        ];
+        for e in cases {
+            assert_eq!(Error::from_failure("m::f", "w", &e.to_failure()), e);
+        }
+    }
+
+    #[test]
+    fn auth_failures_stay_auth_failures() {
+        let e: Error = NetError::Auth {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            reason: "bad certificate".into(),
+        }
+        .into();
+        assert!(matches!(e, Error::Auth(m) if m.contains("bad certificate")));
+    }
+}

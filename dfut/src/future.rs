@@ -1,0 +1,196 @@
+//! [`DistFuture`]: the handle a remote call returns.
+//!
+//! A handle is cheap to clone and can be sent anywhere in the process. It
+//! can be awaited, waited on with [`DistFuture::get`], polled for its
+//! [`Status`], or passed as an argument to another remote call, in which case
+//! the value goes from the worker that holds it straight to the worker that
+//! needs it. This module only reads objects; the owning client changes them.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::data::Data;
+use crate::object::{Blob, ObjectRef, Phase, Status};
+use crate::{Error, Result};
+
+type Fetching = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
+
+/// A value being computed, or already computed, somewhere in the cluster.
+///
+/// Returned at once by every call of a `#[dfut::remote]` function.
+///
+/// ```
+/// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+/// # let _guard = rt.enter();
+/// #[dfut::remote]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let a = square(3);                  // DistFuture<u64>, returns at once
+/// let b = square(a.clone());          // a future as an argument
+/// assert_eq!(b.get()?, 81);           // blocking wait
+/// assert_eq!(rt.block_on(a)?, 9);     // or .await it in async code
+/// # Ok::<(), dfut::Error>(())
+/// ```
+pub struct DistFuture<T> {
+    obj: Arc<ObjectRef>,
+    fetching: Mutex<Option<Fetching>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DistFuture<T> {
+    fn clone(&self) -> Self {
+        Self::from_ref(self.obj.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for DistFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistFuture")
+            .field("id", &self.obj.cell.id)
+            .field("function", &self.obj.cell.function)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl<T> DistFuture<T> {
+    pub(crate) fn from_ref(obj: Arc<ObjectRef>) -> Self {
+        Self {
+            obj,
+            fetching: Mutex::new(None),
+            _type: PhantomData,
+        }
+    }
+
+    pub(crate) fn object(&self) -> &Arc<ObjectRef> {
+        &self.obj
+    }
+
+    /// Where the task stands now. Never blocks.
+    pub fn status(&self) -> Status {
+        self.obj.cell.status()
+    }
+
+    /// Whether the value (or its error) is available now. Never blocks.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.status(), Status::Finished | Status::Failed)
+    }
+
+    /// The registered name of the function computing this value.
+    pub fn function(&self) -> &'static str {
+        self.obj.cell.function
+    }
+}
+
+impl<T: Data> DistFuture<T> {
+    /// Waits for the value and returns it, blocking this thread.
+    ///
+    /// Inside async code, `.await` the future instead.
+    pub fn get(&self) -> Result<T> {
+        self.wait(None)
+    }
+
+    /// Like [`DistFuture::get`], but gives up with [`Error::Timeout`] after
+    /// `timeout`. The task itself goes on.
+    ///
+    /// ```
+    /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// # let _guard = rt.enter();
+    /// #[dfut::remote]
+    /// fn slow() -> u8 { std::thread::sleep(std::time::Duration::from_secs(2)); 1 }
+    ///
+    /// let f = slow();
+    /// let short = std::time::Duration::from_millis(10);
+    /// assert!(matches!(f.get_timeout(short), Err(dfut::Error::Timeout(_))));
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.wait(Some(timeout))
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let timed_out = || Error::Timeout(timeout.unwrap_or_default());
+        let phase = self.obj.cell.wait_settled(deadline).ok_or_else(timed_out)?;
+        let blob = match phase {
+            Phase::Finished {
+                inline: Some(blob), ..
+            } => blob,
+            Phase::Failed(e) => return Err(e),
+            _ => {
+                let client = self.obj.client.as_ref().ok_or(Error::NoRuntime)?;
+                let fetch = client.clone().resolve(self.obj.clone());
+                let fetch = async move {
+                    match deadline {
+                        None => fetch.await,
+                        Some(d) => tokio::time::timeout_at(d.into(), fetch)
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out())),
+                    }
+                };
+                client.block_on(fetch)??
+            }
+        };
+        T::decode(&blob)
+    }
+}
+
+impl<T: Data> Future for DistFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut slot = this.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            match this.obj.cell.poll_settled(cx.waker()) {
+                None => return Poll::Pending,
+                Some(Phase::Failed(e)) => return Poll::Ready(Err(e)),
+                Some(Phase::Finished {
+                    inline: Some(blob), ..
+                }) => return Poll::Ready(T::decode(&blob)),
+                Some(_) => {
+                    let Some(client) = this.obj.client.clone() else {
+                        return Poll::Ready(Err(Error::NoRuntime));
+                    };
+                    *slot = Some(Box::pin(client.resolve(this.obj.clone())));
+                }
+            }
+        }
+        let Some(fetching) = slot.as_mut() else {
+            return Poll::Pending;
+        };
+        match fetching.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                *slot = None;
+                Poll::Ready(r.and_then(|blob| T::decode(&blob)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync_clone<X: Send + Sync + Clone>() {}
+
+    #[test]
+    fn handles_are_send_sync_and_clone() {
+        assert_send_sync_clone::<DistFuture<u64>>();
+        assert_send_sync_clone::<DistFuture<String>>();
+    }
+
+    #[test]
+    fn a_failed_handle_reports_its_error_without_a_runtime() {
+        let f: DistFuture<u64> =
+            DistFuture::from_ref(Arc::new(ObjectRef::failed("m::f", Error::NoRuntime)));
+        assert_eq!(f.status(), Status::Failed);
+        assert!(f.is_ready());
+        assert_eq!(f.get(), Err(Error::NoRuntime));
+    }
+}

@@ -1,0 +1,72 @@
+//! # dfut: distributed futures for Rust
+//!
+//! Annotate a function with [`#[dfut::remote]`](remote), call it, and get a
+//! [`DistFuture`] back at once: a handle to a value being computed on a
+//! worker process somewhere in the cluster. Handles can be awaited, waited
+//! on, polled, and passed as arguments to other remote calls; the value then
+//! moves from the worker holding it straight to the worker that needs it.
+//!
+//! ```
+//! # let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+//! # let _guard = rt.enter();
+//! #[dfut::remote]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! // In a real program: `let _rt = dfut::init()?;` starts a local cluster.
+//! let x = add(1, 2);              // DistFuture<i64>, returns immediately
+//! let y = add(x.clone(), 10);     // a future as an argument
+//! assert_eq!(y.get()?, 13);
+//! # Ok::<(), dfut::Error>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` in the repository for how the pieces fit.
+#![warn(missing_docs)]
+
+mod arg;
+mod client;
+mod context;
+mod data;
+mod error;
+mod future;
+mod local;
+mod object;
+mod registry;
+mod runtime;
+pub mod scheduler;
+pub mod worker;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use arg::IntoArg;
+pub use client::Client;
+pub use context::EnterGuard;
+pub use data::Data;
+pub use dfut_macros::remote;
+pub use dfut_net::ClusterCredential;
+pub use error::{Error, Result};
+pub use future::DistFuture;
+pub use object::Status;
+pub use registry::registered_functions;
+pub use runtime::{Builder, Runtime, init};
+
+/// The rkyv crate dfut uses; derive its traits on your own argument and
+/// result types (with `#[rkyv(crate = dfut::rkyv)]` if you do not depend on
+/// rkyv yourself).
+pub use rkyv;
+
+/// Installs a `tracing` subscriber printing to stderr, filtered by
+/// `DFUT_LOG` (default `warn`). Called by worker processes and the `dfut`
+/// tool; a driver may call it too. Does nothing if a subscriber is set.
+///
+/// ```
+/// dfut::init_tracing();
+/// ```
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DFUT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,161 @@
+//! Workers of an embedded local cluster: child processes re-executed from a
+//! program, or workers on threads of this process.
+//!
+//! A child learns the cluster credential from its standard input, never
+//! from its command line or environment, and keeps reading that pipe: when
+//! the driver exits, panics or is killed, the pipe closes and the child
+//! exits too, so no worker outlives its driver.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use dfut_net::ClusterCredential;
+
+use crate::runtime::ROLE_ENV;
+use crate::worker::{self, WorkerConfig};
+use crate::{Error, Result};
+
+/// Ends the credential on a child's standard input.
+const CREDENTIAL_END: &str = ".";
+
+/// How to start local workers.
+pub(crate) struct Spec {
+    pub scheduler: SocketAddr,
+    pub credential: ClusterCredential,
+    pub program: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub max_concurrent: Option<u32>,
+}
+
+/// One worker started by this driver.
+pub(crate) enum LocalWorker {
+    Process(Child),
+    InProcess {
+        worker: worker::Worker,
+        rt: Option<tokio::runtime::Runtime>,
+    },
+}
+
+impl LocalWorker {
+    /// Starts a worker process.
+    pub fn spawn(spec: &Spec) -> Result<Self> {
+        let program = match &spec.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| Error::Process(format!("cannot find the current program: {e}")))?,
+        };
+        let mut cmd = Command::new(&program);
+        cmd.env(ROLE_ENV, "worker")
+            .env("DFUT_SCHEDULER", spec.scheduler.to_string())
+            .env_remove("DFUT_CREDENTIAL")
+            .env_remove("DFUT_CREDENTIAL_FILE")
+            .env_remove("DFUT_WORKERS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        if let Some(n) = spec.max_concurrent {
+            cmd.env("DFUT_MAX_CONCURRENT", n.to_string());
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Process(format!("cannot start worker {}: {e}", program.display())))?;
+        let sent = child.stdin.as_mut().map(|stdin| {
+            writeln!(stdin, "{}\n{CREDENTIAL_END}", spec.credential.to_pem().trim_end())
+                .and_then(|()| stdin.flush())
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            let _ = child.kill();
+            return Err(Error::Process("cannot hand the credential to a worker".into()));
+        }
+        Ok(LocalWorker::Process(child))
+    }
+
+    /// Starts a worker on threads of this process.
+    pub fn in_process(spec: &Spec) -> Result<Self> {
+        let mut config = WorkerConfig::new(spec.scheduler.to_string());
+        config.max_concurrent = Some(spec.max_concurrent.unwrap_or(2));
+        let rt = worker::runtime_for(&config)?;
+        let worker = rt.block_on(worker::start(config, spec.credential.clone()))?;
+        Ok(LocalWorker::InProcess {
+            worker,
+            rt: Some(rt),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            LocalWorker::Process(c) => Some(c.id()),
+            LocalWorker::InProcess { .. } => None,
+        }
+    }
+
+    /// Stops the worker at once.
+    pub fn kill(&mut self) -> Result<()> {
+        match self {
+            LocalWorker::Process(child) => {
+                let killed = child.kill();
+                let _ = child.wait();
+                killed.map_err(|e| Error::Process(format!("cannot kill worker: {e}")))
+            }
+            LocalWorker::InProcess { worker, rt } => {
+                worker.shutdown();
+                if let Some(rt) = rt.take() {
+                    rt.shutdown_background();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// The body of a worker process started by [`LocalWorker::spawn`]: reads
+/// the credential from standard input, exits when standard input closes,
+/// and serves tasks meanwhile. Never returns.
+pub(crate) fn worker_main() -> ! {
+    crate::init_tracing();
+    let code = match serve_as_child() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dfut worker: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve_as_child() -> Result<()> {
+    let stdin = std::io::stdin();
+    let mut pem = String::new();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| Error::Process(format!("reading the credential: {e}")))?;
+        if line == CREDENTIAL_END {
+            break;
+        }
+        pem.push_str(&line);
+        pem.push('\n');
+    }
+    let credential = ClusterCredential::from_pem(&pem)?;
+    std::thread::Builder::new()
+        .name("dfut-parent-watch".into())
+        .spawn(|| {
+            // Nothing more is written; end of file means the driver is gone.
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        })
+        .map_err(|e| Error::Process(format!("cannot watch the driver: {e}")))?;
+    let config = <WorkerConfig as clap::Parser>::try_parse_from(["worker"])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    worker::run_with(config, credential)
+}

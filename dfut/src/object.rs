@@ -1,0 +1,196 @@
+//! The owner's record of one object: where it is, whether it is ready, and
+//! the lineage needed to compute it again.
+//!
+//! An [`ObjectCell`] is shared by the owner's object table and every handle
+//! to the object. The owning client moves it between phases as messages
+//! arrive; handles wait on it. Reference counting is the handles'
+//! [`std::sync::Arc`] count: when the last [`ObjectRef`] goes, the owner is
+//! told to free the object. This module does no I/O itself.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+
+use dfut_net::wire::ObjectId;
+
+use crate::Error;
+use crate::client::Client;
+
+/// Encoded bytes of a value, shared without copying.
+pub type Blob = Arc<Vec<u8>>;
+
+/// Where a task stands, as seen by the owner.
+///
+/// ```
+/// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+/// # let _guard = rt.enter();
+/// # #[dfut::remote] fn one() -> u8 { 1 }
+/// let f = one();
+/// f.get()?;
+/// assert_eq!(f.status(), dfut::Status::Finished);
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Submitted; waiting for its arguments or a free slot.
+    Pending,
+    /// Executing on a worker.
+    Running,
+    /// Finished; the value is available.
+    Finished,
+    /// Failed; getting it returns the error.
+    Failed,
+}
+
+/// An argument of a task as the owner keeps it.
+pub(crate) enum ArgSource {
+    /// An encoded value.
+    Value(Blob),
+    /// The result of another task.
+    Future(Arc<ObjectRef>),
+}
+
+/// What is needed to run (or re-run) a task.
+pub(crate) struct TaskRecord {
+    pub function: &'static str,
+    pub args: Vec<ArgSource>,
+    pub retries_left: u32,
+    pub gpu: bool,
+}
+
+/// The phase of an object.
+#[derive(Clone)]
+pub(crate) enum Phase {
+    /// Sent to the worker at this address, not yet running.
+    Pending(SocketAddr),
+    /// Running on the worker at this address.
+    Running(SocketAddr),
+    /// Computed. `holder` is the worker keeping it (`None` once that worker
+    /// is gone but the owner has the value); `inline` is the owner's copy.
+    Finished {
+        holder: Option<SocketAddr>,
+        inline: Option<Blob>,
+    },
+    /// Failed for good.
+    Failed(Error),
+}
+
+pub(crate) struct CellState {
+    pub phase: Phase,
+    pub task: Option<TaskRecord>,
+    wakers: Vec<Waker>,
+}
+
+/// The owner's record of one object.
+pub(crate) struct ObjectCell {
+    pub id: ObjectId,
+    pub function: &'static str,
+    state: Mutex<CellState>,
+    settled: Condvar,
+}
+
+impl ObjectCell {
+    pub fn new(id: ObjectId, function: &'static str, phase: Phase, task: Option<TaskRecord>) -> Self {
+        Self {
+            id,
+            function,
+            state: Mutex::new(CellState {
+                phase,
+                task,
+                wakers: Vec::new(),
+            }),
+            settled: Condvar::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, CellState> {
+        // A poisoned lock means a panic while updating a phase; the phase
+        // itself is always a valid value, so carry on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> Status {
+        match self.lock().phase {
+            Phase::Pending(_) => Status::Pending,
+            Phase::Running(_) => Status::Running,
+            Phase::Finished { .. } => Status::Finished,
+            Phase::Failed(_) => Status::Failed,
+        }
+    }
+
+    /// Sets the phase and wakes every waiter if it is final.
+    pub fn set(&self, phase: Phase) {
+        let mut st = self.lock();
+        let settled = matches!(phase, Phase::Finished { .. } | Phase::Failed(_));
+        st.phase = phase;
+        if settled {
+            for w in st.wakers.drain(..) {
+                w.wake();
+            }
+            drop(st);
+            self.settled.notify_all();
+        }
+    }
+
+    /// The phase if final; otherwise registers `waker` and returns `None`.
+    pub fn poll_settled(&self, waker: &Waker) -> Option<Phase> {
+        let mut st = self.lock();
+        match &st.phase {
+            p @ (Phase::Finished { .. } | Phase::Failed(_)) => Some(p.clone()),
+            _ => {
+                if !st.wakers.iter().any(|w| w.will_wake(waker)) {
+                    st.wakers.push(waker.clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// Blocks the thread until the phase is final or `deadline` passes.
+    pub fn wait_settled(&self, deadline: Option<std::time::Instant>) -> Option<Phase> {
+        let mut st = self.lock();
+        loop {
+            if let p @ (Phase::Finished { .. } | Phase::Failed(_)) = &st.phase {
+                return Some(p.clone());
+            }
+            st = match deadline {
+                None => self.settled.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.settled
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// A counted reference to an object. Dropping the last one frees it.
+pub(crate) struct ObjectRef {
+    pub cell: Arc<ObjectCell>,
+    pub client: Option<Client>,
+}
+
+impl ObjectRef {
+    /// A reference to an object that failed before it was ever submitted.
+    pub fn failed(function: &'static str, error: Error) -> Self {
+        let id = ObjectId { owner: 0, seq: 0 };
+        Self {
+            cell: Arc::new(ObjectCell::new(id, function, Phase::Failed(error), None)),
+            client: None,
+        }
+    }
+}
+
+impl Drop for ObjectRef {
+    fn drop(&mut self) {
+        if let Some(client) = &self.client {
+            client.release(&self.cell);
+        }
+    }
+}

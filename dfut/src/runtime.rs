@@ -1,0 +1,374 @@
+//! Starting and joining clusters: [`init`], [`Builder`] and [`Runtime`].
+//!
+//! With nothing configured, a driver starts an embedded local cluster: the
+//! scheduler in-process and worker processes re-executed from the current
+//! binary (or a given one), which learn the cluster credential through a
+//! pipe that also ties their life to the driver's. With a scheduler address
+//! it joins an existing cluster instead. This module manages processes and
+//! runtimes; it does not schedule or run tasks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dfut_net::{ClusterCredential, Endpoint, EndpointOptions};
+
+use crate::client::Client;
+use crate::context::{self, EnterGuard};
+use crate::local::LocalWorker;
+use crate::scheduler::{self, LocalityLeastLoaded, Scheduler, SchedulerConfig, SchedulerHandle};
+use crate::{Error, Result};
+
+/// Environment variable that makes `dfut::init()` run a worker.
+pub(crate) const ROLE_ENV: &str = "DFUT_ROLE";
+
+/// Starts dfut for this process.
+///
+/// In a process started as a worker of a local cluster, it serves tasks and
+/// never returns. Otherwise it starts a local cluster (`DFUT_WORKERS`
+/// worker processes, default: the number of cores) or, when
+/// `DFUT_SCHEDULER=host:port` is set, joins that cluster with the credential
+/// from `DFUT_CREDENTIAL_FILE`. The returned [`Runtime`] is the default for
+/// every remote call; dropping it stops the local cluster.
+///
+/// ```no_run
+/// #[dfut::remote]
+/// fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// fn main() -> dfut::Result<()> {
+///     let _rt = dfut::init()?;
+///     let x = add(1, 2);
+///     let y = add(x.clone(), 10);
+///     assert_eq!(y.get()?, 13);
+///     Ok(())
+/// }
+/// ```
+pub fn init() -> Result<Runtime> {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("worker") {
+        crate::local::worker_main();
+    }
+    Builder::from_env()?.start()
+}
+
+/// Configures a [`Runtime`].
+pub struct Builder {
+    workers: Option<usize>,
+    in_process: bool,
+    join: Option<SocketAddr>,
+    credential: Option<ClusterCredential>,
+    worker_program: Option<PathBuf>,
+    worker_env: Vec<(String, String)>,
+    max_concurrent: Option<u32>,
+    policy: Option<Box<dyn Scheduler>>,
+    start_timeout: Duration,
+    heartbeat_timeout: Duration,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("in_process", &self.in_process)
+            .field("join", &self.join)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            in_process: false,
+            join: None,
+            credential: None,
+            worker_program: None,
+            worker_env: Vec::new(),
+            max_concurrent: None,
+            policy: None,
+            start_timeout: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Builder {
+    /// Reads `DFUT_WORKERS`, `DFUT_SCHEDULER` and `DFUT_CREDENTIAL_FILE`.
+    pub fn from_env() -> Result<Self> {
+        let mut b = Self::default();
+        if let Ok(n) = std::env::var("DFUT_WORKERS") {
+            let n = n
+                .parse()
+                .map_err(|e| Error::Config(format!("DFUT_WORKERS=`{n}`: {e}")))?;
+            b = b.workers(n);
+        }
+        if let Ok(addr) = std::env::var("DFUT_SCHEDULER") {
+            let addr = addr
+                .parse()
+                .map_err(|e| Error::Config(format!("DFUT_SCHEDULER=`{addr}`: {e}")))?;
+            b = b.join(addr);
+        }
+        if let Ok(path) = std::env::var("DFUT_CREDENTIAL_FILE") {
+            b = b.credential(ClusterCredential::from_file(path)?);
+        }
+        Ok(b)
+    }
+
+    /// Starts `n` local worker processes (default: the number of cores).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Runs `n` workers inside this process (each on its own threads, still
+    /// talking QUIC over loopback) instead of separate processes. Meant for
+    /// tests and doctests.
+    pub fn in_process_workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self.in_process = true;
+        self
+    }
+
+    /// Joins the cluster whose scheduler listens at `addr` instead of
+    /// starting one. Needs [`Builder::credential`].
+    pub fn join(mut self, addr: SocketAddr) -> Self {
+        self.join = Some(addr);
+        self
+    }
+
+    /// Uses this cluster credential (default for a local cluster: a new one).
+    pub fn credential(mut self, credential: ClusterCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Starts local workers from this program instead of the current one.
+    /// Its `main` must call `dfut::init()` (or `dfut::worker::run`).
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable for local worker processes.
+    pub fn worker_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.worker_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Task slots per local worker (default: the number of cores).
+    pub fn max_concurrent(mut self, n: u32) -> Self {
+        self.max_concurrent = Some(n);
+        self
+    }
+
+    /// Places tasks with this policy.
+    pub fn policy(mut self, policy: impl Scheduler) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// How long the scheduler waits for a silent worker before dropping it
+    /// (default 2 s).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Starts the runtime: the cluster (unless joining one) and this
+    /// process's client. Returns once every local worker has registered.
+    pub fn start(self) -> Result<Runtime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dfut-driver")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Process(format!("cannot start the runtime: {e}")))?;
+        let credential = match (self.credential, self.join) {
+            (Some(c), _) => c,
+            (None, None) => ClusterCredential::generate()?,
+            (None, Some(addr)) => {
+                return Err(Error::Auth(format!(
+                    "joining the cluster at {addr} needs its credential \
+                     (Builder::credential or DFUT_CREDENTIAL_FILE)"
+                )));
+            }
+        };
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(LocalityLeastLoaded::new()));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (scheduler, scheduler_addr) = match self.join {
+            Some(addr) => (None, addr),
+            None => {
+                let mut config = SchedulerConfig::new(loopback);
+                config.heartbeat_timeout = self.heartbeat_timeout;
+                let _enter = rt.enter();
+                let handle = scheduler::serve(config, &credential)?;
+                let addr = handle.addr();
+                (Some(handle), addr)
+            }
+        };
+        let client = {
+            let _enter = rt.enter();
+            let endpoint = Endpoint::bind(loopback, &credential, EndpointOptions::default())?;
+            let node = rand::random::<u64>();
+            Client::new(node, endpoint, rt.handle().clone(), policy)
+        };
+        rt.block_on(client.follow_scheduler(scheduler_addr))?;
+
+        let runtime = Runtime {
+            client,
+            scheduler,
+            scheduler_addr,
+            credential,
+            workers: Mutex::new(Vec::new()),
+            rt: Some(rt),
+        };
+        if self.join.is_none() {
+            let n = self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let spec = crate::local::Spec {
+                scheduler: scheduler_addr,
+                credential: runtime.credential.clone(),
+                program: self.worker_program.clone(),
+                env: self.worker_env.clone(),
+                max_concurrent: self.max_concurrent,
+            };
+            for _ in 0..n {
+                let w = if self.in_process {
+                    LocalWorker::in_process(&spec)?
+                } else {
+                    LocalWorker::spawn(&spec)?
+                };
+                runtime.lock_workers().push(w);
+            }
+            let wait = runtime.client.wait_for_workers(n);
+            let timeout = self.start_timeout;
+            runtime
+                .rt_ref()
+                .block_on(async { tokio::time::timeout(timeout, wait).await })
+                .map_err(|_| {
+                    Error::Process(format!(
+                        "only {} of {n} workers registered within {timeout:?}",
+                        runtime.client.workers().len()
+                    ))
+                })?;
+        }
+        context::set_default_if_unset(&runtime.client);
+        Ok(runtime)
+    }
+}
+
+/// A running dfut runtime: this process's client and, for a local cluster,
+/// the scheduler and workers it started. Dropping it stops them.
+pub struct Runtime {
+    client: Client,
+    scheduler: Option<SchedulerHandle>,
+    scheduler_addr: SocketAddr,
+    credential: ClusterCredential,
+    workers: Mutex<Vec<LocalWorker>>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("scheduler", &self.scheduler_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder for a runtime.
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+    /// assert_eq!(rt.client().workers().len(), 2);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// This process's client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The scheduler's address, to give to workers started elsewhere.
+    pub fn scheduler_addr(&self) -> SocketAddr {
+        self.scheduler_addr
+    }
+
+    /// The cluster credential, to give to workers started elsewhere.
+    pub fn credential(&self) -> &ClusterCredential {
+        &self.credential
+    }
+
+    /// Makes this runtime the one remote calls on this thread use, until
+    /// the guard is dropped.
+    ///
+    /// ```
+    /// # #[dfut::remote] fn id(x: u32) -> u32 { x }
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// let _guard = rt.enter();
+    /// assert_eq!(id(7).get()?, 7);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn enter(&self) -> EnterGuard {
+        context::enter(self.client.clone())
+    }
+
+    /// Runs a future to completion on this runtime, with it entered.
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let _guard = self.enter();
+        self.rt_ref().block_on(fut)
+    }
+
+    /// Process ids of the local worker processes (empty for in-process
+    /// workers and joined clusters).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.lock_workers().iter().filter_map(LocalWorker::pid).collect()
+    }
+
+    /// Kills local worker `index` at once, as a crash would. For testing
+    /// fault tolerance.
+    pub fn kill_worker(&self, index: usize) -> Result<()> {
+        let mut workers = self.lock_workers();
+        let w = workers
+            .get_mut(index)
+            .ok_or_else(|| Error::Config(format!("no local worker {index}")))?;
+        w.kill()
+    }
+
+    /// Stops the local cluster now (also done on drop).
+    pub fn shutdown(self) {}
+
+    fn rt_ref(&self) -> &tokio::runtime::Runtime {
+        // Set in `start` and taken only in `drop`.
+        self.rt.as_ref().unwrap_or_else(|| unreachable!("runtime used after drop"))
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        context::clear_default(&self.client);
+        for mut w in self.lock_workers().drain(..) {
+            let _ = w.kill();
+        }
+        if let Some(s) = &self.scheduler {
+            s.shutdown();
+        }
+        self.client.endpoint().close();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}

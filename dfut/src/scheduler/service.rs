@@ -1,0 +1,204 @@
+//! The networked scheduler service: a thin loop around [`Membership`].
+//!
+//! Workers register and send heartbeats; clients subscribe and receive the
+//! view of live workers whenever it changes and at every tick; tools ask for
+//! the cluster status. A worker whose connection closes or whose heartbeats
+//! stop is dropped and every client is told at once, so owners fail or
+//! retry its tasks instead of waiting forever.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dfut_net::wire::{ClusterStatus, Message, Role};
+use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
+
+use super::membership::Membership;
+use crate::Result;
+
+/// How a scheduler runs.
+///
+/// ```
+/// let config = dfut::scheduler::SchedulerConfig::new("127.0.0.1:50051".parse().unwrap());
+/// assert_eq!(config.mode, "default");
+/// ```
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Placement policy announced to clients.
+    pub mode: String,
+    /// A worker silent this long is dropped.
+    pub heartbeat_timeout: Duration,
+    /// How often the view (with loads) is pushed to clients.
+    pub tick: Duration,
+}
+
+impl SchedulerConfig {
+    /// Defaults: policy `default`, 2 s heartbeat timeout, 100 ms ticks.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            mode: "default".into(),
+            heartbeat_timeout: Duration::from_secs(2),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A running scheduler. Dropping it does not stop it; call
+/// [`SchedulerHandle::shutdown`].
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    addr: SocketAddr,
+    endpoint: Endpoint,
+}
+
+impl SchedulerHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn shutdown(&self) {
+        self.endpoint.close();
+    }
+}
+
+struct State {
+    membership: Membership,
+    subscribers: Vec<Link>,
+    mode: String,
+}
+
+impl State {
+    fn view(&self) -> Message {
+        Message::View {
+            mode: self.mode.clone(),
+            workers: self.membership.view(),
+        }
+    }
+
+    fn broadcast(&mut self, msg: &Message) {
+        self.subscribers.retain(|l| l.send(msg.clone()).is_ok());
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts a scheduler on the current tokio runtime.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use dfut::scheduler::{serve, SchedulerConfig};
+///
+/// let credential = dfut::ClusterCredential::generate()?;
+/// let scheduler = serve(SchedulerConfig::new("127.0.0.1:0".parse().unwrap()), &credential)?;
+/// assert_ne!(scheduler.addr().port(), 0);
+/// scheduler.shutdown();
+/// # Ok::<(), dfut::Error>(()) }).unwrap();
+/// ```
+pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<SchedulerHandle> {
+    let endpoint = Endpoint::bind(config.addr, credential, EndpointOptions::default())?;
+    let addr = endpoint.local_addr()?;
+    let state: Shared = Arc::new(Mutex::new(State {
+        membership: Membership::new(config.heartbeat_timeout),
+        subscribers: Vec::new(),
+        mode: config.mode.clone(),
+    }));
+    let ticker = state.clone();
+    let tick = config.tick;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        loop {
+            interval.tick().await;
+            let mut st = lock(&ticker);
+            for id in st.membership.expire(Instant::now()) {
+                tracing::warn!(worker = format_args!("{id:x}"), "worker missed its heartbeats");
+                st.broadcast(&Message::WorkerLost { id });
+            }
+            let view = st.view();
+            st.broadcast(&view);
+            if Arc::strong_count(&ticker) == 1 {
+                return;
+            }
+        }
+    });
+    let acceptor = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = acceptor.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let peer = incoming.remote_addr();
+                match incoming.establish().await {
+                    Ok((link, inbox)) => serve_link(state, link, inbox).await,
+                    Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
+                }
+            });
+        }
+    });
+    tracing::info!(%addr, mode = config.mode, "scheduler started");
+    Ok(SchedulerHandle { addr, endpoint })
+}
+
+async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
+    let mut worker: Option<u64> = None;
+    let mut role = None;
+    while let Some(msg) = inbox.recv().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(peer = %link.peer(), "dropping connection: {e}");
+                break;
+            }
+        };
+        match (role, msg) {
+            (None, Message::Hello { role: r, .. }) => role = Some(r),
+            (Some(Role::Worker), Message::Register(info)) => {
+                worker = Some(info.id);
+                let mut st = lock(&state);
+                tracing::info!(addr = info.addr, gpu = info.gpu, "worker registered");
+                st.membership.register(info, Instant::now());
+                let view = st.view();
+                st.broadcast(&view);
+            }
+            (Some(Role::Worker), Message::Heartbeat(load)) => {
+                if let Some(id) = worker {
+                    lock(&state).membership.heartbeat(id, load, Instant::now());
+                }
+            }
+            (Some(Role::Client), Message::Subscribe) => {
+                let mut st = lock(&state);
+                let view = st.view();
+                if link.send(view).is_ok() {
+                    st.subscribers.push(link.clone());
+                }
+            }
+            (Some(_), Message::StatusRequest) => {
+                let st = lock(&state);
+                let _ = link.send(Message::StatusReply(ClusterStatus {
+                    mode: st.mode.clone(),
+                    workers: st.membership.view(),
+                }));
+            }
+            (_, Message::Goodbye) => break,
+            (r, other) => {
+                tracing::warn!(peer = %link.peer(), role = ?r, "unexpected message: {other:?}");
+            }
+        }
+    }
+    if let Some(id) = worker {
+        let mut st = lock(&state);
+        if st.membership.remove(id) {
+            tracing::warn!(worker = format_args!("{id:x}"), "worker disconnected");
+            st.broadcast(&Message::WorkerLost { id });
+            let view = st.view();
+            st.broadcast(&view);
+        }
+    }
+}

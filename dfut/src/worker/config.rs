@@ -1,0 +1,143 @@
+//! How a worker is configured: from command-line flags, environment
+//! variables, or a builder.
+//!
+//! The knobs are the study project's: port, concurrent tasks, hardware
+//! generation, GPU, injected random delay. This module only describes a
+//! worker; [`crate::worker::run`] starts one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A worker's configuration.
+///
+/// From flags (`WorkerConfig::parse()`, every flag also readable from the
+/// environment variable shown in `--help`) or built in code:
+///
+/// ```
+/// use dfut::worker::WorkerConfig;
+///
+/// let config = WorkerConfig::new("127.0.0.1:50051")
+///     .port(50052)
+///     .max_concurrent(4)
+///     .hw_generation(2)
+///     .add_delay(std::time::Duration::from_millis(50));
+/// assert_eq!(config.max_concurrent, Some(4));
+///
+/// use clap::Parser;
+/// let from_flags = WorkerConfig::try_parse_from(
+///     ["worker", "--scheduler", "10.0.0.1:50051", "--port", "50052", "--gpu"],
+/// ).unwrap();
+/// assert!(from_flags.gpu);
+/// ```
+#[derive(Debug, Clone, Parser)]
+#[command(name = "worker", about = "Run a dfut worker")]
+pub struct WorkerConfig {
+    /// Address of the scheduler to register with.
+    #[arg(long, env = "DFUT_SCHEDULER")]
+    pub scheduler: String,
+    /// Interface to listen on.
+    #[arg(long, env = "DFUT_WORKER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// UDP port to listen on (0: any free port).
+    #[arg(long, env = "DFUT_WORKER_PORT", default_value_t = 0)]
+    pub port: u16,
+    /// Address other processes use to reach this worker, when it differs
+    /// from the listening address (e.g. behind NAT or when listening on
+    /// 0.0.0.0).
+    #[arg(long, env = "DFUT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long, env = "DFUT_MAX_CONCURRENT")]
+    pub max_concurrent: Option<u32>,
+    /// Hardware generation, higher is faster; used by load-aware placement.
+    #[arg(long, env = "DFUT_HW_GENERATION", default_value_t = 1)]
+    pub hw_generation: u32,
+    /// Run GPU tasks.
+    #[arg(long, env = "DFUT_GPU")]
+    pub gpu: bool,
+    /// Inject a random delay before each task, uniform in [0, this many
+    /// milliseconds], to simulate a straggler.
+    #[arg(long = "add-delay", env = "DFUT_ADD_DELAY_MS", default_value_t = 0)]
+    pub add_delay_ms: u64,
+    /// Seed of the injected delays (default: random).
+    #[arg(long, env = "DFUT_DELAY_SEED")]
+    pub delay_seed: Option<u64>,
+    /// PEM file holding the cluster credential (else `DFUT_CREDENTIAL`
+    /// holds the PEM text itself).
+    #[arg(long, env = "DFUT_CREDENTIAL_FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// Milliseconds between heartbeats to the scheduler.
+    #[arg(long, env = "DFUT_HEARTBEAT_MS", default_value_t = 200)]
+    pub heartbeat_ms: u64,
+}
+
+impl WorkerConfig {
+    /// A configuration with defaults, registering with `scheduler`.
+    pub fn new(scheduler: impl Into<String>) -> Self {
+        Self {
+            scheduler: scheduler.into(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            advertise: None,
+            max_concurrent: None,
+            hw_generation: 1,
+            gpu: false,
+            add_delay_ms: 0,
+            delay_seed: None,
+            credential_file: None,
+            heartbeat_ms: 200,
+        }
+    }
+
+    /// Sets the UDP port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets the interface to listen on.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Sets how many tasks run at once.
+    pub fn max_concurrent(mut self, n: u32) -> Self {
+        self.max_concurrent = Some(n);
+        self
+    }
+
+    /// Sets the hardware generation.
+    pub fn hw_generation(mut self, generation: u32) -> Self {
+        self.hw_generation = generation;
+        self
+    }
+
+    /// Makes this a GPU worker.
+    pub fn gpu(mut self, gpu: bool) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Injects a random delay up to `max` before each task.
+    pub fn add_delay(mut self, max: Duration) -> Self {
+        self.add_delay_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Reads the cluster credential from this PEM file.
+    pub fn credential_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.credential_file = Some(path.into());
+        self
+    }
+
+    pub(crate) fn slots(&self) -> u32 {
+        self.max_concurrent.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The worker: runs tasks, keeps their results, serves them to whoever
+//! holds a reference.
+//!
+//! A worker registers with the scheduler and sends heartbeats with its load.
+//! Owners connect to it directly and send tasks; it resolves each task's
+//! arguments (inline, from its own store, or fetched from the worker that
+//! holds them), runs the function on a bounded number of slots, stores the
+//! result and reports completion to the owner, with the value inline when it
+//! is small. It never decides placement.
+
+mod config;
+mod exec;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dfut_net::wire::{Message, Role, WorkerInfo, WorkerLoad};
+use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
+use tokio::sync::Semaphore;
+
+pub use config::WorkerConfig;
+use store::Store;
+
+use crate::client::Client;
+use crate::scheduler::LocalityLeastLoaded;
+use crate::{Error, Result};
+
+/// Runs a worker until the process is killed. Never returns `Ok`.
+///
+/// Call it from your own binary, so the worker has your remote functions:
+///
+/// ```no_run
+/// use clap::Parser;
+///
+/// fn main() -> dfut::Result<()> {
+///     dfut::worker::run(dfut::worker::WorkerConfig::parse())
+/// }
+/// ```
+pub fn run(config: WorkerConfig) -> Result<()> {
+    let credential = load_credential(&config)?;
+    run_with(config, credential)
+}
+
+/// [`run`] with the credential in hand.
+pub(crate) fn run_with(config: WorkerConfig, credential: ClusterCredential) -> Result<()> {
+    let runtime = runtime_for(&config)?;
+    let worker = runtime.block_on(start(config, credential))?;
+    crate::context::set_default(Some(worker.client.clone()));
+    runtime.block_on(std::future::pending::<()>());
+    Ok(())
+}
+
+/// The credential from `--credential-file` or `DFUT_CREDENTIAL`.
+fn load_credential(config: &WorkerConfig) -> Result<ClusterCredential> {
+    if let Some(path) = &config.credential_file {
+        return Ok(ClusterCredential::from_file(path)?);
+    }
+    match std::env::var("DFUT_CREDENTIAL") {
+        Ok(pem) => Ok(ClusterCredential::from_pem(&pem)?),
+        Err(_) => Err(Error::Auth(
+            "a worker needs the cluster credential: pass --credential-file \
+             or set DFUT_CREDENTIAL"
+                .into(),
+        )),
+    }
+}
+
+/// A multi-thread runtime whose threads see `client` as the current client
+/// once one is set.
+pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runtime> {
+    let threads = config.slots().clamp(1, 4) as usize;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("dfut-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Process(format!("cannot start the worker runtime: {e}")))
+}
+
+/// A running worker.
+pub(crate) struct Worker {
+    pub client: Client,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(&self) {
+        self.client.endpoint().close();
+        self.shared.heartbeat.close("worker shutting down");
+    }
+}
+
+/// State shared by the tasks of one worker.
+pub(crate) struct Shared {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub store: Mutex<Store>,
+    pub slots: Arc<Semaphore>,
+    pub running: AtomicU32,
+    pub queued: AtomicU32,
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+    pub delay: Option<exec::Delay>,
+    heartbeat: Link,
+}
+
+impl Shared {
+    fn load(&self) -> WorkerLoad {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        WorkerLoad {
+            running: self.running.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            objects: store.len() as u64,
+            object_bytes: store.bytes(),
+            tasks_done: self.done.load(Ordering::Relaxed),
+            tasks_failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Starts a worker on the current runtime.
+pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -> Result<Worker> {
+    let scheduler: SocketAddr = config
+        .scheduler
+        .parse()
+        .map_err(|e| Error::Config(format!("scheduler address `{}`: {e}", config.scheduler)))?;
+    let bind: SocketAddr = format!("{}:{}", config.host, config.port)
+        .parse()
+        .map_err(|e| Error::Config(format!("listen address `{}:{}`: {e}", config.host, config.port)))?;
+    let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
+    let local = endpoint.local_addr()?;
+    let addr: SocketAddr = match &config.advertise {
+        Some(a) => a
+            .parse()
+            .map_err(|e| Error::Config(format!("advertised address `{a}`: {e}")))?,
+        None => local,
+    };
+    let id = rand::random::<u64>();
+    let client = Client::new(
+        id,
+        endpoint.clone(),
+        tokio::runtime::Handle::current(),
+        Box::new(LocalityLeastLoaded::new()),
+    );
+    client.follow_scheduler(scheduler).await?;
+
+    let (heartbeat, mut sched_inbox) = endpoint.connect(scheduler).await?;
+    let info = WorkerInfo {
+        id,
+        addr: addr.to_string(),
+        max_concurrent: config.slots(),
+        hw_generation: config.hw_generation,
+        gpu: config.gpu,
+        pid: std::process::id(),
+    };
+    heartbeat.send(Message::Hello {
+        node: id,
+        role: Role::Worker,
+    })?;
+    heartbeat.send(Message::Register(info))?;
+    let shared = Arc::new(Shared {
+        addr,
+        client: client.clone(),
+        store: Mutex::new(Store::default()),
+        slots: Arc::new(Semaphore::new(config.slots() as usize)),
+        running: AtomicU32::new(0),
+        queued: AtomicU32::new(0),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        delay: exec::Delay::from_config(&config),
+        heartbeat: heartbeat.clone(),
+    });
+    tracing::info!(%addr, id = format_args!("{id:x}"), "worker started");
+
+    let beat = shared.clone();
+    let interval = Duration::from_millis(config.heartbeat_ms.max(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if beat.heartbeat.send(Message::Heartbeat(beat.load())).is_err() {
+                tracing::warn!("lost the scheduler");
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        // The scheduler sends nothing to workers; reading notices closure.
+        while let Some(Ok(_)) = sched_inbox.recv().await {}
+    });
+    let acceptor = shared.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let shared = acceptor.clone();
+            tokio::spawn(async move {
+                let peer = incoming.remote_addr();
+                match incoming.establish().await {
+                    Ok((link, inbox)) => serve_link(shared, link, inbox).await,
+                    Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
+                }
+            });
+        }
+    });
+    Ok(Worker { client, shared })
+}
+
+/// Serves one connection from an owner or another worker.
+async fn serve_link(shared: Arc<Shared>, link: Link, mut inbox: Inbox) {
+    let mut owner = None;
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            Ok(Message::Hello { node, .. }) => owner = Some(node),
+            Ok(Message::Submit(tasks)) => {
+                for task in tasks {
+                    exec::accept(&shared, link.clone(), task);
+                }
+            }
+            Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
+            Ok(Message::Free(ids)) => {
+                let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+                for id in ids {
+                    store.free(id);
+                }
+            }
+            Ok(Message::Goodbye) => break,
+            Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
+            Err(e) => {
+                tracing::warn!(peer = %link.peer(), "dropping connection: {e}");
+                break;
+            }
+        }
+    }
+    if let Some(node) = owner {
+        // The owner is gone: nobody is left to free its objects.
+        let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.free_owner(node);
+    }
+}

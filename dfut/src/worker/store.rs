@@ -1,0 +1,187 @@
+//! A worker's object store: results it computed, kept until their owner
+//! frees them, and waiters for results not yet computed.
+//!
+//! Pure bookkeeping behind one lock: no I/O, no clock. Waiters are oneshot
+//! channels, answered when the object is completed or freed.
+
+use std::collections::HashMap;
+
+use dfut_net::wire::{Failure, FailureKind, ObjectId};
+use tokio::sync::oneshot;
+
+use crate::object::Blob;
+
+/// What a waiter receives.
+pub(crate) type Settled = Result<Blob, Failure>;
+
+enum Entry {
+    Pending(Vec<oneshot::Sender<Settled>>),
+    Ready(Blob),
+    Failed(Failure),
+}
+
+/// The answer to a lookup.
+pub(crate) enum Lookup {
+    /// Here it is (or here is why it failed).
+    Settled(Settled),
+    /// Not computed yet; the receiver gets it when it is.
+    Wait(oneshot::Receiver<Settled>),
+}
+
+/// Objects held by one worker.
+#[derive(Default)]
+pub(crate) struct Store {
+    entries: HashMap<ObjectId, Entry>,
+    bytes: u64,
+}
+
+fn freed(id: ObjectId) -> Failure {
+    Failure {
+        kind: FailureKind::NoSuchObject,
+        message: format!("object {id} was freed"),
+    }
+}
+
+impl Store {
+    /// Records that `id` will be computed here.
+    pub fn expect(&mut self, id: ObjectId) {
+        self.entries
+            .entry(id)
+            .or_insert_with(|| Entry::Pending(Vec::new()));
+    }
+
+    /// Stores the outcome of `id` and answers its waiters. Returns whether it
+    /// was kept: an object freed before it finished is dropped.
+    pub fn complete(&mut self, id: ObjectId, outcome: Settled) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        let Entry::Pending(waiters) = entry else {
+            return false;
+        };
+        for w in waiters.drain(..) {
+            let _ = w.send(outcome.clone());
+        }
+        *entry = match outcome {
+            Ok(blob) => {
+                self.bytes += blob.len() as u64;
+                Entry::Ready(blob)
+            }
+            Err(f) => Entry::Failed(f),
+        };
+        true
+    }
+
+    /// The object, or a receiver that gets it once computed. An unknown id
+    /// is expected: its task may not have arrived yet.
+    pub fn lookup(&mut self, id: ObjectId) -> Lookup {
+        match self
+            .entries
+            .entry(id)
+            .or_insert_with(|| Entry::Pending(Vec::new()))
+        {
+            Entry::Ready(blob) => Lookup::Settled(Ok(blob.clone())),
+            Entry::Failed(f) => Lookup::Settled(Err(f.clone())),
+            Entry::Pending(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Lookup::Wait(rx)
+            }
+        }
+    }
+
+    /// Drops `id`; its waiters learn it was freed.
+    pub fn free(&mut self, id: ObjectId) {
+        match self.entries.remove(&id) {
+            Some(Entry::Ready(blob)) => self.bytes -= blob.len() as u64,
+            Some(Entry::Pending(waiters)) => {
+                for w in waiters {
+                    let _ = w.send(Err(freed(id)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops every object owned by `owner` (whose process is gone).
+    pub fn free_owner(&mut self, owner: u64) {
+        let ids: Vec<_> = self
+            .entries
+            .keys()
+            .filter(|id| id.owner == owner)
+            .copied()
+            .collect();
+        for id in ids {
+            self.free(id);
+        }
+    }
+
+    /// Objects held or expected.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of the objects held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn id(owner: u64, seq: u64) -> ObjectId {
+        ObjectId { owner, seq }
+    }
+
+    #[test]
+    fn waiters_get_the_value_once_completed() {
+        let mut s = Store::default();
+        s.expect(id(1, 1));
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 1)) else {
+            panic!("not computed yet")
+        };
+        assert!(rx.try_recv().is_err());
+        assert!(s.complete(id(1, 1), Ok(Arc::new(vec![7; 10]))));
+        assert_eq!(rx.try_recv().unwrap().unwrap().as_slice(), &[7; 10]);
+        assert_eq!(s.bytes(), 10);
+        assert!(matches!(s.lookup(id(1, 1)), Lookup::Settled(Ok(_))));
+    }
+
+    #[test]
+    fn freeing_answers_waiters_and_returns_to_zero() {
+        let mut s = Store::default();
+        s.expect(id(1, 1));
+        s.complete(id(1, 1), Ok(Arc::new(vec![0; 5])));
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 2)) else {
+            panic!("unknown ids are expected")
+        };
+        s.free(id(1, 2));
+        assert_eq!(rx.try_recv().unwrap().unwrap_err().kind, FailureKind::NoSuchObject);
+        s.free(id(1, 1));
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_result_freed_before_it_finished_is_dropped() {
+        let mut s = Store::default();
+        s.expect(id(1, 1));
+        s.free(id(1, 1));
+        assert!(!s.complete(id(1, 1), Ok(Arc::new(vec![1]))));
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn an_owner_that_left_loses_its_objects() {
+        let mut s = Store::default();
+        for seq in 0..3 {
+            s.expect(id(1, seq));
+            s.expect(id(2, seq));
+        }
+        s.free_owner(1);
+        assert_eq!(s.len(), 3);
+    }
+}
