@@ -98,6 +98,22 @@ impl Endpoint {
         Ok(Link::start(conn, send, recv, &self.options))
     }
 
+    /// Connects and opens a raw stream, bypassing framing: for tests and
+    /// tools that need to write arbitrary bytes at a peer.
+    #[doc(hidden)]
+    pub async fn connect_raw(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(quinn::Connection, SendStream, RecvStream), NetError> {
+        let connecting = self
+            .inner
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| NetError::Endpoint(format!("connect {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| classify(addr, &e))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| classify(addr, &e))?;
+        Ok((conn, send, recv))
+    }
+
     /// Waits for the next incoming connection. `None` once the endpoint is
     /// closed. Finish the handshake with [`Incoming::establish`], ideally in a
     /// task of its own so one slow peer does not hold up the others.

@@ -115,7 +115,12 @@ impl<T: Data> DistFuture<T> {
     fn wait(&self, timeout: Option<Duration>) -> Result<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timed_out = || Error::Timeout(timeout.unwrap_or_default());
-        let phase = self.obj.cell.wait_settled(deadline).ok_or_else(timed_out)?;
+        let cell = &self.obj.cell;
+        let phase = match &self.obj.client {
+            Some(client) => client.blocking(|| cell.wait_settled(deadline))?,
+            None => cell.wait_settled(deadline),
+        }
+        .ok_or_else(timed_out)?;
         let blob = match phase {
             Phase::Finished {
                 inline: Some(blob), ..

@@ -135,6 +135,12 @@ pub(crate) fn worker_main() -> ! {
 }
 
 fn serve_as_child() -> Result<()> {
+    let config = <WorkerConfig as clap::Parser>::try_parse_from(["worker"])
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if config.credential_file.is_some() || std::env::var_os("DFUT_CREDENTIAL").is_some() {
+        // Started by hand (`DFUT_ROLE=worker`), not by a local cluster.
+        return worker::run(config);
+    }
     let stdin = std::io::stdin();
     let mut pem = String::new();
     for line in stdin.lock().lines() {
@@ -155,7 +161,5 @@ fn serve_as_child() -> Result<()> {
             std::process::exit(0);
         })
         .map_err(|e| Error::Process(format!("cannot watch the driver: {e}")))?;
-    let config = <WorkerConfig as clap::Parser>::try_parse_from(["worker"])
-        .map_err(|e| Error::Config(e.to_string()))?;
     worker::run_with(config, credential)
 }

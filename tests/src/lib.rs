@@ -1,1 +1,119 @@
-//! stub
+//! Remote functions used by the integration tests, linked into both the
+//! test binary (the driver) and `dfut-test-worker` (the workers).
+
+use std::time::Duration;
+
+use dfut::DistFuture;
+
+/// Returns its argument.
+#[dfut::remote]
+pub fn echo(x: u64) -> u64 {
+    x
+}
+
+/// Adds one.
+#[dfut::remote]
+pub fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+/// Adds two numbers.
+#[dfut::remote]
+pub fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+/// Panics with `message`.
+#[dfut::remote]
+pub fn explode(message: String) -> u64 {
+    panic!("{message}")
+}
+
+/// Fails with an error unless `x` is even.
+#[dfut::remote]
+pub fn even_only(x: u64) -> Result<u64, String> {
+    if x % 2 == 0 {
+        Ok(x)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+/// Sums `inc(i)` for `i` in `0..n` by calling `inc` remotely and waiting.
+#[dfut::remote]
+pub fn nested_sum(n: u64) -> dfut::Result<u64> {
+    let parts: Vec<DistFuture<u64>> = (0..n).map(inc).collect();
+    parts.iter().map(|f| f.get()).sum()
+}
+
+/// Nests `depth` levels of remote calls, each waiting on the next.
+#[dfut::remote]
+pub fn deep(depth: u64) -> dfut::Result<u64> {
+    if depth == 0 {
+        Ok(0)
+    } else {
+        Ok(deep(depth - 1).get()? + 1)
+    }
+}
+
+/// Doubles, asynchronously, after awaiting a nested call.
+#[dfut::remote]
+pub async fn async_double(x: u64) -> dfut::Result<u64> {
+    let y = echo(x).await?;
+    tokio_free_sleep().await;
+    Ok(2 * y)
+}
+
+async fn tokio_free_sleep() {
+    std::future::ready(()).await
+}
+
+/// A vector of `n` bytes, each `fill`: large ones stay on the worker.
+#[dfut::remote]
+pub fn bytes(n: u64, fill: u8) -> Vec<u8> {
+    vec![fill; n as usize]
+}
+
+/// Sums a vector of bytes.
+#[dfut::remote]
+pub fn sum_bytes(v: Vec<u8>) -> u64 {
+    v.iter().map(|b| u64::from(*b)).sum()
+}
+
+/// Sleeps `ms` milliseconds, then returns `x`.
+#[dfut::remote]
+pub fn slow_echo(x: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x
+}
+
+/// Like `slow_echo`, re-run up to 3 times if its worker dies.
+#[dfut::remote(retries = 3)]
+pub fn slow_echo_retried(x: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x
+}
+
+/// The process id of the worker that ran it.
+#[dfut::remote]
+pub fn worker_pid() -> u32 {
+    std::process::id()
+}
+
+/// Two remote functions with the same name in different modules.
+pub mod first {
+    /// Returns 1.
+    #[dfut::remote]
+    pub fn which() -> u32 {
+        1
+    }
+}
+
+/// See [`first`].
+pub mod second {
+    /// Returns 2.
+    #[dfut::remote]
+    pub fn which() -> u32 {
+        2
+    }
+}

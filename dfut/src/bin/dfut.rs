@@ -1,1 +1,170 @@
-fn main(){}
+//! The `dfut` tool: run a standalone scheduler, print a cluster's status,
+//! make a cluster credential.
+//!
+//! Workers are not started by this tool: they run inside your own binary
+//! (which holds your remote functions) with `dfut::worker::run` or
+//! `DFUT_ROLE=worker`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use dfut::ClusterCredential;
+use dfut::scheduler::{ClusterStatus, SchedulerConfig};
+
+#[derive(Parser)]
+#[command(name = "dfut", version, about = "Distributed futures: cluster tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scheduler until interrupted.
+    Scheduler {
+        /// UDP port to listen on.
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// Interface to listen on (0.0.0.0 for every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Placement policy announced to clients.
+        #[arg(long, env = "DFUT_SCHEDULER_MODE", default_value = "default")]
+        mode: String,
+        /// Cluster credential file; created if it does not exist.
+        #[arg(long, env = "DFUT_CREDENTIAL_FILE", default_value = "dfut-cluster.pem")]
+        credential_file: PathBuf,
+        /// Milliseconds without a heartbeat before a worker is dropped.
+        #[arg(long, default_value_t = 2000)]
+        heartbeat_timeout_ms: u64,
+    },
+    /// Print the live workers and task counts of a cluster.
+    Status {
+        /// The scheduler's address.
+        #[arg(long, env = "DFUT_SCHEDULER", default_value = "127.0.0.1:50051")]
+        scheduler: SocketAddr,
+        /// Cluster credential file.
+        #[arg(long, env = "DFUT_CREDENTIAL_FILE", default_value = "dfut-cluster.pem")]
+        credential_file: PathBuf,
+    },
+    /// Write a new cluster credential to a file.
+    Credential {
+        /// Where to write it.
+        #[arg(long, default_value = "dfut-cluster.pem")]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    dfut::init_tracing();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("dfut: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> dfut::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| dfut::Error::Process(e.to_string()))
+}
+
+fn write_credential(path: &Path) -> dfut::Result<ClusterCredential> {
+    let credential = ClusterCredential::generate()?;
+    std::fs::write(path, credential.to_pem())
+        .map_err(|e| dfut::Error::Config(format!("{}: {e}", path.display())))?;
+    Ok(credential)
+}
+
+fn run(cli: Cli) -> dfut::Result<()> {
+    match cli.command {
+        Command::Scheduler {
+            port,
+            host,
+            mode,
+            credential_file,
+            heartbeat_timeout_ms,
+        } => {
+            let credential = if credential_file.exists() {
+                ClusterCredential::from_file(&credential_file)?
+            } else {
+                let c = write_credential(&credential_file)?;
+                eprintln!("wrote a new cluster credential to {}", credential_file.display());
+                c
+            };
+            let addr: SocketAddr = format!("{host}:{port}")
+                .parse()
+                .map_err(|e| dfut::Error::Config(format!("{host}:{port}: {e}")))?;
+            let mut config = SchedulerConfig::new(addr);
+            config.mode = mode;
+            config.heartbeat_timeout = Duration::from_millis(heartbeat_timeout_ms);
+            let rt = runtime()?;
+            let handle = rt.block_on(async { dfut::scheduler::serve(config, &credential) })?;
+            println!("scheduler listening on {}", handle.addr());
+            rt.block_on(std::future::pending::<()>());
+            Ok(())
+        }
+        Command::Status {
+            scheduler,
+            credential_file,
+        } => {
+            let credential = ClusterCredential::from_file(&credential_file)?;
+            let status = runtime()?.block_on(dfut::scheduler::query_status(scheduler, &credential))?;
+            print!("{}", render(scheduler, &status));
+            Ok(())
+        }
+        Command::Credential { out } => {
+            write_credential(&out)?;
+            println!("wrote a new cluster credential to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scheduler {scheduler}  policy {}  workers {}",
+        status.mode,
+        status.workers.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>8} {:>6}",
+        "WORKER", "PID", "SLOTS", "GEN", "GPU", "RUNNING", "QUEUED", "OBJECTS", "BYTES", "DONE", "FAILED"
+    );
+    let (mut queued, mut running, mut done, mut failed) = (0u64, 0u64, 0u64, 0u64);
+    for w in &status.workers {
+        let (i, l) = (&w.info, &w.load);
+        let _ = writeln!(
+            out,
+            "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>8} {:>6}",
+            i.addr,
+            i.pid,
+            i.max_concurrent,
+            i.hw_generation,
+            if i.gpu { "yes" } else { "no" },
+            l.running,
+            l.queued,
+            l.objects,
+            l.object_bytes,
+            l.tasks_done,
+            l.tasks_failed
+        );
+        queued += u64::from(l.queued);
+        running += u64::from(l.running);
+        done += l.tasks_done;
+        failed += l.tasks_failed;
+    }
+    let _ = writeln!(
+        out,
+        "tasks: queued {queued}, running {running}, finished {done}, failed {failed}"
+    );
+    out
+}

@@ -157,9 +157,17 @@ impl Client {
 
     /// Runs `fut` to completion from synchronous code.
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        let handle = &self.inner.handle;
+        self.blocking(|| handle.block_on(fut))
+    }
+
+    /// Runs `f`, which blocks this thread, without starving anyone: a task
+    /// gives its slot back meanwhile, and a runtime thread hands its other
+    /// work to another thread.
+    pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         use tokio::runtime::{Handle, RuntimeFlavor};
         let handle = &self.inner.handle;
-        let wait = || crate::context::without_task_slot(handle, || handle.block_on(fut));
+        let wait = || crate::context::without_task_slot(handle, f);
         match Handle::try_current() {
             Err(_) => Ok(wait()),
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {

@@ -10,4 +10,5 @@ mod policy;
 pub(crate) mod service;
 
 pub use policy::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
-pub use service::{SchedulerConfig, SchedulerHandle, serve};
+pub use dfut_net::wire::{ClusterStatus, WorkerInfo, WorkerLoad, WorkerState};
+pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};

@@ -202,3 +202,40 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
         }
     }
 }
+
+/// Asks the scheduler at `addr` for the cluster status.
+///
+/// ```
+/// let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+/// let query = dfut::scheduler::query_status(rt.scheduler_addr(), rt.credential());
+/// let status = rt.block_on(query)?;
+/// assert_eq!(status.workers.len(), 2);
+/// assert_eq!(status.mode, "default");
+/// # Ok::<(), dfut::Error>(())
+/// ```
+pub async fn query_status(addr: SocketAddr, credential: &ClusterCredential) -> Result<ClusterStatus> {
+    let endpoint = Endpoint::bind(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        credential,
+        EndpointOptions::default(),
+    )?;
+    let (link, mut inbox) = endpoint.connect(addr).await?;
+    link.send(Message::Hello {
+        node: rand::random(),
+        role: Role::Tool,
+    })?;
+    link.send(Message::StatusRequest)?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = inbox.recv().await {
+            if let Message::StatusReply(status) = msg? {
+                return Ok(status);
+            }
+        }
+        Err(crate::Error::Transport("the scheduler closed the connection".into()))
+    })
+    .await
+    .map_err(|_| crate::Error::Timeout(Duration::from_secs(10)))?;
+    link.close("done");
+    endpoint.close();
+    reply
+}

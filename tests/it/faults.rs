@@ -1,0 +1,61 @@
+//! Workers dying: no hang, no wrong result, retries where asked.
+
+use std::time::{Duration, Instant};
+
+use dfut::Error;
+use dfut_tests::*;
+
+use crate::util::{LIMIT, cluster};
+
+#[test]
+fn a_killed_worker_fails_its_tasks_quickly_and_never_wrongly() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    // Stored results (too large to come back inline) on every worker.
+    let stored: Vec<_> = (0..6).map(|i| bytes(200_000, i)).collect();
+    for f in &stored {
+        assert!(f.get_timeout(LIMIT).is_ok());
+    }
+    let running: Vec<_> = (0..30).map(|i| slow_echo(i, 1000)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    rt.kill_worker(0).unwrap();
+    let mut lost = 0;
+    for (i, f) in running.iter().enumerate() {
+        match f.get_timeout(LIMIT) {
+            Ok(v) => assert_eq!(v, i as u64),
+            Err(Error::WorkerLost { .. }) => lost += 1,
+            Err(e) => panic!("task {i}: unexpected error {e}"),
+        }
+    }
+    assert!(lost > 0, "the killed worker had tasks");
+    assert!(lost < 30, "the other workers finished theirs");
+    let mut stored_lost = 0;
+    for (i, f) in stored.iter().enumerate() {
+        match f.get_timeout(LIMIT) {
+            Ok(v) => assert!(v.len() == 200_000 && v.iter().all(|b| *b == i as u8)),
+            Err(Error::WorkerLost { .. }) => stored_lost += 1,
+            Err(e) => panic!("stored {i}: unexpected error {e}"),
+        }
+    }
+    assert!(stored_lost > 0, "results held by the killed worker are reported lost");
+    assert!(start.elapsed() < LIMIT);
+    // The survivors keep serving.
+    assert_eq!(echo(5).get_timeout(LIMIT), Ok(5));
+    assert_eq!(rt.client().workers().len(), 2);
+}
+
+#[test]
+fn tasks_with_retries_survive_a_killed_worker() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let tasks: Vec<_> = (0..30).map(|i| slow_echo_retried(i, 600)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    rt.kill_worker(1).unwrap();
+    for (i, f) in tasks.iter().enumerate() {
+        assert_eq!(f.get_timeout(LIMIT), Ok(i as u64), "task {i}");
+    }
+    // A dependent of a retried task also gets the right value.
+    let chained = inc(slow_echo_retried(41, 10));
+    assert_eq!(chained.get_timeout(LIMIT), Ok(42));
+}

@@ -1,0 +1,148 @@
+//! Submitting tasks: independent, chained, nested, async, failing.
+
+use std::collections::HashSet;
+
+use dfut::{Error, Status};
+use dfut_tests::*;
+
+use crate::util::{LIMIT, cluster};
+
+#[test]
+fn a_thousand_independent_tasks_on_three_workers() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let futures: Vec<_> = (0..1000).map(echo).collect();
+    for (i, f) in futures.iter().enumerate() {
+        assert_eq!(f.get_timeout(LIMIT), Ok(i as u64));
+        assert_eq!(f.status(), Status::Finished);
+    }
+    let pids: HashSet<u32> = (0..60)
+        .map(|_| worker_pid())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|f| f.get_timeout(LIMIT).unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "work spreads over every worker");
+    assert_eq!(pids, rt.worker_pids().into_iter().collect::<HashSet<u32>>());
+}
+
+#[test]
+fn a_thousand_long_dependency_chain() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let mut x = inc(0);
+    for _ in 1..1000 {
+        x = inc(x);
+    }
+    assert_eq!(x.get_timeout(LIMIT), Ok(1000));
+}
+
+#[test]
+fn futures_combine_as_arguments() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let a = echo(20);
+    let b = inc(&a);
+    let c = add(&a, b);
+    assert_eq!(c.get_timeout(LIMIT), Ok(41));
+    // Large values move between workers, not through the driver.
+    let big = bytes(1 << 20, 3);
+    assert_eq!(sum_bytes(&big).get_timeout(LIMIT), Ok(3 << 20));
+    assert_eq!(big.get_timeout(LIMIT).map(|v| v.len()), Ok(1 << 20));
+}
+
+#[test]
+fn nested_calls_and_async_functions() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    assert_eq!(nested_sum(50).get_timeout(LIMIT), Ok((1..=50).sum()));
+    // Deeper than all slots together (3 workers x 2): waiting gives slots back.
+    assert_eq!(deep(10).get_timeout(LIMIT), Ok(10));
+    assert_eq!(async_double(21).get_timeout(LIMIT), Ok(42));
+    let awaited = rt.block_on(async { async_double(echo(5)).await });
+    assert_eq!(awaited, Ok(10));
+}
+
+#[test]
+fn a_panicking_task_reports_its_message_and_the_worker_keeps_serving() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let boom: Vec<_> = (0..6).map(|i| explode(format!("boom {i}"))).collect();
+    for (i, f) in boom.iter().enumerate() {
+        match f.get_timeout(LIMIT) {
+            Err(Error::TaskPanicked { function, message }) => {
+                assert_eq!(function, "dfut_tests::explode");
+                assert_eq!(message, format!("boom {i}"));
+            }
+            other => panic!("expected a panic error, got {other:?}"),
+        }
+        assert_eq!(f.status(), Status::Failed);
+    }
+    let after: Vec<_> = (0..30).map(echo).collect();
+    for (i, f) in after.iter().enumerate() {
+        assert_eq!(f.get_timeout(LIMIT), Ok(i as u64));
+    }
+    // A task depending on a failed one fails with the same error.
+    let dependent = inc(explode("first".to_string()));
+    assert!(matches!(dependent.get_timeout(LIMIT), Err(Error::TaskPanicked { message, .. }) if message == "first"));
+}
+
+#[test]
+fn a_returned_error_is_a_task_failure() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    assert_eq!(even_only(4).get_timeout(LIMIT), Ok(4));
+    assert_eq!(
+        even_only(5).get_timeout(LIMIT),
+        Err(Error::TaskFailed {
+            function: "dfut_tests::even_only".into(),
+            message: "5 is odd".into()
+        })
+    );
+}
+
+/// Defined in the test binary only: the workers do not have it.
+#[dfut::remote]
+fn only_in_the_driver(x: u64) -> u64 {
+    x
+}
+
+#[test]
+fn an_unknown_function_is_an_error_not_a_hang() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let f = only_in_the_driver(1);
+    assert_eq!(
+        f.get_timeout(LIMIT),
+        Err(Error::UnknownFunction {
+            name: "it::tasks::only_in_the_driver".into()
+        })
+    );
+    assert_eq!(only_in_the_driver_local(3), 3, "the plain function still runs locally");
+}
+
+#[test]
+fn same_names_in_different_modules_do_not_collide() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    assert_eq!(first::which().get_timeout(LIMIT), Ok(1));
+    assert_eq!(second::which().get_timeout(LIMIT), Ok(2));
+    let names = dfut::registered_functions();
+    assert!(names.contains(&"dfut_tests::first::which"));
+    assert!(names.contains(&"dfut_tests::second::which"));
+}
+
+#[test]
+fn timeouts_and_status_while_running() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    let f = slow_echo(7, 1500);
+    assert!(matches!(
+        f.get_timeout(std::time::Duration::from_millis(50)),
+        Err(Error::Timeout(_))
+    ));
+    assert!(!f.is_ready());
+    assert!(crate::util::eventually(LIMIT, || f.status() == Status::Running));
+    assert_eq!(f.get_timeout(LIMIT), Ok(7));
+    assert!(f.is_ready());
+}
