@@ -1,1 +1,44 @@
-fn main(){}
+//! Criterion benches of fine-grained tasks on a local cluster of 2 worker
+//! processes: W1 (no-op throughput), W2 (round-trip latency) and W3
+//! (dependency chain), as DESIGN.md defines them.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dfut_benches::{noop, w1, w3};
+
+fn cluster() -> dfut::Runtime {
+    dfut::Runtime::builder()
+        .workers(2)
+        .worker_program(env!("CARGO_BIN_EXE_dfut-bench-worker"))
+        .start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+}
+
+fn tasks(c: &mut Criterion) {
+    let rt = cluster();
+    let _g = rt.enter();
+
+    let mut g = c.benchmark_group("w1_noop_throughput");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(20);
+    g.bench_function("10k_tasks", |b| b.iter(|| w1(10_000).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("w2_round_trip");
+    g.bench_function("submit_then_get", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            noop(i).get().unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("w3_dependency_chain");
+    g.throughput(Throughput::Elements(1_000));
+    g.sample_size(20);
+    g.bench_function("chain_1000", |b| b.iter(|| w3(1_000).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, tasks);
+criterion_main!(benches);

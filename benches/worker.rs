@@ -1,1 +1,9 @@
-fn main(){}
+//! The worker program of the criterion benches: links the bench functions
+//! and serves them.
+
+use dfut_benches as _;
+
+fn main() -> dfut::Result<()> {
+    dfut::init()?;
+    Ok(())
+}

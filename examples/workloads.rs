@@ -1,1 +1,73 @@
-fn main(){}
+//! The standard workloads of DESIGN.md on a local cluster, printed as one
+//! JSON object on the last line of stdout so figures compare run to run.
+//!
+//! `cargo run --release --example workloads -- [w1 w2 w3]` (no names: all
+//! that exist). The cluster has 2 worker processes unless `DFUT_WORKERS`
+//! says otherwise. Each throughput figure is the median of several runs
+//! after a warm-up.
+
+use std::time::Duration;
+
+use dfut_benches::{w1, w2, w3};
+use serde_json::{Map, Value, json};
+
+const KNOWN: [&str; 3] = ["w1", "w2", "w3"];
+const RUNS: usize = 5;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> dfut::Result<()> {
+    if std::env::var_os("DFUT_WORKERS").is_none() && std::env::var_os("DFUT_ROLE").is_none() {
+        // SAFETY: single-threaded here, before any other thread exists.
+        unsafe { std::env::set_var("DFUT_WORKERS", "2") };
+    }
+    let rt = dfut::init()?;
+    let asked: Vec<String> = std::env::args().skip(1).collect();
+    for name in &asked {
+        if !KNOWN.contains(&name.as_str()) {
+            eprintln!("unknown or not yet implemented workload `{name}`; known: {KNOWN:?}");
+            std::process::exit(2);
+        }
+    }
+    let wants = |w: &str| asked.is_empty() || asked.iter().any(|a| a == w);
+    let mut out = Map::new();
+    out.insert("workers".into(), json!(rt.client().workers().len()));
+
+    if wants("w1") {
+        w1(10_000)?;
+        let rates: Vec<f64> = (0..RUNS)
+            .map(|_| w1(10_000).map(|d| 10_000.0 / d.as_secs_f64()))
+            .collect::<dfut::Result<_>>()?;
+        eprintln!("w1: {:?} tasks/s", rates.iter().map(|r| *r as u64).collect::<Vec<_>>());
+        out.insert("w1_tasks_per_s".into(), json!(median(rates).round()));
+    }
+    if wants("w2") {
+        w2(200)?;
+        let mut lat = w2(1_000)?;
+        lat.sort();
+        let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+        eprintln!("w2: min {:?} median {:?} p99 {:?}", lat[0], percentile(&lat, 0.5), percentile(&lat, 0.99));
+        out.insert("w2_median_us".into(), json!(us(percentile(&lat, 0.5))));
+        out.insert("w2_p99_us".into(), json!(us(percentile(&lat, 0.99))));
+    }
+    if wants("w3") {
+        w3(1_000)?;
+        let totals: Vec<f64> = (0..RUNS)
+            .map(|_| w3(1_000).map(|d| d.as_secs_f64() * 1e3))
+            .collect::<dfut::Result<_>>()?;
+        eprintln!("w3: {totals:?} ms");
+        let total = median(totals);
+        out.insert("w3_total_ms".into(), json!((total * 100.0).round() / 100.0));
+        out.insert("w3_us_per_task".into(), json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0));
+    }
+    println!("{}", Value::Object(out));
+    Ok(())
+}

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dfut_net::wire::Failure;
 
@@ -49,18 +51,50 @@ pub struct RemoteFn {
 
 inventory::collect!(RemoteFn);
 
+/// A registered function with the run times a worker has measured for it.
+pub(crate) struct Entry {
+    pub function: &'static RemoteFn,
+    /// Exponentially weighted mean run time in nanoseconds; 0 until the
+    /// first run has been measured.
+    mean_ns: AtomicU64,
+}
+
+impl Entry {
+    /// The measured mean run time, if the function has run here.
+    pub fn mean(&self) -> Option<Duration> {
+        match self.mean_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Adds one measured run (weight 1/8).
+    pub fn record(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.mean_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        // Racing updates may drop a sample; the mean stays a fair estimate.
+        self.mean_ns.store(new.max(1), Ordering::Relaxed);
+    }
+}
+
 /// Finds a remote function by its registered name.
-pub fn lookup(name: &str) -> Option<&'static RemoteFn> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static RemoteFn>> = OnceLock::new();
+pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
+    static TABLE: OnceLock<HashMap<&'static str, Entry>> = OnceLock::new();
     TABLE
         .get_or_init(|| {
             inventory::iter::<RemoteFn>
                 .into_iter()
-                .map(|f| (f.name, f))
+                .map(|f| {
+                    let entry = Entry {
+                        function: f,
+                        mean_ns: AtomicU64::new(0),
+                    };
+                    (f.name, entry)
+                })
                 .collect()
         })
         .get(name)
-        .copied()
 }
 
 /// The names of every remote function linked into this binary, sorted.

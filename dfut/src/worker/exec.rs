@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dfut_net::Link;
 use dfut_net::wire::{Arg, Failure, FailureKind, Message, ObjectId, Outcome, TaskSpec};
@@ -14,7 +14,9 @@ use rand::{Rng, SeedableRng};
 use super::Shared;
 use super::store::Lookup;
 use crate::object::Blob;
-use crate::registry::{self, Invoke, TaskResult};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::registry::{self, Args, Entry, Invoke};
 
 /// Injected random delays (straggler simulation).
 pub(crate) struct Delay {
@@ -39,33 +41,68 @@ impl Delay {
     }
 }
 
-/// Takes a task from an owner and runs it in the background.
+/// Sync functions whose measured mean run time is below this run on the
+/// thread that received the task instead of being handed to the blocking
+/// pool: the hand-off (a thread wake-up) costs more than such a task.
+const INLINE_BELOW: Duration = Duration::from_micros(50);
+
+fn runs_inline(entry: &Entry) -> bool {
+    matches!(entry.function.invoke, Invoke::Sync(_)) && entry.mean().is_some_and(|m| m < INLINE_BELOW)
+}
+
+/// Takes a task from an owner. A short task whose arguments are all here
+/// runs at once on this thread; anything else runs in the background.
 pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
     shared
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .expect(task.id);
+    let entry = registry::lookup(&task.function);
+    let fast = entry.filter(|e| {
+        shared.delay.is_none() && runs_inline(e) && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
+    });
+    if let Some(entry) = fast {
+        if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+            let args = task
+                .args
+                .into_iter()
+                .map(|a| match a {
+                    Arg::Value(bytes) => Arc::new(bytes),
+                    Arg::Ref { .. } => Arc::new(Vec::new()), // excluded by `fast` above
+                })
+                .collect();
+            shared.running.fetch_add(1, Ordering::Relaxed);
+            let result = call_sync(shared, entry, args, permit);
+            shared.running.fetch_sub(1, Ordering::Relaxed);
+            finish(shared, &reply, task.id, task.inline_max, result);
+            return;
+        }
+    }
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     tokio::spawn(async move {
-        let id = task.id;
-        let inline_max = task.inline_max as usize;
-        let result = run(&shared, &reply, task).await;
-        let outcome = match &result {
-            Ok(blob) if blob.len() <= inline_max => Outcome::Inline(blob.to_vec()),
-            Ok(blob) => Outcome::Stored(blob.len() as u64),
-            Err(f) => Outcome::Failed(f.clone()),
-        };
-        let counter = if result.is_ok() { &shared.done } else { &shared.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        shared
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .complete(id, result);
-        let _ = reply.send(Message::Done { id, outcome });
+        let (id, inline_max) = (task.id, task.inline_max);
+        let result = run(&shared, &reply, task, entry).await;
+        finish(&shared, &reply, id, inline_max, result);
     });
+}
+
+/// Stores a task's result and reports it to its owner.
+fn finish(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32, result: Result<Blob, Failure>) {
+    let outcome = match &result {
+        Ok(blob) if blob.len() <= inline_max as usize => Outcome::Inline(blob.to_vec()),
+        Ok(blob) => Outcome::Stored(blob.len() as u64),
+        Err(f) => Outcome::Failed(f.clone()),
+    };
+    let counter = if result.is_ok() { &shared.done } else { &shared.failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+    shared
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .complete(id, result);
+    let _ = reply.send(Message::Done { id, outcome });
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
@@ -75,11 +112,32 @@ fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
     }
 }
 
-async fn run(shared: &Arc<Shared>, reply: &Link, task: TaskSpec) -> Result<Blob, Failure> {
-    let function = registry::lookup(&task.function);
+/// Calls a sync function on this thread, holding `permit`, and measures it.
+fn call_sync(shared: &Shared, entry: &Entry, args: Args, permit: OwnedSemaphorePermit) -> Result<Blob, Failure> {
+    let Invoke::Sync(f) = entry.function.invoke else {
+        return Err(failure(FailureKind::Other, "not a sync function"));
+    };
+    let _current = crate::context::enter(shared.client.clone());
+    let start = Instant::now();
+    let result = crate::context::with_task_permit(permit, shared.slots.clone(), || {
+        std::panic::catch_unwind(move || f(args))
+    });
+    entry.record(start.elapsed());
+    match result {
+        Ok(r) => r.map(Arc::new),
+        Err(p) => Err(failure(FailureKind::Panicked, panic_message(p))),
+    }
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    reply: &Link,
+    task: TaskSpec,
+    entry: Option<&'static Entry>,
+) -> Result<Blob, Failure> {
     let args = resolve_args(shared, task.args).await;
     shared.queued.fetch_sub(1, Ordering::Relaxed);
-    let Some(function) = function else {
+    let Some(entry) = entry else {
         return Err(failure(
             FailureKind::UnknownFunction,
             format!("no remote function `{}` in this worker", task.function),
@@ -93,35 +151,36 @@ async fn run(shared: &Arc<Shared>, reply: &Link, task: TaskSpec) -> Result<Blob,
         .await
         .map_err(|_| failure(FailureKind::Other, "worker shutting down"))?;
     shared.running.fetch_add(1, Ordering::Relaxed);
-    let _ = reply.send(Message::Started(task.id));
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;
     }
-    let result = match function.invoke {
-        Invoke::Sync(f) => {
-            let slots = shared.slots.clone();
-            let client = shared.client.clone();
-            tokio::task::spawn_blocking(move || {
-                let _current = crate::context::enter(client);
-                crate::context::with_task_permit(permit, slots, || {
-                    std::panic::catch_unwind(move || f(args))
-                })
-            })
-            .await
-            .map_err(|e| failure(FailureKind::Other, e.to_string()))
-            .and_then(|r| r.map_err(|p| failure(FailureKind::Panicked, panic_message(p))))
+    let result = match entry.function.invoke {
+        Invoke::Sync(_) if runs_inline(entry) => call_sync(shared, entry, args, permit),
+        Invoke::Sync(_) => {
+            let _ = reply.send(Message::Started(task.id));
+            let worker = shared.clone();
+            tokio::task::spawn_blocking(move || call_sync(&worker, entry, args, permit))
+                .await
+                .unwrap_or_else(|e| Err(failure(FailureKind::Other, e.to_string())))
         }
         Invoke::Async(f) => {
-            let r = tokio::spawn(crate::context::WithClient::new(shared.client.clone(), f(args))).await;
+            let _ = reply.send(Message::Started(task.id));
+            let start = Instant::now();
+            let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
+            let r = tokio::spawn(fut).await;
+            entry.record(start.elapsed());
             drop(permit);
-            r.map_err(|e| match e.try_into_panic() {
-                Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
-                Err(e) => failure(FailureKind::Other, e.to_string()),
-            })
+            match r {
+                Ok(r) => r.map(Arc::new),
+                Err(e) => Err(match e.try_into_panic() {
+                    Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
+                    Err(e) => failure(FailureKind::Other, e.to_string()),
+                }),
+            }
         }
     };
     shared.running.fetch_sub(1, Ordering::Relaxed);
-    result.and_then(|r: TaskResult| r).map(Arc::new)
+    result
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
