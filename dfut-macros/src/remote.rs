@@ -91,8 +91,8 @@ fn parse(attr: TokenStream, item: ItemFn) -> syn::Result<Remote> {
     let opts = parse_options(attr, &mut errors);
     let sig = &item.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        push(&mut errors, syn::Error::new(
-            sig.generics.span(),
+        push(&mut errors, syn::Error::new_spanned(
+            &sig.generics,
             "remote functions cannot be generic: a worker must know the concrete types to decode arguments",
         ));
     }
@@ -103,16 +103,16 @@ fn parse(attr: TokenStream, item: ItemFn) -> syn::Result<Remote> {
         push(&mut errors, syn::Error::new(u.span, "remote functions cannot be `unsafe`"));
     }
     if let Some(abi) = &sig.abi {
-        push(&mut errors, syn::Error::new(abi.span(), "remote functions cannot declare an ABI"));
+        push(&mut errors, syn::Error::new_spanned(abi, "remote functions cannot declare an ABI"));
     }
     if let Some(v) = &sig.variadic {
-        push(&mut errors, syn::Error::new(v.span(), "remote functions cannot be variadic"));
+        push(&mut errors, syn::Error::new_spanned(v, "remote functions cannot be variadic"));
     }
     let mut args = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate() {
         match input {
-            FnArg::Receiver(r) => push(&mut errors, syn::Error::new(
-                r.span(),
+            FnArg::Receiver(r) => push(&mut errors, syn::Error::new_spanned(
+                r,
                 "remote functions cannot take `self`: make it a free function and pass the value as an argument",
             )),
             FnArg::Typed(pt) => {
@@ -154,23 +154,23 @@ fn parse(attr: TokenStream, item: ItemFn) -> syn::Result<Remote> {
 /// Why `ty` cannot be sent to another process, if it cannot.
 fn owned_type_error(ty: &Type, what: &str) -> Option<syn::Error> {
     match ty {
-        Type::Reference(r) => Some(syn::Error::new(
-            r.span(),
+        Type::Reference(r) => Some(syn::Error::new_spanned(
+            r,
             format!(
                 "remote function {what} types must be owned: the value is sent to another process; \
                  use an owned type (e.g. `String` for `&str`, `Vec<T>` for `&[T]`)"
             ),
         )),
-        Type::ImplTrait(t) => Some(syn::Error::new(
-            t.span(),
+        Type::ImplTrait(t) => Some(syn::Error::new_spanned(
+            t,
             format!("remote function {what} types must be concrete, not `impl Trait`"),
         )),
-        Type::Ptr(p) => Some(syn::Error::new(
-            p.span(),
+        Type::Ptr(p) => Some(syn::Error::new_spanned(
+            p,
             format!("remote function {what} types cannot be raw pointers"),
         )),
-        Type::TraitObject(t) => Some(syn::Error::new(
-            t.span(),
+        Type::TraitObject(t) => Some(syn::Error::new_spanned(
+            t,
             format!("remote function {what} types cannot be trait objects"),
         )),
         Type::Paren(p) => owned_type_error(&p.elem, what),

@@ -1,0 +1,11 @@
+#[dfut::remote(gpus)]
+fn a() -> u32 {
+    1
+}
+
+#[dfut::remote(retries = "three")]
+fn b() -> u32 {
+    1
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[dfut::remote]
+fn identity<T>(x: T) -> T {
+    x
+}
+
+fn main() {}
