@@ -2,6 +2,8 @@
 //! processes: W1 (no-op throughput), W2 (round-trip latency) and W3
 //! (dependency chain), as DESIGN.md defines them.
 
+#![allow(clippy::unwrap_used)] // a failed bench run should stop loudly
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dfut_benches::{noop, w1, w3};
 

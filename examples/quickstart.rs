@@ -36,14 +36,17 @@ fn main() -> dfut::Result<()> {
     // In a worker process this serves tasks and never returns.
     let rt = dfut::init()?;
     println!(
-        "local cluster: scheduler {} with {} workers",
+        "cluster: scheduler {} with {} workers",
         rt.scheduler_addr(),
         rt.client().workers().len()
     );
 
     let t = Instant::now();
     let squares: Vec<_> = (0..500).map(square).collect();
-    let values = squares.iter().map(|f| f.get()).collect::<dfut::Result<Vec<_>>>()?;
+    let values = squares
+        .iter()
+        .map(|f| f.get())
+        .collect::<dfut::Result<Vec<_>>>()?;
     assert!(values.iter().enumerate().all(|(i, v)| *v == (i * i) as u64));
     println!(
         "500 independent tasks: last = {}, in {:?}",
@@ -56,7 +59,11 @@ fn main() -> dfut::Result<()> {
     for _ in 1..1000 {
         x = inc(x);
     }
-    println!("1000-long dependency chain: {} in {:?}", x.get()?, t.elapsed());
+    println!(
+        "1000-long dependency chain: {} in {:?}",
+        x.get()?,
+        t.elapsed()
+    );
 
     let t = Instant::now();
     let nested = sum_of_squares(100);
@@ -78,6 +85,10 @@ fn main() -> dfut::Result<()> {
             })
             .collect();
     }
-    println!("sum of 1..=1000 over a tree of futures: {} in {:?}", level[0].get()?, t.elapsed());
+    println!(
+        "sum of 1..=1000 over a tree of futures: {} in {:?}",
+        level[0].get()?,
+        t.elapsed()
+    );
     Ok(())
 }

@@ -46,7 +46,10 @@ fn main() -> dfut::Result<()> {
         let rates: Vec<f64> = (0..RUNS)
             .map(|_| w1(10_000).map(|d| 10_000.0 / d.as_secs_f64()))
             .collect::<dfut::Result<_>>()?;
-        eprintln!("w1: {:?} tasks/s", rates.iter().map(|r| *r as u64).collect::<Vec<_>>());
+        eprintln!(
+            "w1: {:?} tasks/s",
+            rates.iter().map(|r| *r as u64).collect::<Vec<_>>()
+        );
         out.insert("w1_tasks_per_s".into(), json!(median(rates).round()));
     }
     if wants("w2") {
@@ -54,7 +57,12 @@ fn main() -> dfut::Result<()> {
         let mut lat = w2(1_000)?;
         lat.sort();
         let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
-        eprintln!("w2: min {:?} median {:?} p99 {:?}", lat[0], percentile(&lat, 0.5), percentile(&lat, 0.99));
+        eprintln!(
+            "w2: min {:?} median {:?} p99 {:?}",
+            lat[0],
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
         out.insert("w2_median_us".into(), json!(us(percentile(&lat, 0.5))));
         out.insert("w2_p99_us".into(), json!(us(percentile(&lat, 0.99))));
     }
@@ -66,7 +74,10 @@ fn main() -> dfut::Result<()> {
         eprintln!("w3: {totals:?} ms");
         let total = median(totals);
         out.insert("w3_total_ms".into(), json!((total * 100.0).round() / 100.0));
-        out.insert("w3_us_per_task".into(), json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0));
+        out.insert(
+            "w3_us_per_task".into(),
+            json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0),
+        );
     }
     println!("{}", Value::Object(out));
     Ok(())

@@ -103,10 +103,12 @@ impl ClusterCredential {
 
     pub(crate) fn server_config(&self) -> Result<QuicServerConfig, NetError> {
         let bad = |e: &dyn std::fmt::Display| NetError::Credential(e.to_string());
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
-                .build()
-                .map_err(|e| bad(&e))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots()?,
+            Self::provider(),
+        )
+        .build()
+        .map_err(|e| bad(&e))?;
         let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| bad(&e))?

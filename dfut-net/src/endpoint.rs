@@ -127,7 +127,8 @@ impl Endpoint {
 
     /// Closes every connection of this endpoint at once.
     pub fn close(&self) {
-        self.inner.close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint closed");
+        self.inner
+            .close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint closed");
     }
 }
 
@@ -173,7 +174,13 @@ impl Link {
         let (in_tx, in_rx) = mpsc::channel(INBOX_DEPTH);
         tokio::spawn(write_loop(rx, send, conn.clone()));
         tokio::spawn(read_loop(recv, conn.clone(), in_tx, options.max_frame));
-        (Link { tx, conn: conn.clone() }, Inbox { rx: in_rx, conn })
+        (
+            Link {
+                tx,
+                conn: conn.clone(),
+            },
+            Inbox { rx: in_rx, conn },
+        )
     }
 
     /// Queues `msg` for sending. Fails only when the connection is gone.
@@ -268,6 +275,15 @@ fn classify(peer: SocketAddr, e: &ConnectionError) -> NetError {
     }
 }
 
+/// Whether a connection ended by an orderly close from either side.
+fn closed_normally(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::ApplicationClosed(c) => c.error_code == VarInt::from_u32(CLOSE_NORMAL),
+        ConnectionError::LocallyClosed => true,
+        _ => false,
+    }
+}
+
 async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut send: SendStream,
@@ -316,6 +332,7 @@ async fn read_loop(
                 // A lost connection shows up as a read error: report why the
                 // connection ended rather than the symptom.
                 let err = match conn.close_reason() {
+                    Some(reason) if closed_normally(&reason) => return,
                     Some(reason) => classify(peer, &reason),
                     None => {
                         tracing::warn!(%peer, "closing connection: bad frame: {source}");

@@ -201,7 +201,11 @@ mod tests {
     fn round_trips_several_frames() {
         let mut bytes = Vec::new();
         encode(&task(), &mut bytes).unwrap();
-        encode(&Message::Free(vec![ObjectId { owner: 1, seq: 1 }]), &mut bytes).unwrap();
+        encode(
+            &Message::Free(vec![ObjectId { owner: 1, seq: 1 }]),
+            &mut bytes,
+        )
+        .unwrap();
         let got = block_on(read_all(&bytes, 1 << 20));
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], Ok(Some(task())));
@@ -215,7 +219,11 @@ mod tests {
         encode(&task(), &mut bytes).unwrap();
         for cut in 1..bytes.len() {
             let got = block_on(read_all(&bytes[..cut], 1 << 20));
-            assert_eq!(got.last(), Some(&Err(FrameError::Truncated)), "cut at {cut}");
+            assert_eq!(
+                got.last(),
+                Some(&Err(FrameError::Truncated)),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -10,7 +10,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// Identifies one object (a task's result) cluster-wide: the node that owns
 /// it and a sequence number unique within that owner.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq, Hash))]
 pub struct ObjectId {
     /// The id of the owner node (the process that submitted the task).

@@ -8,10 +8,10 @@ pub use inventory;
 
 pub use crate::arg::RawArg;
 pub use crate::client::FnSpec;
-pub use crate::registry::{Args, BoxTask, Invoke, RemoteFn, TaskResult};
 use crate::data::Data;
 use crate::future::DistFuture;
 use crate::object::ObjectRef;
+pub use crate::registry::{Args, BoxTask, Invoke, RemoteFn, TaskResult};
 use crate::{Error, Result};
 use dfut_net::wire::{Failure, FailureKind};
 

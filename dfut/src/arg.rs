@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::Result;
 use crate::data::Data;
 use crate::future::DistFuture;
 use crate::object::ArgSource;
-use crate::Result;
 
 /// A value usable as an argument of type `T` of a remote function: `T`
 /// itself, a `DistFuture<T>`, or a `&DistFuture<T>`.

@@ -151,7 +151,9 @@ mod tests {
                 function: "m::f".into(),
                 message: "bad input".into(),
             },
-            Error::UnknownFunction { name: "m::f".into() },
+            Error::UnknownFunction {
+                name: "m::f".into(),
+            },
         ];
         for e in cases {
             assert_eq!(Error::from_failure("m::f", "w", &e.to_failure()), e);

@@ -61,16 +61,22 @@ impl LocalWorker {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Process(format!("cannot start worker {}: {e}", program.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Process(format!("cannot start worker {}: {e}", program.display()))
+        })?;
         let sent = child.stdin.as_mut().map(|stdin| {
-            writeln!(stdin, "{}\n{CREDENTIAL_END}", spec.credential.to_pem().trim_end())
-                .and_then(|()| stdin.flush())
+            writeln!(
+                stdin,
+                "{}\n{CREDENTIAL_END}",
+                spec.credential.to_pem().trim_end()
+            )
+            .and_then(|()| stdin.flush())
         });
         if !matches!(sent, Some(Ok(()))) {
             let _ = child.kill();
-            return Err(Error::Process("cannot hand the credential to a worker".into()));
+            return Err(Error::Process(
+                "cannot hand the credential to a worker".into(),
+            ));
         }
         Ok(LocalWorker::Process(child))
     }

@@ -90,7 +90,12 @@ pub(crate) struct ObjectCell {
 }
 
 impl ObjectCell {
-    pub fn new(id: ObjectId, function: &'static str, phase: Phase, task: Option<TaskRecord>) -> Self {
+    pub fn new(
+        id: ObjectId,
+        function: &'static str,
+        phase: Phase,
+        task: Option<TaskRecord>,
+    ) -> Self {
         Self {
             id,
             function,

@@ -72,7 +72,11 @@ impl Entry {
     pub fn record(&self, took: Duration) {
         let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let old = self.mean_ns.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
         // Racing updates may drop a sample; the mean stays a fair estimate.
         self.mean_ns.store(new.max(1), Ordering::Relaxed);
     }

@@ -224,7 +224,10 @@ impl Builder {
             workers: Mutex::new(Vec::new()),
             rt: Some(rt),
         };
-        if self.join.is_none() {
+        let wanted = if self.join.is_some() {
+            // Joining: wait for the cluster to have workers at all.
+            self.workers.unwrap_or(1)
+        } else {
             let n = self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -245,18 +248,19 @@ impl Builder {
                 };
                 runtime.lock_workers().push(w);
             }
-            let wait = runtime.client.wait_for_workers(n);
-            let timeout = self.start_timeout;
-            runtime
-                .rt_ref()
-                .block_on(async { tokio::time::timeout(timeout, wait).await })
-                .map_err(|_| {
-                    Error::Process(format!(
-                        "only {} of {n} workers registered within {timeout:?}",
-                        runtime.client.workers().len()
-                    ))
-                })?;
-        }
+            n
+        };
+        let wait = runtime.client.wait_for_workers(wanted);
+        let timeout = self.start_timeout;
+        runtime
+            .rt_ref()
+            .block_on(async { tokio::time::timeout(timeout, wait).await })
+            .map_err(|_| {
+                Error::Process(format!(
+                    "only {} of {wanted} workers registered within {timeout:?}",
+                    runtime.client.workers().len()
+                ))
+            })?;
         context::set_default_if_unset(&runtime.client);
         Ok(runtime)
     }
@@ -331,7 +335,10 @@ impl Runtime {
     /// Process ids of the local worker processes (empty for in-process
     /// workers and joined clusters).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.lock_workers().iter().filter_map(LocalWorker::pid).collect()
+        self.lock_workers()
+            .iter()
+            .filter_map(LocalWorker::pid)
+            .collect()
     }
 
     /// Kills local worker `index` at once, as a crash would. For testing
@@ -349,7 +356,9 @@ impl Runtime {
 
     fn rt_ref(&self) -> &tokio::runtime::Runtime {
         // Set in `start` and taken only in `drop`.
-        self.rt.as_ref().unwrap_or_else(|| unreachable!("runtime used after drop"))
+        self.rt
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("runtime used after drop"))
     }
 
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {

@@ -1,6 +1,7 @@
 //! The `dfut` tool against real clusters: `dfut status` on an embedded
 //! cluster, and the manual flow (`dfut scheduler` in its own process, a
 //! worker and a driver joining it).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a panic is the failure report
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -21,7 +22,10 @@ fn temp_file(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn status_lists_the_live_workers() {
-    let rt = dfut::Runtime::builder().in_process_workers(2).start().unwrap();
+    let rt = dfut::Runtime::builder()
+        .in_process_workers(2)
+        .start()
+        .unwrap();
     let _g = rt.enter();
     assert_eq!(triple(2).get(), Ok(6));
     let pem = temp_file("status");
@@ -33,7 +37,11 @@ fn status_lists_the_live_workers() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("policy default  workers 2"), "{text}");
     for w in rt.client().workers() {
         assert!(text.contains(&w.addr.to_string()), "{text}");
@@ -43,7 +51,10 @@ fn status_lists_the_live_workers() {
 
 #[test]
 fn status_with_the_wrong_credential_is_an_auth_error() {
-    let rt = dfut::Runtime::builder().in_process_workers(1).start().unwrap();
+    let rt = dfut::Runtime::builder()
+        .in_process_workers(1)
+        .start()
+        .unwrap();
     let pem = temp_file("wrong");
     let out = Command::new(DFUT)
         .args(["credential", "--out"])
@@ -95,7 +106,10 @@ fn manual_flow_scheduler_worker_driver() {
     while rt.client().workers().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(triple(triple(5)).get_timeout(Duration::from_secs(30)), Ok(45));
+    assert_eq!(
+        triple(triple(5)).get_timeout(Duration::from_secs(30)),
+        Ok(45)
+    );
     scheduler.kill().unwrap();
     scheduler.wait().unwrap();
 }

@@ -38,7 +38,10 @@ fn a_killed_worker_fails_its_tasks_quickly_and_never_wrongly() {
             Err(e) => panic!("stored {i}: unexpected error {e}"),
         }
     }
-    assert!(stored_lost > 0, "results held by the killed worker are reported lost");
+    assert!(
+        stored_lost > 0,
+        "results held by the killed worker are reported lost"
+    );
     assert!(start.elapsed() < LIMIT);
     // The survivors keep serving.
     assert_eq!(echo(5).get_timeout(LIMIT), Ok(5));

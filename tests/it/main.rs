@@ -1,9 +1,11 @@
 //! Integration tests: a real scheduler and real worker processes talking
 //! QUIC on loopback. Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a panic is the failure report
 
 mod faults;
 mod objects;
 mod orphans;
 mod security;
 mod tasks;
+mod tidy;
 mod util;

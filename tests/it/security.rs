@@ -20,20 +20,37 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn tasks_done(rt: &dfut::Runtime) -> u64 {
-    rt.client().workers().iter().map(|w| w.load.tasks_done).sum()
+    rt.client()
+        .workers()
+        .iter()
+        .map(|w| w.load.tasks_done)
+        .sum()
 }
 
 /// Writes `bytes` on a fresh authenticated stream to `worker` and waits for
 /// the worker to close the connection.
-async fn send_raw(credential: &ClusterCredential, worker: SocketAddr, bytes: Vec<u8>, finish: bool) {
-    let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), credential, Default::default()).unwrap();
+async fn send_raw(
+    credential: &ClusterCredential,
+    worker: SocketAddr,
+    bytes: Vec<u8>,
+    finish: bool,
+) {
+    let ep = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        credential,
+        Default::default(),
+    )
+    .unwrap();
     let (conn, mut send, _recv) = ep.connect_raw(worker).await.unwrap();
     send.write_all(&bytes).await.unwrap();
     if finish {
         send.finish().unwrap();
     }
     let closed = tokio::time::timeout(LIMIT, conn.closed()).await;
-    assert!(closed.is_ok(), "the worker closes a connection that sent garbage");
+    assert!(
+        closed.is_ok(),
+        "the worker closes a connection that sent garbage"
+    );
 }
 
 #[test]
@@ -54,7 +71,12 @@ fn garbage_at_a_live_worker_closes_only_that_connection() {
     // A frame cut short by the end of the stream: the worker just drops the
     // stream's connection when it ends.
     block_on(async {
-        let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), &credential, Default::default()).unwrap();
+        let ep = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &credential,
+            Default::default(),
+        )
+        .unwrap();
         let (_conn, mut send, _recv) = ep.connect_raw(worker).await.unwrap();
         send.write_all(&[100, 0, 0, 0, 1, 2]).await.unwrap();
         send.finish().unwrap();
@@ -81,7 +103,12 @@ fn a_peer_without_the_credential_is_refused_and_nothing_runs() {
     let worker = rt.client().workers()[0].addr;
     let stranger = ClusterCredential::generate().unwrap();
     let refused = block_on(async {
-        let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), &stranger, Default::default()).unwrap();
+        let ep = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &stranger,
+            Default::default(),
+        )
+        .unwrap();
         ep.connect(worker).await.map(|_| ())
     });
     assert!(matches!(refused, Err(NetError::Auth { .. })), "{refused:?}");

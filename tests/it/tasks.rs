@@ -84,7 +84,9 @@ fn a_panicking_task_reports_its_message_and_the_worker_keeps_serving() {
     }
     // A task depending on a failed one fails with the same error.
     let dependent = inc(explode("first".to_string()));
-    assert!(matches!(dependent.get_timeout(LIMIT), Err(Error::TaskPanicked { message, .. }) if message == "first"));
+    assert!(
+        matches!(dependent.get_timeout(LIMIT), Err(Error::TaskPanicked { message, .. }) if message == "first")
+    );
 }
 
 #[test]
@@ -118,7 +120,11 @@ fn an_unknown_function_is_an_error_not_a_hang() {
             name: "it::tasks::only_in_the_driver".into()
         })
     );
-    assert_eq!(only_in_the_driver_local(3), 3, "the plain function still runs locally");
+    assert_eq!(
+        only_in_the_driver_local(3),
+        3,
+        "the plain function still runs locally"
+    );
 }
 
 #[test]

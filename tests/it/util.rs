@@ -17,7 +17,8 @@ pub fn cluster_with(n: usize, f: impl FnOnce(dfut::Builder) -> dfut::Builder) ->
         .max_concurrent(2)
         .worker_program(WORKER)
         .heartbeat_timeout(Duration::from_millis(1500));
-    f(b).start().unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+    f(b).start()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.

@@ -32,7 +32,7 @@ pub fn explode(message: String) -> u64 {
 /// Fails with an error unless `x` is even.
 #[dfut::remote]
 pub fn even_only(x: u64) -> Result<u64, String> {
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         Ok(x)
     } else {
         Err(format!("{x} is odd"))

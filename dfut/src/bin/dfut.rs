@@ -93,7 +93,10 @@ fn run(cli: Cli) -> dfut::Result<()> {
                 ClusterCredential::from_file(&credential_file)?
             } else {
                 let c = write_credential(&credential_file)?;
-                eprintln!("wrote a new cluster credential to {}", credential_file.display());
+                eprintln!(
+                    "wrote a new cluster credential to {}",
+                    credential_file.display()
+                );
                 c
             };
             let addr: SocketAddr = format!("{host}:{port}")
@@ -113,7 +116,8 @@ fn run(cli: Cli) -> dfut::Result<()> {
             credential_file,
         } => {
             let credential = ClusterCredential::from_file(&credential_file)?;
-            let status = runtime()?.block_on(dfut::scheduler::query_status(scheduler, &credential))?;
+            let status =
+                runtime()?.block_on(dfut::scheduler::query_status(scheduler, &credential))?;
             print!("{}", render(scheduler, &status));
             Ok(())
         }
@@ -137,7 +141,17 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
     let _ = writeln!(
         out,
         "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>8} {:>6}",
-        "WORKER", "PID", "SLOTS", "GEN", "GPU", "RUNNING", "QUEUED", "OBJECTS", "BYTES", "DONE", "FAILED"
+        "WORKER",
+        "PID",
+        "SLOTS",
+        "GEN",
+        "GPU",
+        "RUNNING",
+        "QUEUED",
+        "OBJECTS",
+        "BYTES",
+        "DONE",
+        "FAILED"
     );
     let (mut queued, mut running, mut done, mut failed) = (0u64, 0u64, 0u64, 0u64);
     for w in &status.workers {

@@ -37,7 +37,9 @@ impl Client {
                 links.insert(addr, LinkSlot::Connecting(vec![msg]));
                 drop(links);
                 let client = self.clone();
-                self.inner.handle.spawn(async move { client.connect(addr).await });
+                self.inner
+                    .handle
+                    .spawn(async move { client.connect(addr).await });
             }
         }
     }
@@ -94,9 +96,9 @@ impl Client {
                 Ok(Message::Fetched { req, result }) => {
                     let pending = lock(&self.inner.fetches).remove(&req);
                     if let Some(p) = pending {
-                        let result = result.map(Arc::new).map_err(|f| {
-                            Error::from_failure("fetch", &addr.to_string(), &f)
-                        });
+                        let result = result
+                            .map(Arc::new)
+                            .map_err(|f| Error::from_failure("fetch", &addr.to_string(), &f));
                         let _ = p.reply.send(result);
                     }
                 }

@@ -182,7 +182,11 @@ impl Client {
     }
 
     /// Submits a call of `spec` with `args`; the handle returns at once.
-    pub(crate) fn submit<T: Data>(&self, spec: &'static FnSpec, args: Vec<ArgSource>) -> DistFuture<T> {
+    pub(crate) fn submit<T: Data>(
+        &self,
+        spec: &'static FnSpec,
+        args: Vec<ArgSource>,
+    ) -> DistFuture<T> {
         let id = ObjectId {
             owner: self.inner.node,
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
@@ -272,12 +276,11 @@ impl Client {
     /// The encoded value of `obj`, fetched from its holder if need be.
     pub(crate) async fn resolve(self, obj: Arc<ObjectRef>) -> Result<Blob> {
         loop {
-            let phase =
-                std::future::poll_fn(|cx| match obj.cell.poll_settled(cx.waker()) {
-                    Some(p) => std::task::Poll::Ready(p),
-                    None => std::task::Poll::Pending,
-                })
-                .await;
+            let phase = std::future::poll_fn(|cx| match obj.cell.poll_settled(cx.waker()) {
+                Some(p) => std::task::Poll::Ready(p),
+                None => std::task::Poll::Pending,
+            })
+            .await;
             let holder = match phase {
                 Phase::Failed(e) => return Err(e),
                 Phase::Finished {
@@ -344,7 +347,9 @@ impl Client {
                 .filter(|(_, f)| f.holder == addr)
                 .map(|(r, _)| *r)
                 .collect();
-            reqs.into_iter().filter_map(|r| fetches.remove(&r)).collect()
+            reqs.into_iter()
+                .filter_map(|r| fetches.remove(&r))
+                .collect()
         };
         for f in failed {
             let _ = f.reply.send(Err(lost()));

@@ -9,6 +9,6 @@ mod membership;
 mod policy;
 pub(crate) mod service;
 
-pub use policy::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
 pub use dfut_net::wire::{ClusterStatus, WorkerInfo, WorkerLoad, WorkerState};
+pub use policy::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
 pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};

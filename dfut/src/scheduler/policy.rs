@@ -148,10 +148,10 @@ impl Scheduler for LocalityLeastLoaded {
                 }
             }
         }
-        if let Some((i, _)) = holder {
-            if pressure(&workers[i]) <= pressure(&workers[least]) + 2.0 {
-                return Ok(i);
-            }
+        if let Some((i, _)) = holder
+            && pressure(&workers[i]) <= pressure(&workers[least]) + 2.0
+        {
+            return Ok(i);
         }
         Ok(least)
     }
@@ -184,14 +184,22 @@ mod tests {
     #[test]
     fn picks_the_least_loaded() {
         let mut p = LocalityLeastLoaded::new();
-        let ws = [worker(0, 5, false), worker(1, 1, false), worker(2, 3, false)];
+        let ws = [
+            worker(0, 5, false),
+            worker(1, 1, false),
+            worker(2, 3, false),
+        ];
         assert_eq!(p.place(&needs(false, &[]), &ws), Ok(1));
     }
 
     #[test]
     fn ties_rotate() {
         let mut p = LocalityLeastLoaded::new();
-        let ws = [worker(0, 0, false), worker(1, 0, false), worker(2, 0, false)];
+        let ws = [
+            worker(0, 0, false),
+            worker(1, 0, false),
+            worker(2, 0, false),
+        ];
         let picks: Vec<_> = (0..6)
             .map(|_| p.place(&needs(false, &[]), &ws).unwrap())
             .collect();

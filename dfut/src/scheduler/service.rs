@@ -119,7 +119,10 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
             interval.tick().await;
             let mut st = lock(&ticker);
             for id in st.membership.expire(Instant::now()) {
-                tracing::warn!(worker = format_args!("{id:x}"), "worker missed its heartbeats");
+                tracing::warn!(
+                    worker = format_args!("{id:x}"),
+                    "worker missed its heartbeats"
+                );
                 st.broadcast(&Message::WorkerLost { id });
             }
             let view = st.view();
@@ -213,7 +216,10 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
 /// assert_eq!(status.mode, "default");
 /// # Ok::<(), dfut::Error>(())
 /// ```
-pub async fn query_status(addr: SocketAddr, credential: &ClusterCredential) -> Result<ClusterStatus> {
+pub async fn query_status(
+    addr: SocketAddr,
+    credential: &ClusterCredential,
+) -> Result<ClusterStatus> {
     let endpoint = Endpoint::bind(
         SocketAddr::from(([0, 0, 0, 0], 0)),
         credential,
@@ -231,7 +237,9 @@ pub async fn query_status(addr: SocketAddr, credential: &ClusterCredential) -> R
                 return Ok(status);
             }
         }
-        Err(crate::Error::Transport("the scheduler closed the connection".into()))
+        Err(crate::Error::Transport(
+            "the scheduler closed the connection".into(),
+        ))
     })
     .await
     .map_err(|_| crate::Error::Timeout(Duration::from_secs(10)))?;

@@ -47,7 +47,8 @@ impl Delay {
 const INLINE_BELOW: Duration = Duration::from_micros(50);
 
 fn runs_inline(entry: &Entry) -> bool {
-    matches!(entry.function.invoke, Invoke::Sync(_)) && entry.mean().is_some_and(|m| m < INLINE_BELOW)
+    matches!(entry.function.invoke, Invoke::Sync(_))
+        && entry.mean().is_some_and(|m| m < INLINE_BELOW)
 }
 
 /// Takes a task from an owner. A short task whose arguments are all here
@@ -60,24 +61,26 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
         .expect(task.id);
     let entry = registry::lookup(&task.function);
     let fast = entry.filter(|e| {
-        shared.delay.is_none() && runs_inline(e) && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
+        shared.delay.is_none()
+            && runs_inline(e)
+            && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
     });
-    if let Some(entry) = fast {
-        if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
-            let args = task
-                .args
-                .into_iter()
-                .map(|a| match a {
-                    Arg::Value(bytes) => Arc::new(bytes),
-                    Arg::Ref { .. } => Arc::new(Vec::new()), // excluded by `fast` above
-                })
-                .collect();
-            shared.running.fetch_add(1, Ordering::Relaxed);
-            let result = call_sync(shared, entry, args, permit);
-            shared.running.fetch_sub(1, Ordering::Relaxed);
-            finish(shared, &reply, task.id, task.inline_max, result);
-            return;
-        }
+    if let Some(entry) = fast
+        && let Ok(permit) = shared.slots.clone().try_acquire_owned()
+    {
+        let args = task
+            .args
+            .into_iter()
+            .map(|a| match a {
+                Arg::Value(bytes) => Arc::new(bytes),
+                Arg::Ref { .. } => Arc::new(Vec::new()), // excluded by `fast` above
+            })
+            .collect();
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        let result = call_sync(shared, entry, args, permit);
+        shared.running.fetch_sub(1, Ordering::Relaxed);
+        finish(shared, &reply, task.id, task.inline_max, result);
+        return;
     }
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
@@ -89,13 +92,23 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
 }
 
 /// Stores a task's result and reports it to its owner.
-fn finish(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32, result: Result<Blob, Failure>) {
+fn finish(
+    shared: &Shared,
+    reply: &Link,
+    id: ObjectId,
+    inline_max: u32,
+    result: Result<Blob, Failure>,
+) {
     let outcome = match &result {
         Ok(blob) if blob.len() <= inline_max as usize => Outcome::Inline(blob.to_vec()),
         Ok(blob) => Outcome::Stored(blob.len() as u64),
         Err(f) => Outcome::Failed(f.clone()),
     };
-    let counter = if result.is_ok() { &shared.done } else { &shared.failed };
+    let counter = if result.is_ok() {
+        &shared.done
+    } else {
+        &shared.failed
+    };
     counter.fetch_add(1, Ordering::Relaxed);
     shared
         .store
@@ -113,7 +126,12 @@ fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
 }
 
 /// Calls a sync function on this thread, holding `permit`, and measures it.
-fn call_sync(shared: &Shared, entry: &Entry, args: Args, permit: OwnedSemaphorePermit) -> Result<Blob, Failure> {
+fn call_sync(
+    shared: &Shared,
+    entry: &Entry,
+    args: Args,
+    permit: OwnedSemaphorePermit,
+) -> Result<Blob, Failure> {
     let Invoke::Sync(f) = entry.function.invoke else {
         return Err(failure(FailureKind::Other, "not a sync function"));
     };
@@ -207,9 +225,12 @@ async fn resolve_args(shared: &Arc<Shared>, args: Vec<Arg>) -> Result<Vec<Blob>,
 }
 
 async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result<Blob, Failure> {
-    let holder: SocketAddr = holder
-        .parse()
-        .map_err(|_| failure(FailureKind::Decode, format!("bad holder address `{holder}`")))?;
+    let holder: SocketAddr = holder.parse().map_err(|_| {
+        failure(
+            FailureKind::Decode,
+            format!("bad holder address `{holder}`"),
+        )
+    })?;
     if holder == shared.addr {
         return local(shared, id).await;
     }
@@ -233,9 +254,12 @@ async fn local(shared: &Arc<Shared>, id: ObjectId) -> Result<Blob, Failure> {
         .lookup(id);
     match lookup {
         Lookup::Settled(r) => r,
-        Lookup::Wait(rx) => rx
-            .await
-            .unwrap_or_else(|_| Err(failure(FailureKind::NoSuchObject, format!("object {id} dropped")))),
+        Lookup::Wait(rx) => rx.await.unwrap_or_else(|_| {
+            Err(failure(
+                FailureKind::NoSuchObject,
+                format!("object {id} dropped"),
+            ))
+        }),
     }
 }
 
@@ -256,7 +280,10 @@ pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: Objec
         Lookup::Wait(rx) => {
             tokio::spawn(async move {
                 let r = rx.await.unwrap_or_else(|_| {
-                    Err(failure(FailureKind::NoSuchObject, format!("object {id} dropped")))
+                    Err(failure(
+                        FailureKind::NoSuchObject,
+                        format!("object {id} dropped"),
+                    ))
                 });
                 let _ = reply.send(Message::Fetched {
                     req,

@@ -130,7 +130,12 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         .map_err(|e| Error::Config(format!("scheduler address `{}`: {e}", config.scheduler)))?;
     let bind: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
-        .map_err(|e| Error::Config(format!("listen address `{}:{}`: {e}", config.host, config.port)))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "listen address `{}:{}`: {e}",
+                config.host, config.port
+            ))
+        })?;
     let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
     let local = endpoint.local_addr()?;
     let addr: SocketAddr = match &config.advertise {
@@ -182,7 +187,11 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
-            if beat.heartbeat.send(Message::Heartbeat(beat.load())).is_err() {
+            if beat
+                .heartbeat
+                .send(Message::Heartbeat(beat.load()))
+                .is_err()
+            {
                 tracing::warn!("lost the scheduler");
                 return;
             }

@@ -160,7 +160,10 @@ mod tests {
             panic!("unknown ids are expected")
         };
         s.free(id(1, 2));
-        assert_eq!(rx.try_recv().unwrap().unwrap_err().kind, FailureKind::NoSuchObject);
+        assert_eq!(
+            rx.try_recv().unwrap().unwrap_err().kind,
+            FailureKind::NoSuchObject
+        );
         s.free(id(1, 1));
         assert_eq!((s.len(), s.bytes()), (0, 0));
     }
