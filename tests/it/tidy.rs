@@ -24,7 +24,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_rust_file_opens_with_a_module_doc() {
     let mut files = Vec::new();
-    for dir in ["dfut", "dfut-macros", "dfut-net", "examples", "tests", "benches"] {
+    for dir in [
+        "dfut",
+        "dfut-macros",
+        "dfut-net",
+        "examples",
+        "tests",
+        "benches",
+    ] {
         rust_files(&workspace().join(dir), &mut files);
     }
     assert!(files.len() > 20, "found only {} files", files.len());
@@ -32,7 +39,10 @@ fn every_rust_file_opens_with_a_module_doc() {
         .iter()
         .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` opening: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` opening: {missing:?}"
+    );
 }
 
 fn version_of(manifest: &str, key: &str) -> String {
