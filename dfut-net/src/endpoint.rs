@@ -89,12 +89,7 @@ impl Endpoint {
 
     /// Connects to the endpoint at `addr` and opens a link to it.
     pub async fn connect(&self, addr: SocketAddr) -> Result<(Link, Inbox), NetError> {
-        let connecting = self
-            .inner
-            .connect(addr, SERVER_NAME)
-            .map_err(|e| NetError::Endpoint(format!("connect {addr}: {e}")))?;
-        let conn = connecting.await.map_err(|e| classify(addr, &e))?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| classify(addr, &e))?;
+        let (conn, send, recv) = self.connect_raw(addr).await?;
         Ok(Link::start(conn, send, recv, &self.options))
     }
 

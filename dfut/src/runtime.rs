@@ -17,7 +17,7 @@ use dfut_net::{ClusterCredential, Endpoint, EndpointOptions};
 use crate::client::Client;
 use crate::context::{self, EnterGuard};
 use crate::local::LocalWorker;
-use crate::scheduler::{self, LocalityLeastLoaded, Scheduler, SchedulerConfig, SchedulerHandle};
+use crate::scheduler::{self, Scheduler, SchedulerConfig, SchedulerHandle};
 use crate::{Error, Result};
 
 /// Environment variable that makes `dfut::init()` run a worker.
@@ -178,7 +178,7 @@ impl Builder {
     /// process's client. Returns once every local worker has registered.
     pub fn start(self) -> Result<Runtime> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(runtime_threads("DFUT_DRIVER_THREADS", 2))
             .thread_name("dfut-driver")
             .enable_all()
             .build()
@@ -193,9 +193,7 @@ impl Builder {
                 )));
             }
         };
-        let policy = self
-            .policy
-            .unwrap_or_else(|| Box::new(LocalityLeastLoaded::new()));
+        let policy = self.policy;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let (scheduler, scheduler_addr) = match self.join {
             Some(addr) => (None, addr),
@@ -380,4 +378,13 @@ impl Drop for Runtime {
             rt.shutdown_background();
         }
     }
+}
+
+/// Runtime threads: `var` from the environment, else `default`.
+pub(crate) fn runtime_threads(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
 }

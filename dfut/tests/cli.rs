@@ -113,3 +113,26 @@ fn manual_flow_scheduler_worker_driver() {
     scheduler.kill().unwrap();
     scheduler.wait().unwrap();
 }
+
+#[test]
+fn an_unknown_scheduler_mode_is_refused_with_the_valid_ones() {
+    let pem = temp_file("mode");
+    let out = Command::new(DFUT)
+        .args([
+            "scheduler",
+            "--port",
+            "0",
+            "--mode",
+            "fastest",
+            "--credential-file",
+        ])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown scheduling policy `fastest` (valid: default"),
+        "{err}"
+    );
+}

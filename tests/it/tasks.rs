@@ -46,9 +46,19 @@ fn futures_combine_as_arguments() {
     let c = add(&a, b);
     assert_eq!(c.get_timeout(LIMIT), Ok(41));
     // Large values move between workers, not through the driver.
+    let before = rt.client().stats().fetched_bytes;
     let big = bytes(1 << 20, 3);
-    assert_eq!(sum_bytes(&big).get_timeout(LIMIT), Ok(3 << 20));
+    let sums: Vec<_> = (0..6).map(|_| sum_bytes(&big)).collect();
+    for s in &sums {
+        assert_eq!(s.get_timeout(LIMIT), Ok(3 << 20));
+    }
+    assert_eq!(
+        rt.client().stats().fetched_bytes,
+        before,
+        "the driver fetched nothing"
+    );
     assert_eq!(big.get_timeout(LIMIT).map(|v| v.len()), Ok(1 << 20));
+    assert!(rt.client().stats().fetched_bytes >= before + (1 << 20));
 }
 
 #[test]

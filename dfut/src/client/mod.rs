@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 use crate::data::Data;
 use crate::future::DistFuture;
 use crate::object::{ArgSource, Blob, ObjectCell, ObjectRef, Phase, TaskRecord};
-use crate::scheduler::{ArgPlacement, Scheduler, TaskNeeds, WorkerView};
+use crate::scheduler::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
 use crate::{Error, Result};
 
 /// Results up to this many bytes travel back with the completion message.
@@ -77,6 +77,30 @@ struct Inner {
     links: Mutex<HashMap<SocketAddr, links::LinkSlot>>,
     fetches: Mutex<HashMap<u64, PendingFetch>>,
     fetch_seq: AtomicU64,
+    submitted: AtomicU64,
+    fetched_bytes: AtomicU64,
+    explicit_policy: bool,
+}
+
+/// Counters of one client, for monitoring and tests.
+///
+/// ```
+/// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+/// # let _guard = rt.enter();
+/// # #[dfut::remote] fn big() -> Vec<u8> { vec![1; 1 << 20] }
+/// let before = rt.client().stats();
+/// let v = big().get()?;
+/// let after = rt.client().stats();
+/// assert_eq!(after.submitted - before.submitted, 1);
+/// assert!(after.fetched_bytes - before.fetched_bytes >= v.len() as u64);
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientStats {
+    /// Tasks submitted (retries not counted).
+    pub submitted: u64,
+    /// Bytes of objects this client fetched from workers.
+    pub fetched_bytes: u64,
 }
 
 struct PendingFetch {
@@ -102,8 +126,10 @@ impl Client {
         node: u64,
         endpoint: Endpoint,
         handle: tokio::runtime::Handle,
-        policy: Box<dyn Scheduler>,
+        policy: Option<Box<dyn Scheduler>>,
     ) -> Self {
+        let explicit_policy = policy.is_some();
+        let policy = policy.unwrap_or_else(|| Box::new(LocalityLeastLoaded::new()));
         let (view_changed, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
@@ -122,6 +148,9 @@ impl Client {
                 links: Mutex::new(HashMap::new()),
                 fetches: Mutex::new(HashMap::new()),
                 fetch_seq: AtomicU64::new(1),
+                submitted: AtomicU64::new(0),
+                fetched_bytes: AtomicU64::new(0),
+                explicit_policy,
             }),
         }
     }
@@ -134,6 +163,19 @@ impl Client {
     /// The live workers as this client last heard from the scheduler.
     pub fn workers(&self) -> Vec<WorkerView> {
         lock(&self.inner.cluster).workers.clone()
+    }
+
+    /// This client's counters.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            submitted: self.inner.submitted.load(Ordering::Relaxed),
+            fetched_bytes: self.inner.fetched_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The placement policy in use.
+    pub fn policy_name(&self) -> String {
+        lock(&self.inner.cluster).policy.name().to_owned()
     }
 
     /// How many objects this client owns that are still referenced.
@@ -187,6 +229,7 @@ impl Client {
         spec: &'static FnSpec,
         args: Vec<ArgSource>,
     ) -> DistFuture<T> {
+        self.inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = ObjectId {
             owner: self.inner.node,
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
@@ -315,12 +358,18 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         lock(&self.inner.fetches).insert(req, PendingFetch { holder, reply });
         self.send(holder, Message::Fetch { req, id });
-        rx.await.unwrap_or_else(|_| {
+        let fetched = rx.await.unwrap_or_else(|_| {
             Err(Error::WorkerLost {
                 worker: holder.to_string(),
                 reason: "connection closed during a fetch".into(),
             })
-        })
+        });
+        if let Ok(blob) = &fetched {
+            self.inner
+                .fetched_bytes
+                .fetch_add(blob.len() as u64, Ordering::Relaxed);
+        }
+        fetched
     }
 
     /// Handles the loss of the worker at `addr`: retries what may be retried
@@ -379,13 +428,7 @@ impl Client {
                 if !on_lost {
                     continue;
                 }
-                match st.task.as_mut() {
-                    Some(t) if t.retries_left > 0 => {
-                        t.retries_left -= 1;
-                        true
-                    }
-                    _ => false,
-                }
+                take_retry(&mut st)
             };
             if retry {
                 tracing::info!(object = %cell.id, function = cell.function, "re-running on another worker");
@@ -423,16 +466,7 @@ impl Client {
             Outcome::Failed(f) => {
                 // A dependency lost with its worker: re-run if allowed.
                 if f.kind == FailureKind::WorkerLost {
-                    let retry = {
-                        let mut st = cell.lock();
-                        match st.task.as_mut() {
-                            Some(t) if t.retries_left > 0 => {
-                                t.retries_left -= 1;
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
+                    let retry = take_retry(&mut cell.lock());
                     if retry {
                         self.dispatch(&cell);
                         return;
@@ -464,6 +498,12 @@ impl Client {
                 })
             })
             .collect();
+        if !self.inner.explicit_policy && cluster.policy.name() != mode {
+            match crate::scheduler::policy_by_name(&mode) {
+                Ok(p) => cluster.policy = p,
+                Err(e) => tracing::warn!("keeping policy `{}`: {e}", cluster.policy.name()),
+            }
+        }
         cluster.mode = mode;
         let gone: Vec<SocketAddr> = old_addrs
             .into_iter()
@@ -482,6 +522,17 @@ impl Client {
             .iter()
             .find(|w| w.id == id)
             .map(|w| w.addr)
+    }
+}
+
+/// Uses up one retry of the task, if it has any left.
+fn take_retry(st: &mut crate::object::CellState) -> bool {
+    match st.task.as_mut() {
+        Some(t) if t.retries_left > 0 => {
+            t.retries_left -= 1;
+            true
+        }
+        _ => false,
     }
 }
 

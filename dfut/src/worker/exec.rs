@@ -246,7 +246,8 @@ async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result
     })
 }
 
-async fn local(shared: &Arc<Shared>, id: ObjectId) -> Result<Blob, Failure> {
+/// Waits for object `id` in this worker's store.
+async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
     let lookup = shared
         .store
         .lock()
@@ -265,31 +266,9 @@ async fn local(shared: &Arc<Shared>, id: ObjectId) -> Result<Blob, Failure> {
 
 /// Answers a fetch once the object is ready.
 pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: ObjectId) {
-    let lookup = shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .lookup(id);
-    match lookup {
-        Lookup::Settled(r) => {
-            let _ = reply.send(Message::Fetched {
-                req,
-                result: r.map(|b| b.to_vec()),
-            });
-        }
-        Lookup::Wait(rx) => {
-            tokio::spawn(async move {
-                let r = rx.await.unwrap_or_else(|_| {
-                    Err(failure(
-                        FailureKind::NoSuchObject,
-                        format!("object {id} dropped"),
-                    ))
-                });
-                let _ = reply.send(Message::Fetched {
-                    req,
-                    result: r.map(|b| b.to_vec()),
-                });
-            });
-        }
-    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let result = local(&shared, id).await.map(|b| b.to_vec());
+        let _ = reply.send(Message::Fetched { req, result });
+    });
 }

@@ -25,7 +25,6 @@ pub use config::WorkerConfig;
 use store::Store;
 
 use crate::client::Client;
-use crate::scheduler::LocalityLeastLoaded;
 use crate::{Error, Result};
 
 /// Runs a worker until the process is killed. Never returns `Ok`.
@@ -71,7 +70,8 @@ fn load_credential(config: &WorkerConfig) -> Result<ClusterCredential> {
 /// A multi-thread runtime whose threads see `client` as the current client
 /// once one is set.
 pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runtime> {
-    let threads = config.slots().clamp(1, 4) as usize;
+    let threads =
+        crate::runtime::runtime_threads("DFUT_WORKER_THREADS", config.slots().clamp(1, 4) as usize);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("dfut-worker")
@@ -149,7 +149,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         id,
         endpoint.clone(),
         tokio::runtime::Handle::current(),
-        Box::new(LocalityLeastLoaded::new()),
+        None,
     );
     client.follow_scheduler(scheduler).await?;
 
