@@ -54,6 +54,8 @@ mod remote;
 /// - `#[remote(retries = N)]`: re-run the task up to `N` times if the
 ///   worker running it (or holding its result) dies.
 /// - `#[remote(gpu)]`: run only on GPU workers.
+/// - `#[remote(cost = X)]`: the task's relative cost (1.0 typical), a hint
+///   for placement policies.
 /// - `#[remote(crate = "path")]`: where the `dfut` crate is, if renamed.
 ///
 /// ```

@@ -15,6 +15,7 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
 struct Options {
     gpu: bool,
     retries: u32,
+    cost: Option<f64>,
     krate: syn::Path,
 }
 
@@ -62,6 +63,7 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
     let mut opts = Options {
         gpu: false,
         retries: 0,
+        cost: None,
         krate: syn::parse_quote!(::dfut),
     };
     let parser = syn::meta::parser(|meta| {
@@ -72,12 +74,26 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
             let lit: syn::LitInt = meta.value()?.parse()?;
             opts.retries = lit.base10_parse()?;
             Ok(())
+        } else if meta.path.is_ident("cost") {
+            let value = meta.value()?;
+            let cost: f64 = if value.peek(syn::LitFloat) {
+                value.parse::<syn::LitFloat>()?.base10_parse()?
+            } else {
+                value.parse::<syn::LitInt>()?.base10_parse()?
+            };
+            if !(cost.is_finite() && cost > 0.0) {
+                return Err(meta.error("`cost` must be a positive number"));
+            }
+            opts.cost = Some(cost);
+            Ok(())
         } else if meta.path.is_ident("crate") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             opts.krate = lit.parse()?;
             Ok(())
         } else {
-            Err(meta.error("unknown option; expected `gpu`, `retries = N` or `crate = \"path\"`"))
+            Err(meta.error(
+                "unknown option; expected `gpu`, `retries = N`, `cost = X` or `crate = \"path\"`",
+            ))
         }
     });
     if let Err(e) = syn::parse::Parser::parse2(parser, attr) {
@@ -294,6 +310,10 @@ fn generate(r: &Remote) -> TokenStream {
     };
     let retries = r.opts.retries;
     let gpu = r.opts.gpu;
+    let cost = match r.opts.cost {
+        Some(c) => quote! { ::core::option::Option::Some(#c) },
+        None => quote! { ::core::option::Option::None },
+    };
     let registered_name = quote! { ::core::concat!(::core::module_path!(), "::", #name_str) };
 
     quote! {
@@ -309,6 +329,7 @@ fn generate(r: &Remote) -> TokenStream {
                 name: #registered_name,
                 retries: #retries,
                 gpu: #gpu,
+                cost: #cost,
             };
             #krate::__private::submit::<#output>(
                 &__DFUT_SPEC,

@@ -42,6 +42,9 @@ pub struct WorkerInfo {
     pub gpu: bool,
     /// Its operating-system process id.
     pub pid: u32,
+    /// Speed measured by a calibration run at start, relative to a
+    /// reference machine (1.0); higher is faster.
+    pub speed: f32,
 }
 
 /// A worker's load, sent with every heartbeat.
@@ -68,6 +71,8 @@ pub struct WorkerState {
     pub info: WorkerInfo,
     /// Its last reported load.
     pub load: WorkerLoad,
+    /// It missed its last heartbeats: still a member, but not to be chosen.
+    pub suspect: bool,
 }
 
 /// A task argument: either its encoded value, or a reference to an object
@@ -202,6 +207,10 @@ pub enum Message {
         id: ObjectId,
         /// How it ended.
         outcome: Outcome,
+        /// Tasks running on the worker after this one ended.
+        running: u32,
+        /// Tasks queued on the worker after this one ended.
+        queued: u32,
     },
     /// Any → worker: send me this object when it is ready.
     Fetch {

@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use future::DistFuture;
 pub use object::Status;
 pub use registry::registered_functions;
-pub use runtime::{Builder, Runtime, init};
+pub use runtime::{Builder, Runtime, WorkerOptions, init};
 
 /// The rkyv crate dfut uses; derive its traits on your own argument and
 /// result types (with `#[rkyv(crate = dfut::rkyv)]` if you do not depend on

@@ -26,7 +26,7 @@ pub(crate) struct Spec {
     pub credential: ClusterCredential,
     pub program: Option<PathBuf>,
     pub env: Vec<(String, String)>,
-    pub max_concurrent: Option<u32>,
+    pub options: crate::WorkerOptions,
 }
 
 /// One worker started by this driver.
@@ -55,8 +55,17 @@ impl LocalWorker {
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
-        if let Some(n) = spec.max_concurrent {
-            cmd.env("DFUT_MAX_CONCURRENT", n.to_string());
+        for var in [
+            "DFUT_MAX_CONCURRENT",
+            "DFUT_HW_GENERATION",
+            "DFUT_GPU",
+            "DFUT_ADD_DELAY_MS",
+            "DFUT_DELAY_SEED",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in spec.options.env() {
+            cmd.env(k, v);
         }
         for (k, v) in &spec.env {
             cmd.env(k, v);
@@ -84,7 +93,8 @@ impl LocalWorker {
     /// Starts a worker on threads of this process.
     pub fn in_process(spec: &Spec) -> Result<Self> {
         let mut config = WorkerConfig::new(spec.scheduler.to_string());
-        config.max_concurrent = Some(spec.max_concurrent.unwrap_or(2));
+        config.max_concurrent = Some(2);
+        spec.options.apply(&mut config);
         let rt = worker::runtime_for(&config)?;
         let worker = rt.block_on(worker::start(config, spec.credential.clone()))?;
         Ok(LocalWorker::InProcess {

@@ -8,6 +8,7 @@
 //! told to free the object. This module does no I/O itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -52,10 +53,9 @@ pub(crate) enum ArgSource {
 
 /// What is needed to run (or re-run) a task.
 pub(crate) struct TaskRecord {
-    pub function: &'static str,
+    pub spec: &'static crate::client::FnSpec,
     pub args: Vec<ArgSource>,
     pub retries_left: u32,
-    pub gpu: bool,
 }
 
 /// The phase of an object.
@@ -85,6 +85,8 @@ pub(crate) struct CellState {
 pub(crate) struct ObjectCell {
     pub id: ObjectId,
     pub function: &'static str,
+    /// Encoded size in bytes once finished; 0 while unknown.
+    size: AtomicU64,
     state: Mutex<CellState>,
     settled: Condvar,
 }
@@ -99,6 +101,7 @@ impl ObjectCell {
         Self {
             id,
             function,
+            size: AtomicU64::new(0),
             state: Mutex::new(CellState {
                 phase,
                 task,
@@ -112,6 +115,18 @@ impl ObjectCell {
         // A poisoned lock means a panic while updating a phase; the phase
         // itself is always a valid value, so carry on with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The encoded size, once known.
+    pub fn size(&self) -> Option<u64> {
+        match self.size.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn set_size(&self, bytes: u64) {
+        self.size.store(bytes, Ordering::Relaxed);
     }
 
     pub fn status(&self) -> Status {

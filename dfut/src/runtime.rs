@@ -60,7 +60,9 @@ pub struct Builder {
     worker_program: Option<PathBuf>,
     worker_env: Vec<(String, String)>,
     max_concurrent: Option<u32>,
+    worker_options: Vec<WorkerOptions>,
     policy: Option<Box<dyn Scheduler>>,
+    policy_name: Option<String>,
     start_timeout: Duration,
     heartbeat_timeout: Duration,
 }
@@ -85,7 +87,9 @@ impl Default for Builder {
             worker_program: None,
             worker_env: Vec::new(),
             max_concurrent: None,
+            worker_options: Vec::new(),
             policy: None,
+            policy_name: None,
             start_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(2),
         }
@@ -110,6 +114,9 @@ impl Builder {
         }
         if let Ok(path) = std::env::var("DFUT_CREDENTIAL_FILE") {
             b = b.credential(ClusterCredential::from_file(path)?);
+        }
+        if let Ok(mode) = std::env::var("DFUT_SCHEDULER_MODE") {
+            b = b.policy_name(mode);
         }
         Ok(b)
     }
@@ -161,9 +168,49 @@ impl Builder {
         self
     }
 
-    /// Places tasks with this policy.
+    /// Adds one local worker with its own settings (hardware generation,
+    /// GPU, injected delay, slots). Workers added this way replace the
+    /// count given by [`Builder::workers`].
+    ///
+    /// ```
+    /// use dfut::WorkerOptions;
+    ///
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(0)
+    ///     .add_worker(WorkerOptions::default().hw_generation(2))
+    ///     .add_worker(WorkerOptions::default().gpu(true))
+    ///     .start()?;
+    /// let mut gpus: Vec<bool> = rt.client().workers().iter().map(|w| w.gpu).collect();
+    /// gpus.sort();
+    /// assert_eq!(gpus, [false, true]);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn add_worker(mut self, options: WorkerOptions) -> Self {
+        self.worker_options.push(options);
+        self
+    }
+
+    /// Places tasks with this policy (default: the scheduler's mode, which
+    /// is `default` for a local cluster).
     pub fn policy(mut self, policy: impl Scheduler) -> Self {
         self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// Places tasks with the built-in policy of this name (see
+    /// [`scheduler::POLICY_NAMES`](crate::scheduler::POLICY_NAMES)); an
+    /// unknown name makes [`Builder::start`] fail. Also read from
+    /// `DFUT_SCHEDULER_MODE` by [`Builder::from_env`].
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).policy_name("load-aware").start()?;
+    /// assert_eq!(rt.client().policy_name(), "load-aware");
+    /// let bad = dfut::Runtime::builder().in_process_workers(1).policy_name("fastest").start();
+    /// assert!(matches!(bad, Err(dfut::Error::Config(_))));
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn policy_name(mut self, name: impl Into<String>) -> Self {
+        self.policy_name = Some(name.into());
         self
     }
 
@@ -193,13 +240,19 @@ impl Builder {
                 )));
             }
         };
-        let policy = self.policy;
+        let policy = match (self.policy, &self.policy_name) {
+            (Some(p), _) => Some(p),
+            (None, Some(name)) => Some(scheduler::policy_by_name(name)?),
+            (None, None) => None,
+        };
+        let mode = policy.as_ref().map_or("default".to_owned(), |p| p.name().to_owned());
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let (scheduler, scheduler_addr) = match self.join {
             Some(addr) => (None, addr),
             None => {
                 let mut config = SchedulerConfig::new(loopback);
                 config.heartbeat_timeout = self.heartbeat_timeout;
+                config.mode = mode;
                 let _enter = rt.enter();
                 let handle = scheduler::serve(config, &credential)?;
                 let addr = handle.addr();
@@ -226,19 +279,28 @@ impl Builder {
             // Joining: wait for the cluster to have workers at all.
             self.workers.unwrap_or(1)
         } else {
-            let n = self.workers.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-            let spec = crate::local::Spec {
-                scheduler: scheduler_addr,
-                credential: runtime.credential.clone(),
-                program: self.worker_program.clone(),
-                env: self.worker_env.clone(),
-                max_concurrent: self.max_concurrent,
+            let options = if self.worker_options.is_empty() {
+                let n = self.workers.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1)
+                });
+                let defaults = WorkerOptions {
+                    max_concurrent: self.max_concurrent,
+                    ..WorkerOptions::default()
+                };
+                vec![defaults; n]
+            } else {
+                self.worker_options.clone()
             };
-            for _ in 0..n {
+            for opts in &options {
+                let spec = crate::local::Spec {
+                    scheduler: scheduler_addr,
+                    credential: runtime.credential.clone(),
+                    program: self.worker_program.clone(),
+                    env: self.worker_env.clone(),
+                    options: opts.clone(),
+                };
                 let w = if self.in_process {
                     LocalWorker::in_process(&spec)?
                 } else {
@@ -246,7 +308,7 @@ impl Builder {
                 };
                 runtime.lock_workers().push(w);
             }
-            n
+            options.len()
         };
         let wait = runtime.client.wait_for_workers(wanted);
         let timeout = self.start_timeout;
@@ -387,4 +449,81 @@ pub(crate) fn runtime_threads(var: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(default)
+}
+
+/// Settings of one local worker, for [`Builder::add_worker`]: the study
+/// project's knobs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerOptions {
+    /// Task slots (default: the number of cores; 2 for in-process workers).
+    pub max_concurrent: Option<u32>,
+    /// Hardware generation (default 1).
+    pub hw_generation: Option<u32>,
+    /// Whether it runs GPU tasks.
+    pub gpu: bool,
+    /// Injected delay: each task first sleeps a uniform random time in
+    /// [0, this] milliseconds (0: none).
+    pub add_delay_ms: u64,
+    /// Seed of the injected delays.
+    pub delay_seed: Option<u64>,
+}
+
+impl WorkerOptions {
+    /// Sets the task slots.
+    pub fn max_concurrent(mut self, n: u32) -> Self {
+        self.max_concurrent = Some(n);
+        self
+    }
+
+    /// Sets the hardware generation.
+    pub fn hw_generation(mut self, generation: u32) -> Self {
+        self.hw_generation = Some(generation);
+        self
+    }
+
+    /// Makes it a GPU worker.
+    pub fn gpu(mut self, gpu: bool) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Injects a random delay of up to `max_ms` milliseconds before each
+    /// task, drawn from a generator seeded with `seed`.
+    pub fn add_delay(mut self, max_ms: u64, seed: u64) -> Self {
+        self.add_delay_ms = max_ms;
+        self.delay_seed = Some(seed);
+        self
+    }
+
+    /// Environment variables that give a worker process these settings.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(n) = self.max_concurrent {
+            env.push(("DFUT_MAX_CONCURRENT", n.to_string()));
+        }
+        if let Some(g) = self.hw_generation {
+            env.push(("DFUT_HW_GENERATION", g.to_string()));
+        }
+        if self.gpu {
+            env.push(("DFUT_GPU", "true".to_owned()));
+        }
+        if self.add_delay_ms > 0 {
+            env.push(("DFUT_ADD_DELAY_MS", self.add_delay_ms.to_string()));
+        }
+        if let Some(seed) = self.delay_seed {
+            env.push(("DFUT_DELAY_SEED", seed.to_string()));
+        }
+        env
+    }
+
+    /// Applies these settings to a worker configuration.
+    pub(crate) fn apply(&self, config: &mut crate::worker::WorkerConfig) {
+        config.max_concurrent = self.max_concurrent.or(config.max_concurrent);
+        if let Some(g) = self.hw_generation {
+            config.hw_generation = g;
+        }
+        config.gpu = self.gpu;
+        config.add_delay_ms = self.add_delay_ms;
+        config.delay_seed = self.delay_seed;
+    }
 }

@@ -132,7 +132,10 @@ fn an_unknown_scheduler_mode_is_refused_with_the_valid_ones() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown scheduling policy `fastest` (valid: default"),
+        err.contains(
+            "unknown scheduling policy `fastest` (valid: random, round-robin, \
+             power-of-two, load-aware, gpu-aware, locality, default)"
+        ),
         "{err}"
     );
 }

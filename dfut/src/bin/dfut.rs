@@ -89,6 +89,7 @@ fn run(cli: Cli) -> dfut::Result<()> {
             credential_file,
             heartbeat_timeout_ms,
         } => {
+            dfut::scheduler::policy_by_name(&mode)?;
             let credential = if credential_file.exists() {
                 ClusterCredential::from_file(&credential_file)?
             } else {
@@ -102,7 +103,6 @@ fn run(cli: Cli) -> dfut::Result<()> {
             let addr: SocketAddr = format!("{host}:{port}")
                 .parse()
                 .map_err(|e| dfut::Error::Config(format!("{host}:{port}: {e}")))?;
-            dfut::scheduler::policy_by_name(&mode)?;
             let mut config = SchedulerConfig::new(addr);
             config.mode = mode;
             config.heartbeat_timeout = Duration::from_millis(heartbeat_timeout_ms);

@@ -92,7 +92,12 @@ impl Client {
                         }
                     }
                 }
-                Ok(Message::Done { id, outcome }) => self.task_done(addr, id, outcome),
+                Ok(Message::Done {
+                    id,
+                    outcome,
+                    running,
+                    queued,
+                }) => self.task_done(addr, id, outcome, (running, queued)),
                 Ok(Message::Fetched { req, result }) => {
                     let pending = lock(&self.inner.fetches).remove(&req);
                     if let Some(p) = pending {

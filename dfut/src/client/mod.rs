@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 use crate::data::Data;
 use crate::future::DistFuture;
 use crate::object::{ArgSource, Blob, ObjectCell, ObjectRef, Phase, TaskRecord};
-use crate::scheduler::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
+use crate::scheduler::{ArgPlacement, DefaultPolicy, Scheduler, TaskNeeds, WorkerView};
 use crate::{Error, Result};
 
 /// Results up to this many bytes travel back with the completion message.
@@ -39,6 +39,8 @@ pub struct FnSpec {
     pub retries: u32,
     /// Whether it needs a GPU worker.
     pub gpu: bool,
+    /// Declared relative cost, if any (`#[remote(cost = ..)]`).
+    pub cost: Option<f64>,
 }
 
 /// A handle on this process's connection to the cluster.
@@ -110,8 +112,35 @@ struct PendingFetch {
 
 struct ClusterView {
     workers: Vec<WorkerView>,
+    /// Ids of workers that missed heartbeats: never chosen.
+    suspect: Vec<u64>,
     mode: String,
     policy: Box<dyn Scheduler>,
+}
+
+impl ClusterView {
+    /// Runs the policy on the workers that are not suspect and counts the
+    /// chosen worker's new task.
+    fn place(&mut self, needs: &TaskNeeds<'_>) -> std::result::Result<SocketAddr, String> {
+        let chosen = if self.suspect.is_empty() {
+            self.policy.place(needs, &self.workers)
+        } else {
+            let healthy: Vec<usize> = (0..self.workers.len())
+                .filter(|&i| !self.suspect.contains(&self.workers[i].id))
+                .collect();
+            let view: Vec<WorkerView> = healthy.iter().map(|&i| self.workers[i].clone()).collect();
+            self.policy
+                .place(needs, &view)
+                .and_then(|j| healthy.get(j).copied().ok_or_else(|| format!("policy chose worker {j}")))
+        };
+        let i = chosen?;
+        let w = self
+            .workers
+            .get_mut(i)
+            .ok_or_else(|| format!("policy chose worker {i}"))?;
+        w.inflight += 1;
+        Ok(w.addr)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,7 +158,7 @@ impl Client {
         policy: Option<Box<dyn Scheduler>>,
     ) -> Self {
         let explicit_policy = policy.is_some();
-        let policy = policy.unwrap_or_else(|| Box::new(LocalityLeastLoaded::new()));
+        let policy = policy.unwrap_or_else(|| Box::new(DefaultPolicy::default()));
         let (view_changed, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
@@ -141,6 +170,7 @@ impl Client {
                 objects: Mutex::new(HashMap::new()),
                 cluster: Mutex::new(ClusterView {
                     workers: Vec::new(),
+                    suspect: Vec::new(),
                     mode: String::new(),
                     policy,
                 }),
@@ -171,6 +201,18 @@ impl Client {
             submitted: self.inner.submitted.load(Ordering::Relaxed),
             fetched_bytes: self.inner.fetched_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Places this client's next tasks with `policy`.
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// rt.client().set_policy(dfut::scheduler::policy_by_name("round-robin")?);
+    /// assert_eq!(rt.client().policy_name(), "round-robin");
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn set_policy(&self, policy: Box<dyn Scheduler>) {
+        lock(&self.inner.cluster).policy = policy;
     }
 
     /// The placement policy in use.
@@ -235,10 +277,9 @@ impl Client {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
         };
         let record = TaskRecord {
-            function: spec.name,
+            spec,
             args,
             retries_left: spec.retries,
-            gpu: spec.gpu,
         };
         let placeholder = Phase::Pending(SocketAddr::from(([0, 0, 0, 0], 0)));
         let cell = Arc::new(ObjectCell::new(id, spec.name, placeholder, Some(record)));
@@ -258,29 +299,17 @@ impl Client {
             let Some(task) = &st.task else { return };
             prepare(cell, task, self.inner.inline_max)
         };
-        let (spec, needs, gpu) = match prepared {
+        let (spec, needs, fn_spec) = match prepared {
             Ok(p) => p,
             Err(e) => return self.settle(cell, Phase::Failed(e)),
         };
-        let target = {
-            let mut cluster = lock(&self.inner.cluster);
-            let ClusterView {
-                workers, policy, ..
-            } = &mut *cluster;
-            let needs = TaskNeeds {
-                function: cell.function,
-                gpu,
-                args: &needs,
-            };
-            match policy.place(&needs, workers) {
-                Ok(i) if i < workers.len() => {
-                    workers[i].inflight += 1;
-                    Ok(workers[i].addr)
-                }
-                Ok(i) => Err(format!("policy chose worker {i} of {}", workers.len())),
-                Err(reason) => Err(reason),
-            }
+        let needs = TaskNeeds {
+            function: cell.function,
+            gpu: fn_spec.gpu,
+            args: &needs,
+            cost: fn_spec.cost,
         };
+        let target = lock(&self.inner.cluster).place(&needs);
         match target {
             Ok(addr) => {
                 cell.set(Phase::Pending(addr));
@@ -440,12 +469,13 @@ impl Client {
     }
 
     /// Handles a worker's report that task `id` ended.
-    fn task_done(&self, from: SocketAddr, id: ObjectId, outcome: dfut_net::wire::Outcome) {
+    fn task_done(&self, from: SocketAddr, id: ObjectId, outcome: dfut_net::wire::Outcome, load: (u32, u32)) {
         use dfut_net::wire::{FailureKind, Outcome};
         {
             let mut cluster = lock(&self.inner.cluster);
             if let Some(w) = cluster.workers.iter_mut().find(|w| w.addr == from) {
                 w.inflight = w.inflight.saturating_sub(1);
+                (w.load.running, w.load.queued) = load;
             }
         }
         let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
@@ -453,6 +483,11 @@ impl Client {
         };
         if !matches!(cell.lock().phase, Phase::Pending(h) | Phase::Running(h) if h == from) {
             return; // a stale report from a worker this task was moved away from
+        }
+        match &outcome {
+            Outcome::Inline(bytes) => cell.set_size(bytes.len() as u64),
+            Outcome::Stored(size) => cell.set_size(*size),
+            Outcome::Failed(_) => {}
         }
         let phase = match outcome {
             Outcome::Inline(bytes) => Phase::Finished {
@@ -483,15 +518,20 @@ impl Client {
         let mut cluster = lock(&self.inner.cluster);
         let old: HashMap<u64, u32> = cluster.workers.iter().map(|w| (w.id, w.inflight)).collect();
         let old_addrs: Vec<SocketAddr> = cluster.workers.iter().map(|w| w.addr).collect();
+        let mut suspect = Vec::new();
         cluster.workers = workers
             .into_iter()
             .filter_map(|w| {
                 let addr = w.info.addr.parse().ok()?;
+                if w.suspect {
+                    suspect.push(w.info.id);
+                }
                 Some(WorkerView {
                     id: w.info.id,
                     addr,
                     max_concurrent: w.info.max_concurrent,
                     hw_generation: w.info.hw_generation,
+                    speed: f64::from(w.info.speed),
                     gpu: w.info.gpu,
                     inflight: old.get(&w.info.id).copied().unwrap_or(0),
                     load: w.load,
@@ -504,6 +544,7 @@ impl Client {
                 Err(e) => tracing::warn!("keeping policy `{}`: {e}", cluster.policy.name()),
             }
         }
+        cluster.suspect = suspect;
         cluster.mode = mode;
         let gone: Vec<SocketAddr> = old_addrs
             .into_iter()
@@ -542,7 +583,7 @@ fn prepare(
     cell: &ObjectCell,
     task: &TaskRecord,
     inline_max: u32,
-) -> Result<(TaskSpec, Vec<ArgPlacement>, bool)> {
+) -> Result<(TaskSpec, Vec<ArgPlacement>, &'static FnSpec)> {
     let mut args = Vec::with_capacity(task.args.len());
     let mut placements = Vec::new();
     for arg in &task.args {
@@ -563,8 +604,9 @@ fn prepare(
                         holder: h.to_string(),
                     });
                     placements.push(ArgPlacement {
+                        id: dep.cell.id,
                         holder: h,
-                        bytes: None,
+                        bytes: dep.cell.size(),
                     });
                 }
                 Phase::Finished {
@@ -576,9 +618,9 @@ fn prepare(
     }
     let spec = TaskSpec {
         id: cell.id,
-        function: task.function.to_owned(),
+        function: task.spec.name.to_owned(),
         args,
         inline_max,
     };
-    Ok((spec, placements, task.gpu))
+    Ok((spec, placements, task.spec))
 }

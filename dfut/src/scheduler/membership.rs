@@ -1,5 +1,6 @@
 //! Cluster membership as a pure state machine: workers join, report load,
-//! and are dropped when they miss heartbeats.
+//! are marked suspect when a heartbeat is late, and are dropped when they
+//! miss heartbeats for too long.
 //!
 //! Time is always a parameter, so every rule here is tested without sockets
 //! or sleeps. The networked service in [`super::service`] feeds it.
@@ -17,14 +18,17 @@ struct Member {
 /// The live workers of a cluster.
 pub(crate) struct Membership {
     members: BTreeMap<u64, Member>,
+    suspect_after: Duration,
     timeout: Duration,
 }
 
 impl Membership {
-    /// Workers silent for longer than `timeout` are dropped.
-    pub fn new(timeout: Duration) -> Self {
+    /// Workers silent for longer than `suspect_after` are suspect; for
+    /// longer than `timeout`, dropped.
+    pub fn new(suspect_after: Duration, timeout: Duration) -> Self {
         Self {
             members: BTreeMap::new(),
+            suspect_after,
             timeout,
         }
     }
@@ -38,6 +42,7 @@ impl Membership {
                 state: WorkerState {
                     info,
                     load: WorkerLoad::default(),
+                    suspect: false,
                 },
                 last_seen: now,
             },
@@ -76,9 +81,16 @@ impl Membership {
         dead
     }
 
-    /// The live workers, in id order.
-    pub fn view(&self) -> Vec<WorkerState> {
-        self.members.values().map(|m| m.state.clone()).collect()
+    /// The live workers at `now`, in id order, late ones marked suspect.
+    pub fn view(&self, now: Instant) -> Vec<WorkerState> {
+        self.members
+            .values()
+            .map(|m| {
+                let mut state = m.state.clone();
+                state.suspect = now.saturating_duration_since(m.last_seen) > self.suspect_after;
+                state
+            })
+            .collect()
     }
 }
 
@@ -94,6 +106,7 @@ mod tests {
             hw_generation: 1,
             gpu: false,
             pid: 1,
+            speed: 1.0,
         }
     }
 
@@ -101,12 +114,16 @@ mod tests {
     fn silent_workers_expire_and_beating_ones_stay() {
         let t0 = Instant::now();
         let s = Duration::from_millis;
-        let mut m = Membership::new(s(1000));
+        let mut m = Membership::new(s(300), s(1000));
         m.register(info(1), t0);
         m.register(info(2), t0);
+        assert!(m.view(t0 + s(200)).iter().all(|w| !w.suspect));
+        assert!(m.view(t0 + s(400)).iter().all(|w| w.suspect));
         assert!(m.heartbeat(1, WorkerLoad::default(), t0 + s(900)));
+        let view = m.view(t0 + s(950));
+        assert!(!view[0].suspect && view[1].suspect, "{view:?}");
         assert_eq!(m.expire(t0 + s(1500)), vec![2]);
-        assert_eq!(m.view().len(), 1);
+        assert_eq!(m.view(t0 + s(1500)).len(), 1);
         assert_eq!(m.expire(t0 + s(1800)), Vec::<u64>::new());
         assert_eq!(m.expire(t0 + s(2000)), vec![1]);
         assert!(!m.heartbeat(1, WorkerLoad::default(), t0 + s(2001)));
@@ -115,7 +132,7 @@ mod tests {
     #[test]
     fn heartbeats_carry_load() {
         let t0 = Instant::now();
-        let mut m = Membership::new(Duration::from_secs(1));
+        let mut m = Membership::new(Duration::from_secs(1), Duration::from_secs(1));
         m.register(info(1), t0);
         let load = WorkerLoad {
             running: 3,
@@ -123,7 +140,7 @@ mod tests {
             ..WorkerLoad::default()
         };
         m.heartbeat(1, load.clone(), t0);
-        assert_eq!(m.view()[0].load, load);
+        assert_eq!(m.view(t0)[0].load, load);
         assert!(m.remove(1));
         assert!(!m.remove(1));
     }

@@ -1,35 +1,45 @@
 //! Placement and membership.
 //!
-//! [`Scheduler`] is the placement policy trait, pure code run by each owner
-//! on its view of the cluster. The scheduler *service* keeps membership and
+//! [`Scheduler`] is the placement policy trait: pure code, run by each
+//! owner on its view of the cluster. Seven built-in policies are selectable
+//! by name ([`policy_by_name`]). The scheduler *service* keeps membership and
 //! load (heartbeats), pushes the view to every client, and answers status
 //! requests; task arguments and results never pass through it.
 
 mod membership;
+mod policies;
 mod policy;
 pub(crate) mod service;
 
 pub use dfut_net::wire::{ClusterStatus, WorkerInfo, WorkerLoad, WorkerState};
-pub use policy::{ArgPlacement, LocalityLeastLoaded, Scheduler, TaskNeeds, WorkerView};
+pub use policies::{
+    DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin,
+};
+pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
 pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};
 
-/// The names `policy_by_name` accepts.
-pub const POLICY_NAMES: &[&str] = &["default"];
+/// The names [`policy_by_name`] accepts.
+pub const POLICY_NAMES: &[&str] = policies::NAMES;
 
-/// The built-in policy called `name`, as given to `dfut scheduler --mode`.
+/// The built-in policy called `name`, as given to `dfut scheduler --mode`,
+/// `DFUT_SCHEDULER_MODE` or [`Builder::policy_name`](crate::Builder::policy_name).
+/// Randomised policies are seeded from `DFUT_SCHEDULER_SEED` if set.
 ///
 /// ```
-/// assert_eq!(dfut::scheduler::policy_by_name("default")?.name(), "default");
+/// assert_eq!(dfut::scheduler::policy_by_name("power-of-two")?.name(), "power-of-two");
 /// let Err(err) = dfut::scheduler::policy_by_name("fastest") else { panic!("accepted") };
-/// assert!(err.to_string().contains("valid: default"));
+/// assert!(err.to_string().contains("valid: random, round-robin, power-of-two"));
 /// # Ok::<(), dfut::Error>(())
 /// ```
 pub fn policy_by_name(name: &str) -> crate::Result<Box<dyn Scheduler>> {
-    match name {
-        "default" => Ok(Box::new(LocalityLeastLoaded::new())),
-        other => Err(crate::Error::Config(format!(
-            "unknown scheduling policy `{other}` (valid: {})",
+    let seed = std::env::var("DFUT_SCHEDULER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    policies::by_name(name, seed).ok_or_else(|| {
+        crate::Error::Config(format!(
+            "unknown scheduling policy `{name}` (valid: {})",
             POLICY_NAMES.join(", ")
-        ))),
-    }
+        ))
+    })
 }

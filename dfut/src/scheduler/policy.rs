@@ -1,13 +1,15 @@
-//! Placement policies: pure functions of a task's needs and a view of the
-//! workers.
+//! The placement policy trait and what a policy sees: a task's needs and a
+//! view of the workers.
 //!
 //! A policy never does I/O and never reads the clock: the owner hands it a
-//! snapshot ([`WorkerView`]s) and it returns an index or a reason why no
-//! worker fits. That keeps every policy testable on crafted views.
+//! snapshot ([`WorkerView`]s, suspect workers already left out) and it
+//! returns an index or a reason why no worker fits. That keeps every policy
+//! testable on crafted views and usable in the simulator. The built-in
+//! policies are in `policies.rs`.
 
 use std::net::SocketAddr;
 
-use dfut_net::wire::WorkerLoad;
+use dfut_net::wire::{ObjectId, WorkerLoad};
 
 /// What a task needs from the worker that runs it.
 #[derive(Debug, Clone)]
@@ -16,16 +18,22 @@ pub struct TaskNeeds<'a> {
     pub function: &'a str,
     /// Whether it must run on a GPU worker.
     pub gpu: bool,
-    /// Where its arguments live (only those held by workers).
+    /// Where its arguments held by workers live (values sent with the task
+    /// are not listed).
     pub args: &'a [ArgPlacement],
+    /// The function's declared relative cost (`#[remote(cost = ..)]`), if
+    /// any: 1.0 is a typical task.
+    pub cost: Option<f64>,
 }
 
 /// Where one argument of a task lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgPlacement {
+    /// The object.
+    pub id: ObjectId,
     /// The worker holding (or computing) it.
     pub holder: SocketAddr,
-    /// Its size in bytes, when known.
+    /// Its size in bytes, once known.
     pub bytes: Option<u64>,
 }
 
@@ -38,20 +46,42 @@ pub struct WorkerView {
     pub addr: SocketAddr,
     /// Tasks it runs at once.
     pub max_concurrent: u32,
-    /// Hardware generation (higher is faster).
+    /// Hardware generation, as set by flag (higher is faster).
     pub hw_generation: u32,
+    /// Speed measured at start, relative to a reference machine (1.0).
+    pub speed: f64,
     /// Whether it runs GPU tasks.
     pub gpu: bool,
-    /// Tasks this owner has sent it that have not finished.
+    /// Tasks this owner has sent it that have not finished (exact, live).
     pub inflight: u32,
-    /// Its last reported load.
+    /// Its last reported load (heartbeat or completion).
     pub load: WorkerLoad,
+}
+
+impl WorkerView {
+    /// Tasks waiting for or using its slots: this owner's in-flight tasks,
+    /// or the reported load if other owners keep it busier.
+    pub fn queue(&self) -> u32 {
+        self.inflight
+            .max(self.load.running.saturating_add(self.load.queued))
+    }
+
+    /// Free slots, as far as the owner knows.
+    pub fn free_slots(&self) -> u32 {
+        self.max_concurrent.saturating_sub(self.queue())
+    }
+
+    /// Queue length relative to capacity: 0 idle, 1 every slot busy.
+    pub fn pressure(&self) -> f64 {
+        f64::from(self.queue()) / f64::from(self.max_concurrent.max(1))
+    }
 }
 
 /// Chooses a worker for each task.
 ///
 /// Implement it to plug in a policy of your own; see
-/// [`Builder::policy`](crate::Builder::policy).
+/// [`Builder::policy`](crate::Builder::policy) and the `custom_policy`
+/// example.
 ///
 /// ```
 /// use dfut::scheduler::{Scheduler, TaskNeeds, WorkerView};
@@ -69,37 +99,40 @@ pub struct WorkerView {
 pub trait Scheduler: Send + 'static {
     /// The policy's name, as shown by `dfut status`.
     fn name(&self) -> &str;
+
     /// The index in `workers` of the worker to run `task`, or why none fits.
     fn place(&mut self, task: &TaskNeeds<'_>, workers: &[WorkerView]) -> Result<usize, String>;
-}
 
-/// The default policy: the least-loaded eligible worker, except that a task
-/// goes to the worker holding its arguments while that worker is not much
-/// busier than the least-loaded one (locality keeps dependency chains and
-/// large arguments from travelling). Ties rotate.
-#[derive(Debug, Default, Clone)]
-pub struct LocalityLeastLoaded {
-    next: usize,
-}
-
-impl LocalityLeastLoaded {
-    /// A fresh policy.
-    pub fn new() -> Self {
-        Self::default()
+    /// Places a batch of tasks submitted together. The default places them
+    /// one by one, counting each choice as one more task in flight.
+    fn place_batch(
+        &mut self,
+        tasks: &[TaskNeeds<'_>],
+        workers: &[WorkerView],
+    ) -> Vec<Result<usize, String>> {
+        let mut view = workers.to_vec();
+        tasks
+            .iter()
+            .map(|t| {
+                let r = self.place(t, &view);
+                if let Ok(i) = r
+                    && let Some(w) = view.get_mut(i)
+                {
+                    w.inflight += 1;
+                }
+                r
+            })
+            .collect()
     }
 }
 
-fn eligible(task: &TaskNeeds<'_>, w: &WorkerView) -> bool {
+/// Whether `w` may run `task`.
+pub fn eligible(task: &TaskNeeds<'_>, w: &WorkerView) -> bool {
     !task.gpu || w.gpu
 }
 
-/// Queue length relative to capacity.
-fn pressure(w: &WorkerView) -> f64 {
-    f64::from(w.inflight) / f64::from(w.max_concurrent.max(1))
-}
-
 /// Why no worker is eligible for `task`.
-pub(crate) fn no_eligible_reason(task: &TaskNeeds<'_>, workers: &[WorkerView]) -> String {
+pub fn no_eligible_reason(task: &TaskNeeds<'_>, workers: &[WorkerView]) -> String {
     if workers.is_empty() {
         "no worker is registered".to_owned()
     } else if task.gpu {
@@ -110,126 +143,5 @@ pub(crate) fn no_eligible_reason(task: &TaskNeeds<'_>, workers: &[WorkerView]) -
         )
     } else {
         format!("no worker can run `{}`", task.function)
-    }
-}
-
-impl Scheduler for LocalityLeastLoaded {
-    fn name(&self) -> &str {
-        "default"
-    }
-
-    fn place(&mut self, task: &TaskNeeds<'_>, workers: &[WorkerView]) -> Result<usize, String> {
-        let n = workers.len();
-        let mut best: Option<usize> = None;
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            if !eligible(task, &workers[i]) {
-                continue;
-            }
-            if best.is_none_or(|b| pressure(&workers[i]) < pressure(&workers[b])) {
-                best = Some(i);
-            }
-        }
-        let least = best.ok_or_else(|| no_eligible_reason(task, workers))?;
-        self.next = (least + 1) % n;
-        // Locality: the eligible worker holding the most argument bytes
-        // (unknown sizes count as one byte), unless it is two full rounds of
-        // work behind the least-loaded worker.
-        let mut holder: Option<(usize, u64)> = None;
-        for arg in task.args {
-            if let Some(i) = workers
-                .iter()
-                .position(|w| w.addr == arg.holder && eligible(task, w))
-            {
-                let bytes = arg.bytes.unwrap_or(1);
-                let total = holder.filter(|(h, _)| *h == i).map_or(0, |(_, b)| b) + bytes;
-                if holder.is_none_or(|(_, b)| total > b) {
-                    holder = Some((i, total));
-                }
-            }
-        }
-        if let Some((i, _)) = holder
-            && pressure(&workers[i]) <= pressure(&workers[least]) + 2.0
-        {
-            return Ok(i);
-        }
-        Ok(least)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn worker(id: u64, inflight: u32, gpu: bool) -> WorkerView {
-        WorkerView {
-            id,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)),
-            max_concurrent: 2,
-            hw_generation: 1,
-            gpu,
-            inflight,
-            load: WorkerLoad::default(),
-        }
-    }
-
-    fn needs<'a>(gpu: bool, args: &'a [ArgPlacement]) -> TaskNeeds<'a> {
-        TaskNeeds {
-            function: "m::f",
-            gpu,
-            args,
-        }
-    }
-
-    #[test]
-    fn picks_the_least_loaded() {
-        let mut p = LocalityLeastLoaded::new();
-        let ws = [
-            worker(0, 5, false),
-            worker(1, 1, false),
-            worker(2, 3, false),
-        ];
-        assert_eq!(p.place(&needs(false, &[]), &ws), Ok(1));
-    }
-
-    #[test]
-    fn ties_rotate() {
-        let mut p = LocalityLeastLoaded::new();
-        let ws = [
-            worker(0, 0, false),
-            worker(1, 0, false),
-            worker(2, 0, false),
-        ];
-        let picks: Vec<_> = (0..6)
-            .map(|_| p.place(&needs(false, &[]), &ws).unwrap())
-            .collect();
-        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
-    }
-
-    #[test]
-    fn follows_arguments_unless_overloaded() {
-        let mut p = LocalityLeastLoaded::new();
-        let ws = [worker(0, 0, false), worker(1, 3, false)];
-        let arg = [ArgPlacement {
-            holder: ws[1].addr,
-            bytes: Some(1 << 20),
-        }];
-        assert_eq!(p.place(&needs(false, &arg), &ws), Ok(1));
-        let busy = [worker(0, 0, false), worker(1, 9, false)];
-        assert_eq!(p.place(&needs(false, &arg), &busy), Ok(0));
-    }
-
-    #[test]
-    fn gpu_tasks_only_on_gpu_workers() {
-        let mut p = LocalityLeastLoaded::new();
-        let ws = [worker(0, 0, false), worker(1, 7, true)];
-        assert_eq!(p.place(&needs(true, &[]), &ws), Ok(1));
-        let cpu_only = [worker(0, 0, false)];
-        let err = p.place(&needs(true, &[]), &cpu_only).unwrap_err();
-        assert!(err.contains("needs a GPU"), "{err}");
-        assert_eq!(
-            p.place(&needs(false, &[]), &[]),
-            Err("no worker is registered".to_owned())
-        );
     }
 }

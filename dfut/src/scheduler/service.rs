@@ -28,6 +28,8 @@ pub struct SchedulerConfig {
     pub addr: SocketAddr,
     /// Placement policy announced to clients.
     pub mode: String,
+    /// A worker silent this long is suspect: kept, but not chosen.
+    pub suspect_after: Duration,
     /// A worker silent this long is dropped.
     pub heartbeat_timeout: Duration,
     /// How often the view (with loads) is pushed to clients.
@@ -35,11 +37,13 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Defaults: policy `default`, 2 s heartbeat timeout, 100 ms ticks.
+    /// Defaults: policy `default`, suspect after 600 ms of silence (three
+    /// missed heartbeats), dropped after 2 s, 100 ms ticks.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
             mode: "default".into(),
+            suspect_after: Duration::from_millis(600),
             heartbeat_timeout: Duration::from_secs(2),
             tick: Duration::from_millis(100),
         }
@@ -76,7 +80,7 @@ impl State {
     fn view(&self) -> Message {
         Message::View {
             mode: self.mode.clone(),
-            workers: self.membership.view(),
+            workers: self.membership.view(Instant::now()),
         }
     }
 
@@ -107,7 +111,7 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
     let endpoint = Endpoint::bind(config.addr, credential, EndpointOptions::default())?;
     let addr = endpoint.local_addr()?;
     let state: Shared = Arc::new(Mutex::new(State {
-        membership: Membership::new(config.heartbeat_timeout),
+        membership: Membership::new(config.suspect_after, config.heartbeat_timeout),
         subscribers: Vec::new(),
         mode: config.mode.clone(),
     }));
@@ -186,7 +190,7 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
                 let st = lock(&state);
                 let _ = link.send(Message::StatusReply(ClusterStatus {
                     mode: st.mode.clone(),
-                    workers: st.membership.view(),
+                    workers: st.membership.view(Instant::now()),
                 }));
             }
             (_, Message::Goodbye) => break,

@@ -115,7 +115,12 @@ fn finish(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .complete(id, result);
-    let _ = reply.send(Message::Done { id, outcome });
+    let _ = reply.send(Message::Done {
+        id,
+        outcome,
+        running: shared.running.load(Ordering::Relaxed),
+        queued: shared.queued.load(Ordering::Relaxed),
+    });
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
