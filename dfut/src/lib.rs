@@ -39,7 +39,7 @@ pub mod worker;
 pub mod __private;
 
 pub use arg::IntoArg;
-pub use client::{Client, ClientStats};
+pub use client::{Client, ClientStats, Speculation};
 pub use context::EnterGuard;
 pub use data::Data;
 pub use dfut_macros::remote;

@@ -78,6 +78,10 @@ pub(crate) enum Phase {
 pub(crate) struct CellState {
     pub phase: Phase,
     pub task: Option<TaskRecord>,
+    /// A second worker running a speculative copy of the task.
+    pub backup: Option<SocketAddr>,
+    /// When the task was last dispatched.
+    pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
 }
 
@@ -105,6 +109,8 @@ impl ObjectCell {
             state: Mutex::new(CellState {
                 phase,
                 task,
+                backup: None,
+                dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),
             settled: Condvar::new(),

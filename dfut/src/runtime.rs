@@ -63,6 +63,7 @@ pub struct Builder {
     worker_options: Vec<WorkerOptions>,
     policy: Option<Box<dyn Scheduler>>,
     policy_name: Option<String>,
+    speculation: Option<crate::Speculation>,
     start_timeout: Duration,
     heartbeat_timeout: Duration,
 }
@@ -90,6 +91,7 @@ impl Default for Builder {
             worker_options: Vec::new(),
             policy: None,
             policy_name: None,
+            speculation: None,
             start_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(2),
         }
@@ -197,6 +199,21 @@ impl Builder {
         self
     }
 
+    /// Turns on speculative re-execution of stragglers (off by default).
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(2)
+    ///     .speculation(dfut::Speculation::default())
+    ///     .start()?;
+    /// assert_eq!(rt.client().stats().speculated, 0);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn speculation(mut self, rule: crate::Speculation) -> Self {
+        self.speculation = Some(rule);
+        self
+    }
+
     /// Places tasks with the built-in policy of this name (see
     /// [`scheduler::POLICY_NAMES`](crate::scheduler::POLICY_NAMES)); an
     /// unknown name makes [`Builder::start`] fail. Also read from
@@ -245,7 +262,9 @@ impl Builder {
             (None, Some(name)) => Some(scheduler::policy_by_name(name)?),
             (None, None) => None,
         };
-        let mode = policy.as_ref().map_or("default".to_owned(), |p| p.name().to_owned());
+        let mode = policy
+            .as_ref()
+            .map_or("default".to_owned(), |p| p.name().to_owned());
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let (scheduler, scheduler_addr) = match self.join {
             Some(addr) => (None, addr),
@@ -266,6 +285,16 @@ impl Builder {
             Client::new(node, endpoint, rt.handle().clone(), policy)
         };
         rt.block_on(client.follow_scheduler(scheduler_addr))?;
+        if let Some(rule) = self.speculation {
+            let client = client.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    tick.tick().await;
+                    client.speculate(&rule);
+                }
+            });
+        }
 
         let runtime = Runtime {
             client,

@@ -5,6 +5,7 @@
 mod faults;
 mod objects;
 mod orphans;
+mod scheduling;
 mod security;
 mod tasks;
 mod tidy;

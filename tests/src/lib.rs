@@ -117,3 +117,28 @@ pub mod second {
         2
     }
 }
+
+/// The process id of the GPU worker that ran it.
+#[dfut::remote(gpu)]
+pub fn gpu_worker_pid() -> u32 {
+    std::process::id()
+}
+
+/// `n` bytes made by this worker, with its process id.
+#[dfut::remote]
+pub fn made_here(n: u64) -> (u32, Vec<u8>) {
+    (std::process::id(), vec![7; n as usize])
+}
+
+/// The producer's process id and this worker's.
+#[dfut::remote]
+pub fn consumed_where(made: (u32, Vec<u8>)) -> (u32, u32) {
+    (made.0, std::process::id())
+}
+
+/// Sleeps `ms` milliseconds, then returns the process id of its worker.
+#[dfut::remote]
+pub fn slow_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}

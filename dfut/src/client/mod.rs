@@ -29,6 +29,33 @@ use crate::{Error, Result};
 /// Results up to this many bytes travel back with the completion message.
 pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
 
+/// Speculative re-execution of stragglers: a task still unfinished after
+/// `multiplier` times its function's mean completion time (and at least
+/// `min_wait`) is started again on another worker; the first result wins
+/// and the other copy is cancelled. Off unless set with
+/// [`Builder::speculation`](crate::Builder::speculation).
+///
+/// ```
+/// let s = dfut::Speculation::default();
+/// assert_eq!((s.multiplier, s.min_wait), (3.0, std::time::Duration::from_millis(50)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speculation {
+    /// How many mean completion times a task may take before a copy starts.
+    pub multiplier: f64,
+    /// Never start a copy before this.
+    pub min_wait: std::time::Duration,
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Self {
+            multiplier: 3.0,
+            min_wait: std::time::Duration::from_millis(50),
+        }
+    }
+}
+
 /// How a remote function is called: its name and options, fixed at compile
 /// time by `#[dfut::remote]`.
 #[derive(Debug)]
@@ -81,7 +108,11 @@ struct Inner {
     fetch_seq: AtomicU64,
     submitted: AtomicU64,
     fetched_bytes: AtomicU64,
+    speculated: AtomicU64,
     explicit_policy: bool,
+    /// Mean completion time per function, in seconds (exponentially
+    /// weighted), for speculation.
+    latency: Mutex<HashMap<&'static str, f64>>,
 }
 
 /// Counters of one client, for monitoring and tests.
@@ -103,6 +134,8 @@ pub struct ClientStats {
     pub submitted: u64,
     /// Bytes of objects this client fetched from workers.
     pub fetched_bytes: u64,
+    /// Speculative copies started for stragglers.
+    pub speculated: u64,
 }
 
 struct PendingFetch {
@@ -129,11 +162,38 @@ impl ClusterView {
                 .filter(|&i| !self.suspect.contains(&self.workers[i].id))
                 .collect();
             let view: Vec<WorkerView> = healthy.iter().map(|&i| self.workers[i].clone()).collect();
-            self.policy
-                .place(needs, &view)
-                .and_then(|j| healthy.get(j).copied().ok_or_else(|| format!("policy chose worker {j}")))
+            self.policy.place(needs, &view).and_then(|j| {
+                healthy
+                    .get(j)
+                    .copied()
+                    .ok_or_else(|| format!("policy chose worker {j}"))
+            })
         };
-        let i = chosen?;
+        self.count(chosen?)
+    }
+
+    /// Like `place`, but never on `avoid`.
+    fn place_avoiding(
+        &mut self,
+        needs: &TaskNeeds<'_>,
+        avoid: SocketAddr,
+    ) -> std::result::Result<SocketAddr, String> {
+        let others: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| {
+                self.workers[i].addr != avoid && !self.suspect.contains(&self.workers[i].id)
+            })
+            .collect();
+        let view: Vec<WorkerView> = others.iter().map(|&i| self.workers[i].clone()).collect();
+        let j = self.policy.place(needs, &view)?;
+        let i = others
+            .get(j)
+            .copied()
+            .ok_or_else(|| format!("policy chose worker {j}"))?;
+        self.count(i)
+    }
+
+    /// Counts one more task in flight on worker `i`.
+    fn count(&mut self, i: usize) -> std::result::Result<SocketAddr, String> {
         let w = self
             .workers
             .get_mut(i)
@@ -180,7 +240,9 @@ impl Client {
                 fetch_seq: AtomicU64::new(1),
                 submitted: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
+                speculated: AtomicU64::new(0),
                 explicit_policy,
+                latency: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -200,6 +262,7 @@ impl Client {
         ClientStats {
             submitted: self.inner.submitted.load(Ordering::Relaxed),
             fetched_bytes: self.inner.fetched_bytes.load(Ordering::Relaxed),
+            speculated: self.inner.speculated.load(Ordering::Relaxed),
         }
     }
 
@@ -312,6 +375,11 @@ impl Client {
         let target = lock(&self.inner.cluster).place(&needs);
         match target {
             Ok(addr) => {
+                {
+                    let mut st = cell.lock();
+                    st.dispatched = std::time::Instant::now();
+                    st.backup = None;
+                }
                 cell.set(Phase::Pending(addr));
                 self.send(addr, Message::Submit(vec![spec]));
             }
@@ -335,12 +403,20 @@ impl Client {
     /// Called when the last reference to `cell` is dropped.
     pub(crate) fn release(&self, cell: &Arc<ObjectCell>) {
         lock(&self.inner.objects).remove(&cell.id);
-        let holder = match &cell.lock().phase {
-            Phase::Pending(h) | Phase::Running(h) => Some(*h),
-            Phase::Finished { holder, .. } => *holder,
-            Phase::Failed(_) => None,
+        let (holder, backup) = {
+            let st = cell.lock();
+            let holder = match &st.phase {
+                Phase::Pending(h) | Phase::Running(h) => Some(*h),
+                Phase::Finished { holder, .. } => *holder,
+                Phase::Failed(_) => None,
+            };
+            (holder, st.backup)
         };
-        if let Some(h) = holder.filter(|h| h.port() != 0) {
+        for h in [holder, backup]
+            .into_iter()
+            .flatten()
+            .filter(|h| h.port() != 0)
+        {
             self.send(h, Message::Free(vec![cell.id]));
         }
     }
@@ -436,8 +512,20 @@ impl Client {
         for cell in cells {
             let retry = {
                 let mut st = cell.lock();
+                if st.backup == Some(addr) {
+                    st.backup = None;
+                }
                 let on_lost = match &st.phase {
-                    Phase::Pending(h) | Phase::Running(h) => *h == addr,
+                    Phase::Pending(h) | Phase::Running(h) if *h == addr => {
+                        match st.backup.take() {
+                            // A speculative copy carries on alone.
+                            Some(b) => {
+                                st.phase = Phase::Running(b);
+                                false
+                            }
+                            None => true,
+                        }
+                    }
                     Phase::Finished {
                         holder: Some(h),
                         inline,
@@ -469,7 +557,13 @@ impl Client {
     }
 
     /// Handles a worker's report that task `id` ended.
-    fn task_done(&self, from: SocketAddr, id: ObjectId, outcome: dfut_net::wire::Outcome, load: (u32, u32)) {
+    fn task_done(
+        &self,
+        from: SocketAddr,
+        id: ObjectId,
+        outcome: dfut_net::wire::Outcome,
+        load: (u32, u32),
+    ) {
         use dfut_net::wire::{FailureKind, Outcome};
         {
             let mut cluster = lock(&self.inner.cluster);
@@ -481,8 +575,37 @@ impl Client {
         let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
             return; // released while running; the worker was told to free it
         };
-        if !matches!(cell.lock().phase, Phase::Pending(h) | Phase::Running(h) if h == from) {
-            return; // a stale report from a worker this task was moved away from
+        {
+            let mut st = cell.lock();
+            let primary = matches!(st.phase, Phase::Pending(h) | Phase::Running(h) if h == from);
+            let backup = st.backup == Some(from);
+            if !primary && !backup {
+                return; // a stale report from a worker this task was moved away from
+            }
+            if let Some(other) = if primary {
+                st.backup
+            } else {
+                current_holder(&st.phase)
+            } {
+                if matches!(outcome, Outcome::Failed(_)) {
+                    // The other copy may still succeed: let it run alone.
+                    if primary {
+                        st.phase = Phase::Running(other);
+                    }
+                    st.backup = None;
+                    return;
+                }
+                // First result wins; cancel the other copy.
+                st.backup = None;
+                drop(st);
+                self.send(other, Message::Free(vec![id]));
+            }
+        }
+        if !matches!(outcome, Outcome::Failed(_)) {
+            let took = cell.lock().dispatched.elapsed().as_secs_f64();
+            let mut latency = lock(&self.inner.latency);
+            let mean = latency.entry(cell.function).or_insert(took);
+            *mean = 0.8 * *mean + 0.2 * took;
         }
         match &outcome {
             Outcome::Inline(bytes) => cell.set_size(bytes.len() as u64),
@@ -511,6 +634,58 @@ impl Client {
             }
         };
         self.settle(&cell, phase);
+    }
+
+    /// Starts a copy of every straggling task on another worker; called
+    /// periodically when speculation is on.
+    pub(crate) fn speculate(&self, rule: &Speculation) {
+        let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
+        let latency = lock(&self.inner.latency).clone();
+        for cell in cells {
+            let Some(mean) = latency.get(cell.function) else {
+                continue;
+            };
+            let limit = rule
+                .min_wait
+                .max(std::time::Duration::from_secs_f64(mean * rule.multiplier));
+            let (holder, needs_gpu, cost) = {
+                let st = cell.lock();
+                let (Some(h), None, Some(task)) = (current_holder(&st.phase), st.backup, &st.task)
+                else {
+                    continue;
+                };
+                if st.dispatched.elapsed() < limit {
+                    continue;
+                }
+                (h, task.spec.gpu, task.spec.cost)
+            };
+            let needs = TaskNeeds {
+                function: cell.function,
+                gpu: needs_gpu,
+                args: &[],
+                cost,
+            };
+            let backup = lock(&self.inner.cluster).place_avoiding(&needs, holder);
+            let Ok(backup) = backup else { continue };
+            let prepared = {
+                let mut st = cell.lock();
+                if st.backup.is_some() || current_holder(&st.phase) != Some(holder) {
+                    continue;
+                }
+                st.backup = Some(backup);
+                st.task
+                    .as_ref()
+                    .map(|t| prepare(&cell, t, self.inner.inline_max))
+            };
+            match prepared {
+                Some(Ok((spec, _, _))) => {
+                    tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
+                    self.inner.speculated.fetch_add(1, Ordering::Relaxed);
+                    self.send(backup, Message::Submit(vec![spec]));
+                }
+                _ => cell.lock().backup = None,
+            }
+        }
     }
 
     /// Replaces the view of the cluster with what the scheduler sent.
@@ -563,6 +738,14 @@ impl Client {
             .iter()
             .find(|w| w.id == id)
             .map(|w| w.addr)
+    }
+}
+
+/// The worker running a task in this phase.
+fn current_holder(phase: &Phase) -> Option<SocketAddr> {
+    match phase {
+        Phase::Pending(h) | Phase::Running(h) => Some(*h),
+        _ => None,
     }
 }
 

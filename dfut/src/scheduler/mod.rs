@@ -12,9 +12,7 @@ mod policy;
 pub(crate) mod service;
 
 pub use dfut_net::wire::{ClusterStatus, WorkerInfo, WorkerLoad, WorkerState};
-pub use policies::{
-    DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin,
-};
+pub use policies::{DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin};
 pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
 pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};
 

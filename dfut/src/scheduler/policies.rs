@@ -259,9 +259,12 @@ impl Scheduler for LoadAware {
     }
 
     fn place(&mut self, task: &TaskNeeds<'_>, workers: &[WorkerView]) -> Result<usize, String> {
-        let pick = argmin(eligible_indices(task, workers), workers.len(), self.next, |i| {
-            weighted_load(&workers[i], self.speed(&workers[i]))
-        })
+        let pick = argmin(
+            eligible_indices(task, workers),
+            workers.len(),
+            self.next,
+            |i| weighted_load(&workers[i], self.speed(&workers[i])),
+        )
         .ok_or_else(|| no_eligible_reason(task, workers))?;
         self.next = pick + 1;
         Ok(pick)
@@ -440,7 +443,10 @@ mod tests {
     #[test]
     fn every_name_builds_its_policy() {
         for name in NAMES {
-            assert_eq!(by_name(name, 1).map(|p| p.name().to_owned()).as_deref(), Some(*name));
+            assert_eq!(
+                by_name(name, 1).map(|p| p.name().to_owned()).as_deref(),
+                Some(*name)
+            );
         }
         assert!(by_name("fastest", 1).is_none());
     }
@@ -456,7 +462,10 @@ mod tests {
             let cpu_only = [w(0, 0, false), w(1, 0, false)];
             let err = p.place(&gpu(), &cpu_only).unwrap_err();
             assert!(err.contains("needs a GPU"), "{}: {err}", p.name());
-            assert_eq!(p.place(&cpu(&[]), &[]), Err("no worker is registered".into()));
+            assert_eq!(
+                p.place(&cpu(&[]), &[]),
+                Err("no worker is registered".into())
+            );
         }
     }
 
@@ -465,7 +474,9 @@ mod tests {
         let ws = [w(0, 0, false), w(1, 0, false), w(2, 0, false)];
         let picks = |seed| {
             let mut p = Random::new(seed);
-            (0..300).map(|_| p.place(&cpu(&[]), &ws).unwrap()).collect::<Vec<_>>()
+            (0..300)
+                .map(|_| p.place(&cpu(&[]), &ws).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = picks(3);
         assert_eq!(a, picks(3));
@@ -494,7 +505,9 @@ mod tests {
             assert_eq!(p.place(&cpu(&[]), &ws), Ok(1));
         }
         // Among many, the busiest is never chosen (it loses every probe).
-        let ws: Vec<_> = (0..10).map(|i| w(i, if i == 4 { 50 } else { 0 }, false)).collect();
+        let ws: Vec<_> = (0..10)
+            .map(|i| w(i, if i == 4 { 50 } else { 0 }, false))
+            .collect();
         for _ in 0..200 {
             assert_ne!(p.place(&cpu(&[]), &ws), Ok(4));
         }
@@ -503,7 +516,12 @@ mod tests {
     #[test]
     fn power_of_two_batches_fill_the_least_loaded_probes() {
         let mut p = PowerOfTwo::new(2);
-        let ws = [w(0, 8, false), w(1, 0, false), w(2, 0, false), w(3, 8, false)];
+        let ws = [
+            w(0, 8, false),
+            w(1, 0, false),
+            w(2, 0, false),
+            w(3, 8, false),
+        ];
         let tasks: Vec<_> = (0..4).map(|_| cpu(&[])).collect();
         let picks: Vec<usize> = p
             .place_batch(&tasks, &ws)
@@ -534,11 +552,23 @@ mod tests {
     fn gpu_aware_keeps_cpu_tasks_off_gpus_until_cpus_are_busy() {
         let mut p = GpuAware::default();
         let ws = [w(0, 1, false), w(1, 0, true)];
-        assert_eq!(p.place(&cpu(&[]), &ws), Ok(0), "a CPU worker has a free slot");
+        assert_eq!(
+            p.place(&cpu(&[]), &ws),
+            Ok(0),
+            "a CPU worker has a free slot"
+        );
         let busy = [w(0, 2, false), w(1, 0, true)];
-        assert_eq!(p.place(&cpu(&[]), &busy), Ok(1), "CPU workers full, GPU idle");
+        assert_eq!(
+            p.place(&cpu(&[]), &busy),
+            Ok(1),
+            "CPU workers full, GPU idle"
+        );
         let all_busy = [w(0, 3, false), w(1, 2, true)];
-        assert_eq!(p.place(&cpu(&[]), &all_busy), Ok(0), "GPU busy: queue on the CPU worker");
+        assert_eq!(
+            p.place(&cpu(&[]), &all_busy),
+            Ok(0),
+            "GPU busy: queue on the CPU worker"
+        );
         assert_eq!(p.place(&gpu(), &all_busy), Ok(1));
     }
 

@@ -173,6 +173,16 @@ async fn run(
         .acquire_owned()
         .await
         .map_err(|_| failure(FailureKind::Other, "worker shutting down"))?;
+    if !shared
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(task.id)
+    {
+        // Freed while queued: its owner no longer wants it (a speculative
+        // copy that lost, or a dropped handle).
+        return Err(failure(FailureKind::Other, "cancelled"));
+    }
     shared.running.fetch_add(1, Ordering::Relaxed);
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;

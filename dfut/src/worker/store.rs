@@ -116,6 +116,11 @@ impl Store {
         }
     }
 
+    /// Whether `id` is held or expected here.
+    pub fn contains(&self, id: ObjectId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     /// Objects held or expected.
     pub fn len(&self) -> usize {
         self.entries.len()
