@@ -211,6 +211,8 @@ pub enum Message {
         running: u32,
         /// Tasks queued on the worker after this one ended.
         queued: u32,
+        /// Microseconds the task held its slot (injected delay included).
+        exec_us: u64,
     },
     /// Any → worker: send me this object when it is ready.
     Fetch {

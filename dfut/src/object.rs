@@ -17,6 +17,9 @@ use dfut_net::wire::ObjectId;
 use crate::Error;
 use crate::client::Client;
 
+/// How long a blocking wait polls before it sleeps.
+const SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(150);
+
 /// Encoded bytes of a value, shared without copying.
 pub type Blob = Arc<Vec<u8>>;
 
@@ -61,6 +64,8 @@ pub(crate) struct TaskRecord {
 /// The phase of an object.
 #[derive(Clone)]
 pub(crate) enum Phase {
+    /// Not sent yet: waiting in the owner's backlog for a worker with room.
+    Queued,
     /// Sent to the worker at this address, not yet running.
     Pending(SocketAddr),
     /// Running on the worker at this address.
@@ -91,6 +96,8 @@ pub(crate) struct ObjectCell {
     pub function: &'static str,
     /// Encoded size in bytes once finished; 0 while unknown.
     size: AtomicU64,
+    /// Set when the phase becomes final, for lock-free polling.
+    settled_flag: std::sync::atomic::AtomicBool,
     state: Mutex<CellState>,
     settled: Condvar,
 }
@@ -106,6 +113,7 @@ impl ObjectCell {
             id,
             function,
             size: AtomicU64::new(0),
+            settled_flag: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(CellState {
                 phase,
                 task,
@@ -137,7 +145,7 @@ impl ObjectCell {
 
     pub fn status(&self) -> Status {
         match self.lock().phase {
-            Phase::Pending(_) => Status::Pending,
+            Phase::Queued | Phase::Pending(_) => Status::Pending,
             Phase::Running(_) => Status::Running,
             Phase::Finished { .. } => Status::Finished,
             Phase::Failed(_) => Status::Failed,
@@ -149,6 +157,7 @@ impl ObjectCell {
         let mut st = self.lock();
         let settled = matches!(phase, Phase::Finished { .. } | Phase::Failed(_));
         st.phase = phase;
+        self.settled_flag.store(settled, Ordering::Release);
         if settled {
             for w in st.wakers.drain(..) {
                 w.wake();
@@ -174,6 +183,15 @@ impl ObjectCell {
 
     /// Blocks the thread until the phase is final or `deadline` passes.
     pub fn wait_settled(&self, deadline: Option<std::time::Instant>) -> Option<Phase> {
+        // A fine-grained task often settles within a round trip: poll briefly
+        // (yielding the core) before paying for a sleep and a wake-up.
+        let spin_until = std::time::Instant::now() + SPIN_BEFORE_SLEEP;
+        while std::time::Instant::now() < spin_until {
+            if self.settled_flag.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut st = self.lock();
         loop {
             if let p @ (Phase::Finished { .. } | Phase::Failed(_)) = &st.phase {

@@ -64,6 +64,7 @@ pub struct Builder {
     policy: Option<Box<dyn Scheduler>>,
     policy_name: Option<String>,
     speculation: Option<crate::Speculation>,
+    window_per_slot: Option<u32>,
     start_timeout: Duration,
     heartbeat_timeout: Duration,
 }
@@ -92,6 +93,7 @@ impl Default for Builder {
             policy: None,
             policy_name: None,
             speculation: None,
+            window_per_slot: None,
             start_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(2),
         }
@@ -116,6 +118,12 @@ impl Builder {
         }
         if let Ok(path) = std::env::var("DFUT_CREDENTIAL_FILE") {
             b = b.credential(ClusterCredential::from_file(path)?);
+        }
+        if let Some(n) = std::env::var("DFUT_WINDOW_PER_SLOT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            b = b.window_per_slot(n);
         }
         if let Ok(mode) = std::env::var("DFUT_SCHEDULER_MODE") {
             b = b.policy_name(mode);
@@ -196,6 +204,19 @@ impl Builder {
     /// is `default` for a local cluster).
     pub fn policy(mut self, policy: impl Scheduler) -> Self {
         self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// Admission control: at most `n` tasks per slot in flight on a worker
+    /// (default 32); more wait at the owner and go to whichever worker frees
+    /// room first. A large value sends every task at once (pure push).
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).window_per_slot(2).start()?;
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn window_per_slot(mut self, n: u32) -> Self {
+        self.window_per_slot = Some(n.max(1));
         self
     }
 
@@ -284,6 +305,9 @@ impl Builder {
             let node = rand::random::<u64>();
             Client::new(node, endpoint, rt.handle().clone(), policy)
         };
+        if let Some(n) = self.window_per_slot {
+            client.set_window_per_slot(n);
+        }
         rt.block_on(client.follow_scheduler(scheduler_addr))?;
         if let Some(rule) = self.speculation {
             let client = client.clone();

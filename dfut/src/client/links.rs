@@ -97,7 +97,8 @@ impl Client {
                     outcome,
                     running,
                     queued,
-                }) => self.task_done(addr, id, outcome, (running, queued)),
+                    exec_us,
+                }) => self.task_done(addr, id, outcome, (running, queued), exec_us),
                 Ok(Message::Fetched { req, result }) => {
                     let pending = lock(&self.inner.fetches).remove(&req);
                     if let Some(p) = pending {

@@ -10,6 +10,7 @@
 //! in [`links`]; this module holds the object logic.
 
 mod links;
+mod view;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::future::DistFuture;
 use crate::object::{ArgSource, Blob, ObjectCell, ObjectRef, Phase, TaskRecord};
 use crate::scheduler::{ArgPlacement, DefaultPolicy, Scheduler, TaskNeeds, WorkerView};
 use crate::{Error, Result};
+use view::{ClusterView, Placement};
 
 /// Results up to this many bytes travel back with the completion message.
 pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
@@ -109,8 +111,7 @@ struct Inner {
     submitted: AtomicU64,
     fetched_bytes: AtomicU64,
     speculated: AtomicU64,
-    explicit_policy: bool,
-    /// Mean completion time per function, in seconds (exponentially
+    /// Mean run time per function on its worker, in seconds (exponentially
     /// weighted), for speculation.
     latency: Mutex<HashMap<&'static str, f64>>,
 }
@@ -143,66 +144,6 @@ struct PendingFetch {
     reply: oneshot::Sender<Result<Blob>>,
 }
 
-struct ClusterView {
-    workers: Vec<WorkerView>,
-    /// Ids of workers that missed heartbeats: never chosen.
-    suspect: Vec<u64>,
-    mode: String,
-    policy: Box<dyn Scheduler>,
-}
-
-impl ClusterView {
-    /// Runs the policy on the workers that are not suspect and counts the
-    /// chosen worker's new task.
-    fn place(&mut self, needs: &TaskNeeds<'_>) -> std::result::Result<SocketAddr, String> {
-        let chosen = if self.suspect.is_empty() {
-            self.policy.place(needs, &self.workers)
-        } else {
-            let healthy: Vec<usize> = (0..self.workers.len())
-                .filter(|&i| !self.suspect.contains(&self.workers[i].id))
-                .collect();
-            let view: Vec<WorkerView> = healthy.iter().map(|&i| self.workers[i].clone()).collect();
-            self.policy.place(needs, &view).and_then(|j| {
-                healthy
-                    .get(j)
-                    .copied()
-                    .ok_or_else(|| format!("policy chose worker {j}"))
-            })
-        };
-        self.count(chosen?)
-    }
-
-    /// Like `place`, but never on `avoid`.
-    fn place_avoiding(
-        &mut self,
-        needs: &TaskNeeds<'_>,
-        avoid: SocketAddr,
-    ) -> std::result::Result<SocketAddr, String> {
-        let others: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| {
-                self.workers[i].addr != avoid && !self.suspect.contains(&self.workers[i].id)
-            })
-            .collect();
-        let view: Vec<WorkerView> = others.iter().map(|&i| self.workers[i].clone()).collect();
-        let j = self.policy.place(needs, &view)?;
-        let i = others
-            .get(j)
-            .copied()
-            .ok_or_else(|| format!("policy chose worker {j}"))?;
-        self.count(i)
-    }
-
-    /// Counts one more task in flight on worker `i`.
-    fn count(&mut self, i: usize) -> std::result::Result<SocketAddr, String> {
-        let w = self
-            .workers
-            .get_mut(i)
-            .ok_or_else(|| format!("policy chose worker {i}"))?;
-        w.inflight += 1;
-        Ok(w.addr)
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here leaves its data consistent before any
     // call that could panic, so a poisoned lock still holds valid data.
@@ -220,7 +161,7 @@ impl Client {
         let explicit_policy = policy.is_some();
         let policy = policy.unwrap_or_else(|| Box::new(DefaultPolicy::default()));
         let (view_changed, _) = watch::channel(0);
-        Self {
+        let client = Self {
             inner: Arc::new(Inner {
                 node,
                 endpoint,
@@ -228,12 +169,7 @@ impl Client {
                 seq: AtomicU64::new(1),
                 inline_max: DEFAULT_INLINE_MAX,
                 objects: Mutex::new(HashMap::new()),
-                cluster: Mutex::new(ClusterView {
-                    workers: Vec::new(),
-                    suspect: Vec::new(),
-                    mode: String::new(),
-                    policy,
-                }),
+                cluster: Mutex::new(ClusterView::new(policy, explicit_policy)),
                 view_changed,
                 links: Mutex::new(HashMap::new()),
                 fetches: Mutex::new(HashMap::new()),
@@ -241,10 +177,35 @@ impl Client {
                 submitted: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
                 speculated: AtomicU64::new(0),
-                explicit_policy,
                 latency: Mutex::new(HashMap::new()),
             }),
-        }
+        };
+        client.start_stall_breaker();
+        client
+    }
+
+    /// Guards against a backlog that can never drain (every task in flight
+    /// is waiting on a task in the backlog, as deep nested calls can be):
+    /// when nothing was sent or finished for a while, the oldest backlogged
+    /// task is sent regardless of the window.
+    fn start_stall_breaker(&self) {
+        const STALL: std::time::Duration = std::time::Duration::from_millis(50);
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.handle.spawn(async move {
+            let mut tick = tokio::time::interval(STALL / 2);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let client = Client { inner };
+                let stalled = {
+                    let cluster = lock(&client.inner.cluster);
+                    !cluster.backlog.is_empty() && cluster.last_progress.elapsed() > STALL
+                };
+                if stalled {
+                    client.pump(true);
+                }
+            }
+        });
     }
 
     /// This process's node id; it is the owner id of every object it creates.
@@ -275,7 +236,14 @@ impl Client {
     /// # Ok::<(), dfut::Error>(())
     /// ```
     pub fn set_policy(&self, policy: Box<dyn Scheduler>) {
-        lock(&self.inner.cluster).policy = policy;
+        let mut cluster = lock(&self.inner.cluster);
+        cluster.policy = policy;
+        cluster.explicit_policy = true;
+    }
+
+    /// Sets admission control: tasks per slot in flight on a worker.
+    pub(crate) fn set_window_per_slot(&self, n: u32) {
+        lock(&self.inner.cluster).window_per_slot = n.max(1);
     }
 
     /// The placement policy in use.
@@ -344,8 +312,7 @@ impl Client {
             args,
             retries_left: spec.retries,
         };
-        let placeholder = Phase::Pending(SocketAddr::from(([0, 0, 0, 0], 0)));
-        let cell = Arc::new(ObjectCell::new(id, spec.name, placeholder, Some(record)));
+        let cell = Arc::new(ObjectCell::new(id, spec.name, Phase::Queued, Some(record)));
         lock(&self.inner.objects).insert(id, cell.clone());
         let obj = Arc::new(ObjectRef {
             cell: cell.clone(),
@@ -357,14 +324,57 @@ impl Client {
 
     /// Places the task of `cell` and sends it, or fails the cell.
     fn dispatch(&self, cell: &Arc<ObjectCell>) {
+        if self.try_dispatch(cell, false) != Sent::Done {
+            lock(&self.inner.cluster).backlog.push_back(cell.clone());
+        }
+    }
+
+    /// Sends backlogged tasks while workers have room (or, with `force`,
+    /// the oldest one regardless).
+    pub(crate) fn pump(&self, force: bool) {
+        let mut force = force;
+        // Tasks whose arguments are still queued wait behind them; they keep
+        // their place at the front afterwards.
+        let mut waiting = Vec::new();
+        loop {
+            let Some(cell) = lock(&self.inner.cluster).backlog.pop_front() else {
+                break;
+            };
+            if !lock(&self.inner.objects).contains_key(&cell.id) {
+                continue; // released while waiting
+            }
+            match self.try_dispatch(&cell, force) {
+                Sent::Done => force = false,
+                Sent::ArgQueued => waiting.push(cell),
+                Sent::Full => {
+                    waiting.push(cell);
+                    break;
+                }
+            }
+        }
+        let mut cluster = lock(&self.inner.cluster);
+        for cell in waiting.into_iter().rev() {
+            cluster.backlog.push_front(cell);
+        }
+    }
+
+    /// Places and sends the task of `cell`, or fails the cell.
+    fn try_dispatch(&self, cell: &Arc<ObjectCell>, force: bool) -> Sent {
         let prepared = {
             let st = cell.lock();
-            let Some(task) = &st.task else { return };
+            let Some(task) = &st.task else {
+                return Sent::Done;
+            };
             prepare(cell, task, self.inner.inline_max)
         };
         let (spec, needs, fn_spec) = match prepared {
             Ok(p) => p,
-            Err(e) => return self.settle(cell, Phase::Failed(e)),
+            Err(Unready::Failed(e)) => {
+                self.settle(cell, Phase::Failed(e));
+                return Sent::Done;
+            }
+            // An argument's task is itself still in the backlog.
+            Err(Unready::ArgQueued) => return Sent::ArgQueued,
         };
         let needs = TaskNeeds {
             function: cell.function,
@@ -372,9 +382,9 @@ impl Client {
             args: &needs,
             cost: fn_spec.cost,
         };
-        let target = lock(&self.inner.cluster).place(&needs);
+        let target = lock(&self.inner.cluster).place(&needs, force);
         match target {
-            Ok(addr) => {
+            Placement::Chosen(addr) => {
                 {
                     let mut st = cell.lock();
                     st.dispatched = std::time::Instant::now();
@@ -382,8 +392,13 @@ impl Client {
                 }
                 cell.set(Phase::Pending(addr));
                 self.send(addr, Message::Submit(vec![spec]));
+                Sent::Done
             }
-            Err(reason) => self.settle(cell, Phase::Failed(Error::NoEligibleWorker(reason))),
+            Placement::Full => Sent::Full,
+            Placement::Refused(reason) => {
+                self.settle(cell, Phase::Failed(Error::NoEligibleWorker(reason)));
+                Sent::Done
+            }
         }
     }
 
@@ -408,15 +423,11 @@ impl Client {
             let holder = match &st.phase {
                 Phase::Pending(h) | Phase::Running(h) => Some(*h),
                 Phase::Finished { holder, .. } => *holder,
-                Phase::Failed(_) => None,
+                Phase::Queued | Phase::Failed(_) => None,
             };
             (holder, st.backup)
         };
-        for h in [holder, backup]
-            .into_iter()
-            .flatten()
-            .filter(|h| h.port() != 0)
-        {
+        for h in [holder, backup].into_iter().flatten() {
             self.send(h, Message::Free(vec![cell.id]));
         }
     }
@@ -563,6 +574,7 @@ impl Client {
         id: ObjectId,
         outcome: dfut_net::wire::Outcome,
         load: (u32, u32),
+        exec_us: u64,
     ) {
         use dfut_net::wire::{FailureKind, Outcome};
         {
@@ -571,7 +583,9 @@ impl Client {
                 w.inflight = w.inflight.saturating_sub(1);
                 (w.load.running, w.load.queued) = load;
             }
+            cluster.last_progress = std::time::Instant::now();
         }
+        self.pump(false);
         let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
             return; // released while running; the worker was told to free it
         };
@@ -602,7 +616,7 @@ impl Client {
             }
         }
         if !matches!(outcome, Outcome::Failed(_)) {
-            let took = cell.lock().dispatched.elapsed().as_secs_f64();
+            let took = exec_us as f64 / 1e6;
             let mut latency = lock(&self.inner.latency);
             let mean = latency.entry(cell.function).or_insert(took);
             *mean = 0.8 * *mean + 0.2 * took;
@@ -641,7 +655,18 @@ impl Client {
     pub(crate) fn speculate(&self, rule: &Speculation) {
         let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
         let latency = lock(&self.inner.latency).clone();
+        // At most one copy per slot of the cluster at a time.
+        let slots: usize = lock(&self.inner.cluster)
+            .workers
+            .iter()
+            .map(|w| w.max_concurrent as usize)
+            .sum();
+        let outstanding = cells.iter().filter(|c| c.lock().backup.is_some()).count();
+        let mut budget = slots.saturating_sub(outstanding);
         for cell in cells {
+            if budget == 0 {
+                return;
+            }
             let Some(mean) = latency.get(cell.function) else {
                 continue;
             };
@@ -665,8 +690,11 @@ impl Client {
                 args: &[],
                 cost,
             };
-            let backup = lock(&self.inner.cluster).place_avoiding(&needs, holder);
-            let Ok(backup) = backup else { continue };
+            let Placement::Chosen(backup) =
+                lock(&self.inner.cluster).place_avoiding(&needs, holder)
+            else {
+                continue;
+            };
             let prepared = {
                 let mut st = cell.lock();
                 if st.backup.is_some() || current_holder(&st.phase) != Some(holder) {
@@ -681,6 +709,7 @@ impl Client {
                 Some(Ok((spec, _, _))) => {
                     tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
                     self.inner.speculated.fetch_add(1, Ordering::Relaxed);
+                    budget -= 1;
                     self.send(backup, Message::Submit(vec![spec]));
                 }
                 _ => cell.lock().backup = None,
@@ -713,10 +742,10 @@ impl Client {
                 })
             })
             .collect();
-        if !self.inner.explicit_policy && cluster.policy.name() != mode {
+        if !cluster.explicit_policy && cluster.policy.name() != mode {
             match crate::scheduler::policy_by_name(&mode) {
                 Ok(p) => cluster.policy = p,
-                Err(e) => tracing::warn!("keeping policy `{}`: {e}", cluster.policy.name()),
+                Err(e) => tracing::debug!("keeping policy `{}`: {e}", cluster.policy.name()),
             }
         }
         cluster.suspect = suspect;
@@ -730,6 +759,7 @@ impl Client {
         for addr in gone {
             self.worker_lost(addr, "no longer in the scheduler's view");
         }
+        self.pump(false);
     }
 
     fn worker_addr(&self, id: u64) -> Option<SocketAddr> {
@@ -739,6 +769,25 @@ impl Client {
             .find(|w| w.id == id)
             .map(|w| w.addr)
     }
+}
+
+/// Why a task cannot be sent now.
+enum Unready {
+    /// An argument failed: so does the task.
+    Failed(Error),
+    /// An argument's task has not been sent yet.
+    ArgQueued,
+}
+
+/// What became of a dispatch.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// Sent, or settled (failed): nothing more to do.
+    Done,
+    /// Every eligible worker is full: the task must wait.
+    Full,
+    /// An argument's task is not sent yet: the task must wait for it.
+    ArgQueued,
 }
 
 /// The worker running a task in this phase.
@@ -766,14 +815,15 @@ fn prepare(
     cell: &ObjectCell,
     task: &TaskRecord,
     inline_max: u32,
-) -> Result<(TaskSpec, Vec<ArgPlacement>, &'static FnSpec)> {
+) -> std::result::Result<(TaskSpec, Vec<ArgPlacement>, &'static FnSpec), Unready> {
     let mut args = Vec::with_capacity(task.args.len());
     let mut placements = Vec::new();
     for arg in &task.args {
         match arg {
             ArgSource::Value(blob) => args.push(Arg::Value(blob.to_vec())),
             ArgSource::Future(dep) => match dep.cell.lock().phase.clone() {
-                Phase::Failed(e) => return Err(e),
+                Phase::Failed(e) => return Err(Unready::Failed(e)),
+                Phase::Queued => return Err(Unready::ArgQueued),
                 Phase::Finished {
                     inline: Some(blob), ..
                 } => args.push(Arg::Value(blob.to_vec())),
@@ -795,7 +845,11 @@ fn prepare(
                 Phase::Finished {
                     holder: None,
                     inline: None,
-                } => return Err(Error::ObjectUnavailable(dep.cell.id.to_string())),
+                } => {
+                    return Err(Unready::Failed(Error::ObjectUnavailable(
+                        dep.cell.id.to_string(),
+                    )));
+                }
             },
         }
     }

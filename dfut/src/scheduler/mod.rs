@@ -11,7 +11,7 @@ mod policies;
 mod policy;
 pub(crate) mod service;
 
-pub use dfut_net::wire::{ClusterStatus, WorkerInfo, WorkerLoad, WorkerState};
+pub use dfut_net::wire::{ClusterStatus, ObjectId, WorkerInfo, WorkerLoad, WorkerState};
 pub use policies::{DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin};
 pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
 pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};
@@ -40,4 +40,17 @@ pub fn policy_by_name(name: &str) -> crate::Result<Box<dyn Scheduler>> {
             POLICY_NAMES.join(", ")
         ))
     })
+}
+
+/// The built-in policy called `name`, its randomness seeded with `seed`
+/// (for reproducible experiments and simulations); `None` for an unknown
+/// name.
+///
+/// ```
+/// let p = dfut::scheduler::policy_with_seed("random", 7).unwrap();
+/// assert_eq!(p.name(), "random");
+/// assert!(dfut::scheduler::policy_with_seed("fastest", 7).is_none());
+/// ```
+pub fn policy_with_seed(name: &str, seed: u64) -> Option<Box<dyn Scheduler>> {
+    policies::by_name(name, seed)
 }

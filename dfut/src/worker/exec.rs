@@ -77,17 +77,25 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
             })
             .collect();
         shared.running.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
         let result = call_sync(shared, entry, args, permit);
         shared.running.fetch_sub(1, Ordering::Relaxed);
-        finish(shared, &reply, task.id, task.inline_max, result);
+        finish(
+            shared,
+            &reply,
+            task.id,
+            task.inline_max,
+            result,
+            start.elapsed(),
+        );
         return;
     }
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     tokio::spawn(async move {
         let (id, inline_max) = (task.id, task.inline_max);
-        let result = run(&shared, &reply, task, entry).await;
-        finish(&shared, &reply, id, inline_max, result);
+        let (result, exec) = run(&shared, &reply, task, entry).await;
+        finish(&shared, &reply, id, inline_max, result, exec);
     });
 }
 
@@ -98,6 +106,7 @@ fn finish(
     id: ObjectId,
     inline_max: u32,
     result: Result<Blob, Failure>,
+    exec: Duration,
 ) {
     let outcome = match &result {
         Ok(blob) if blob.len() <= inline_max as usize => Outcome::Inline(blob.to_vec()),
@@ -120,6 +129,7 @@ fn finish(
         outcome,
         running: shared.running.load(Ordering::Relaxed),
         queued: shared.queued.load(Ordering::Relaxed),
+        exec_us: u64::try_from(exec.as_micros()).unwrap_or(u64::MAX),
     });
 }
 
@@ -152,11 +162,24 @@ fn call_sync(
     }
 }
 
+/// Runs a task; also returns how long it held a slot.
 async fn run(
     shared: &Arc<Shared>,
     reply: &Link,
     task: TaskSpec,
     entry: Option<&'static Entry>,
+) -> (Result<Blob, Failure>, Duration) {
+    let mut held = Duration::ZERO;
+    let result = run_holding(shared, reply, task, entry, &mut held).await;
+    (result, held)
+}
+
+async fn run_holding(
+    shared: &Arc<Shared>,
+    reply: &Link,
+    task: TaskSpec,
+    entry: Option<&'static Entry>,
+    held: &mut Duration,
 ) -> Result<Blob, Failure> {
     let args = resolve_args(shared, task.args).await;
     shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -184,6 +207,7 @@ async fn run(
         return Err(failure(FailureKind::Other, "cancelled"));
     }
     shared.running.fetch_add(1, Ordering::Relaxed);
+    let slot_taken = Instant::now();
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;
     }
@@ -213,6 +237,7 @@ async fn run(
         }
     };
     shared.running.fetch_sub(1, Ordering::Relaxed);
+    *held = slot_taken.elapsed();
     result
 }
 
