@@ -160,47 +160,44 @@ fn run(rt: &dfut::Runtime, args: &Args, pids: &[u32], slots: u32) -> dfut::Resul
 }
 
 fn chart(outcomes: &[Outcome], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    type Metric = fn(&Outcome) -> f64;
+    let metrics: [(&str, Metric); 2] = [
+        ("makespan (ms)", |o| o.makespan.as_secs_f64() * 1e3),
+        ("p99 task latency (ms)", |o| o.p99.as_secs_f64() * 1e3),
+    ];
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(450);
-    for (area, title, value) in [
-        (
-            &left,
-            "makespan (ms)",
-            &(|o: &Outcome| o.makespan.as_secs_f64() * 1e3) as &dyn Fn(&Outcome) -> f64,
-        ),
-        (&right, "p99 task latency (ms)", &|o: &Outcome| {
-            o.p99.as_secs_f64() * 1e3
-        }),
-    ] {
+    let halves = root.split_evenly((1, 2));
+    for (area, (title, value)) in halves.iter().zip(metrics) {
         let max = outcomes.iter().map(value).fold(0.0, f64::max) * 1.15;
+        let n = outcomes.len();
         let mut c = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(70)
-            .y_label_area_size(50)
-            .build_cartesian_2d((0..outcomes.len()).into_segmented(), 0.0..max.max(1e-9))?;
+            .margin(15)
+            .x_label_area_size(30)
+            .y_label_area_size(110)
+            .build_cartesian_2d(0.0..max.max(1e-9), (0..n).into_segmented())?;
         c.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(outcomes.len())
-            .x_label_formatter(&|x| match x {
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| match y {
                 SegmentValue::CenterOf(i) => outcomes
                     .get(*i)
                     .map(|o| o.policy.clone())
                     .unwrap_or_default(),
                 _ => String::new(),
             })
-            .x_label_style(
-                ("sans-serif", 11)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
+            .label_style(("sans-serif", 13))
             .draw()?;
         c.draw_series(outcomes.iter().enumerate().map(|(i, o)| {
-            let x0 = SegmentValue::Exact(i);
-            let x1 = SegmentValue::Exact(i + 1);
-            let mut bar = Rectangle::new([(x0, 0.0), (x1, value(o))], Palette99::pick(i).filled());
-            bar.set_margin(0, 0, 6, 6);
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (value(o), SegmentValue::Exact(i + 1)),
+                ],
+                Palette99::pick(i).filled(),
+            );
+            bar.set_margin(5, 5, 0, 0);
             bar
         }))?;
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::object::ObjectCell;
-use crate::scheduler::{Scheduler, TaskNeeds, WorkerView, eligible};
+use crate::scheduler::{Scheduler, TaskNeeds, WorkerView};
 
 /// Default tasks in flight per slot before a worker counts as full.
 pub const DEFAULT_WINDOW_PER_SLOT: u32 = 32;
@@ -78,37 +78,30 @@ impl ClusterView {
         force: bool,
         avoid: Option<SocketAddr>,
     ) -> Placement {
-        let usable = |v: &Self, w: &WorkerView| {
-            !v.suspect.contains(&w.id) && Some(w.addr) != avoid && (force || v.has_room(w))
-        };
-        let chosen = if self.workers.iter().all(|w| usable(self, w)) {
-            // The common case: no copy of the view needed.
+        let healthy =
+            |v: &Self, w: &WorkerView| !v.suspect.contains(&w.id) && Some(w.addr) != avoid;
+        // First the policy's free choice among healthy workers.
+        let first = if self.workers.iter().all(|w| healthy(self, w)) {
             self.policy.place(needs, &self.workers)
         } else {
-            let candidates: Vec<usize> = (0..self.workers.len())
-                .filter(|&i| usable(self, &self.workers[i]))
-                .collect();
-            if !candidates
-                .iter()
-                .any(|&i| eligible(needs, &self.workers[i]))
-            {
-                let healthy_eligible = self.workers.iter().any(|w| {
-                    !self.suspect.contains(&w.id) && Some(w.addr) != avoid && eligible(needs, w)
-                });
-                if healthy_eligible && !force {
+            self.place_among(needs, |v, w| healthy(v, w))
+        };
+        let chosen = match first {
+            Ok(i) if force || self.workers.get(i).is_some_and(|w| self.has_room(w)) => Ok(i),
+            Ok(i) => {
+                // The chosen worker is full. If it holds the task's
+                // arguments, wait for it (moving the task would move the
+                // data); otherwise choose among the workers with room.
+                let holds_args = needs.args.iter().any(|a| a.holder == self.workers[i].addr);
+                if holds_args {
                     return Placement::Full;
                 }
+                match self.place_among(needs, |v, w| healthy(v, w) && v.has_room(w)) {
+                    Ok(j) => Ok(j),
+                    Err(_) => return Placement::Full,
+                }
             }
-            let view: Vec<WorkerView> = candidates
-                .iter()
-                .map(|&i| self.workers[i].clone())
-                .collect();
-            self.policy.place(needs, &view).and_then(|j| {
-                candidates
-                    .get(j)
-                    .copied()
-                    .ok_or_else(|| format!("policy chose worker {j}"))
-            })
+            Err(reason) => Err(reason),
         };
         match chosen {
             Ok(i) => match self.workers.get_mut(i) {
@@ -120,6 +113,120 @@ impl ClusterView {
                 None => Placement::Refused(format!("policy chose worker {i}")),
             },
             Err(reason) => Placement::Refused(reason),
+        }
+    }
+
+    /// Runs the policy on the workers passing `keep`; returns an index into
+    /// all workers.
+    fn place_among(
+        &mut self,
+        needs: &TaskNeeds<'_>,
+        keep: impl Fn(&Self, &WorkerView) -> bool,
+    ) -> Result<usize, String> {
+        let candidates: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| keep(self, &self.workers[i]))
+            .collect();
+        let view: Vec<WorkerView> = candidates
+            .iter()
+            .map(|&i| self.workers[i].clone())
+            .collect();
+        let j = self.policy.place(needs, &view)?;
+        candidates
+            .get(j)
+            .copied()
+            .ok_or_else(|| format!("policy chose worker {j}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use dfut_net::wire::{ObjectId, WorkerLoad};
+
+    use super::*;
+    use crate::scheduler::{ArgPlacement, DefaultPolicy, RoundRobin};
+
+    fn worker(id: u64, inflight: u32) -> WorkerView {
+        WorkerView {
+            id,
+            addr: SocketAddr::from(([127, 0, 0, 1], 2000 + id as u16)),
+            max_concurrent: 1,
+            hw_generation: 1,
+            speed: 1.0,
+            gpu: false,
+            inflight,
+            load: WorkerLoad::default(),
+        }
+    }
+
+    fn needs(args: &[ArgPlacement]) -> TaskNeeds<'_> {
+        TaskNeeds {
+            function: "m::f",
+            gpu: false,
+            args,
+            cost: None,
+        }
+    }
+
+    fn view(policy: Box<dyn Scheduler>, inflight: &[u32]) -> ClusterView {
+        let mut v = ClusterView::new(policy, true);
+        v.window_per_slot = 2;
+        v.workers = inflight
+            .iter()
+            .enumerate()
+            .map(|(i, n)| worker(i as u64, *n))
+            .collect();
+        v
+    }
+
+    fn chosen(p: Placement) -> Option<u16> {
+        match p {
+            Placement::Chosen(a) => Some(a.port() - 2000),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_full_worker_is_passed_over_for_independent_tasks() {
+        let mut v = view(Box::new(RoundRobin::default()), &[2, 0]);
+        // Round-robin would pick worker 0 first; it is full.
+        assert_eq!(chosen(v.place(&needs(&[]), false)), Some(1));
+        assert_eq!(v.workers[1].inflight, 1);
+    }
+
+    #[test]
+    fn everyone_full_means_wait_unless_forced() {
+        let mut v = view(Box::new(RoundRobin::default()), &[2, 2]);
+        assert!(matches!(v.place(&needs(&[]), false), Placement::Full));
+        assert!(chosen(v.place(&needs(&[]), true)).is_some());
+    }
+
+    #[test]
+    fn a_task_waits_for_the_full_worker_holding_its_argument() {
+        let mut v = view(Box::new(DefaultPolicy::default()), &[2, 0]);
+        let arg = [ArgPlacement {
+            id: ObjectId { owner: 1, seq: 1 },
+            holder: v.workers[0].addr,
+            bytes: Some(1 << 20),
+        }];
+        assert!(matches!(v.place(&needs(&arg), false), Placement::Full));
+        v.workers[0].inflight = 1;
+        assert_eq!(chosen(v.place(&needs(&arg), false)), Some(0));
+    }
+
+    #[test]
+    fn suspect_and_avoided_workers_are_never_chosen() {
+        let mut v = view(Box::new(RoundRobin::default()), &[0, 0, 0]);
+        v.suspect = vec![0];
+        for _ in 0..4 {
+            assert_ne!(chosen(v.place(&needs(&[]), false)), Some(0));
+        }
+        let avoid = v.workers[1].addr;
+        v.workers[2].inflight = 0;
+        for _ in 0..4 {
+            assert_eq!(chosen(v.place_avoiding(&needs(&[]), avoid)), Some(2));
+            v.workers[2].inflight = 0;
         }
     }
 }
