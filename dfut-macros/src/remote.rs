@@ -212,6 +212,23 @@ fn owned_type_error(ty: &Type, what: &str) -> Option<syn::Error> {
     }
 }
 
+/// `T` for a parameter type spelled `Many<T>` (any path ending in `Many`,
+/// such as `dfut::Many<T>`): such parameters take a list.
+fn many_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Many" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) if args.args.len() == 1 => Some(t),
+        _ => None,
+    }
+}
+
 /// `T` for a return type spelled `Result<T, ..>` (any path ending in
 /// `Result`, such as `std::io::Result<T>` or `anyhow::Result<T>`).
 fn result_ok_type(ty: &Type) -> Option<Type> {
@@ -266,7 +283,8 @@ fn generate(r: &Remote) -> TokenStream {
     );
 
     let checks = arg_types.iter().map(|ty| {
-        quote_spanned! {ty.span()=> #krate::__private::assert_data::<#ty>(); }
+        let checked = many_inner(ty).unwrap_or(ty);
+        quote_spanned! {ty.span()=> #krate::__private::assert_data::<#checked>(); }
     });
     let output_check = {
         let span = match &item.sig.output {
@@ -286,8 +304,12 @@ fn generate(r: &Remote) -> TokenStream {
     } else {
         quote! { #krate::__private::ret::<#output>(&#call) }
     };
+    let decoders = arg_types.iter().map(|ty| match many_inner(ty) {
+        Some(inner) => quote! { #krate::__private::arg_many::<#inner> },
+        None => quote! { #krate::__private::arg::<#ty> },
+    });
     let decode = quote! {
-        #(let #decoded: #arg_types = #krate::__private::arg::<#arg_types>(&__dfut_args, #indices)?;)*
+        #(let #decoded: #arg_types = #decoders(&__dfut_args, #indices)?;)*
     };
     let invoke = if is_async {
         quote! {

@@ -88,6 +88,22 @@ pub enum Arg {
         /// Address of the worker that holds (or is computing) it.
         holder: String,
     },
+    /// A list of values and references, for a `dfut::Many<T>` parameter.
+    List(Vec<Item>),
+}
+
+/// One element of an [`Arg::List`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Item {
+    /// The encoded value.
+    Value(Vec<u8>),
+    /// An object held elsewhere.
+    Ref {
+        /// The object.
+        id: ObjectId,
+        /// Address of the worker that holds (or is computing) it.
+        holder: String,
+    },
 }
 
 /// A task to execute.

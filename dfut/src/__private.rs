@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 pub use inventory;
 
+use crate::arg::Many;
 pub use crate::arg::RawArg;
 pub use crate::client::FnSpec;
 use crate::data::Data;
 use crate::future::DistFuture;
 use crate::object::ObjectRef;
-pub use crate::registry::{Args, BoxTask, Invoke, RemoteFn, TaskResult};
+pub use crate::registry::{ArgBytes, Args, BoxTask, Invoke, RemoteFn, TaskResult};
 use crate::{Error, Result};
 use dfut_net::wire::{Failure, FailureKind};
 
@@ -26,16 +27,33 @@ pub fn submit<T: Data>(spec: &'static FnSpec, args: Vec<Result<RawArg>>) -> Dist
     }
 }
 
+fn decode_error(index: usize, message: impl std::fmt::Display) -> Failure {
+    Failure {
+        kind: FailureKind::Decode,
+        message: format!("argument {index}: {message}"),
+    }
+}
+
 /// Decodes argument `index` of a call.
 pub fn arg<T: Data>(args: &Args, index: usize) -> std::result::Result<T, Failure> {
-    let bytes = args.get(index).ok_or_else(|| Failure {
-        kind: FailureKind::Decode,
-        message: format!("missing argument {index}"),
-    })?;
-    T::decode(bytes).map_err(|e| Failure {
-        kind: FailureKind::Decode,
-        message: format!("argument {index}: {e}"),
-    })
+    match args.get(index) {
+        Some(ArgBytes::One(bytes)) => T::decode(bytes).map_err(|e| decode_error(index, e)),
+        Some(ArgBytes::Many(_)) => Err(decode_error(index, "a list where one value was expected")),
+        None => Err(decode_error(index, "missing")),
+    }
+}
+
+/// Decodes argument `index` of a call, a `Many<T>`.
+pub fn arg_many<T: Data>(args: &Args, index: usize) -> std::result::Result<Many<T>, Failure> {
+    match args.get(index) {
+        Some(ArgBytes::Many(items)) => items
+            .iter()
+            .map(|b| T::decode(b).map_err(|e| decode_error(index, e)))
+            .collect::<std::result::Result<_, _>>()
+            .map(Many),
+        Some(ArgBytes::One(_)) => Err(decode_error(index, "one value where a list was expected")),
+        None => Err(decode_error(index, "missing")),
+    }
 }
 
 /// Encodes a function's return value.

@@ -61,3 +61,97 @@ impl IntoArg<String> for &str {
         self.to_owned().into_arg()
     }
 }
+
+/// A parameter that takes a list of values, each given as a value or as a
+/// `DistFuture`. The worker gathers every element (fetching those held by
+/// other workers concurrently) before the call: use it for reductions.
+///
+/// ```
+/// # let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+/// # let _guard = rt.enter();
+/// use dfut::Many;
+///
+/// #[dfut::remote]
+/// fn total(parts: Many<u64>) -> u64 { parts.iter().sum() }
+///
+/// #[dfut::remote]
+/// fn double(x: u64) -> u64 { 2 * x }
+///
+/// let parts: Vec<_> = (1..=4).map(double).collect();
+/// assert_eq!(total(parts).get()?, 20);        // futures
+/// assert_eq!(total(vec![1u64, 2, 3]).get()?, 6); // plain values
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Many<T>(pub Vec<T>);
+
+impl<T> Many<T> {
+    /// The elements.
+    pub fn into_inner(self) -> Vec<T> {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Many<T> {
+    type Target = Vec<T>;
+
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T> IntoIterator for Many<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+fn list<'a, T: Data>(futures: impl Iterator<Item = &'a DistFuture<T>>) -> Result<RawArg> {
+    Ok(RawArg(ArgSource::List(
+        futures
+            .map(|f| ArgSource::Future(f.object().clone()))
+            .collect(),
+    )))
+}
+
+fn values<T: Data>(values: &[T]) -> Result<RawArg> {
+    Ok(RawArg(ArgSource::List(
+        values
+            .iter()
+            .map(|v| Ok(ArgSource::Value(Arc::new(v.encode()?))))
+            .collect::<Result<_>>()?,
+    )))
+}
+
+impl<T: Data> IntoArg<Many<T>> for Vec<DistFuture<T>> {
+    fn into_arg(self) -> Result<RawArg> {
+        list(self.iter())
+    }
+}
+
+impl<T: Data> IntoArg<Many<T>> for &[DistFuture<T>] {
+    fn into_arg(self) -> Result<RawArg> {
+        list(self.iter())
+    }
+}
+
+impl<T: Data> IntoArg<Many<T>> for &Vec<DistFuture<T>> {
+    fn into_arg(self) -> Result<RawArg> {
+        list(self.iter())
+    }
+}
+
+impl<T: Data> IntoArg<Many<T>> for Vec<T> {
+    fn into_arg(self) -> Result<RawArg> {
+        values(&self)
+    }
+}
+
+impl<T: Data> IntoArg<Many<T>> for Many<T> {
+    fn into_arg(self) -> Result<RawArg> {
+        values(&self.0)
+    }
+}

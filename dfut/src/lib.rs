@@ -24,12 +24,15 @@
 
 mod arg;
 mod client;
+mod combinators;
 mod context;
 mod data;
 mod error;
 mod future;
 mod local;
+mod mapreduce;
 mod object;
+mod progress;
 mod registry;
 mod runtime;
 pub mod scheduler;
@@ -38,15 +41,21 @@ pub mod worker;
 #[doc(hidden)]
 pub mod __private;
 
-pub use arg::IntoArg;
+pub use arg::{IntoArg, Many};
 pub use client::{Client, ClientStats, Speculation};
+pub use combinators::{
+    Completed, Settled, as_completed, get_all, join_all, reduce_calls, tree_reduce, wait,
+    wait_async,
+};
 pub use context::EnterGuard;
 pub use data::Data;
 pub use dfut_macros::remote;
 pub use dfut_net::ClusterCredential;
 pub use error::{Error, Result};
 pub use future::DistFuture;
+pub use mapreduce::{Job, MapReduce};
 pub use object::Status;
+pub use progress::Progress;
 pub use registry::registered_functions;
 pub use runtime::{Builder, Runtime, WorkerOptions, init};
 

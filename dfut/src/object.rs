@@ -52,6 +52,8 @@ pub(crate) enum ArgSource {
     Value(Blob),
     /// The result of another task.
     Future(Arc<ObjectRef>),
+    /// A list of values and results, for a `Many<T>` parameter.
+    List(Vec<ArgSource>),
 }
 
 /// What is needed to run (or re-run) a task.

@@ -15,8 +15,17 @@ use std::time::Duration;
 
 use dfut_net::wire::Failure;
 
+/// The encoded bytes of one argument.
+#[derive(Debug, Clone)]
+pub enum ArgBytes {
+    /// A single value.
+    One(crate::object::Blob),
+    /// The elements of a `Many<T>` argument.
+    Many(Vec<crate::object::Blob>),
+}
+
 /// Encoded arguments handed to a generated invoker, in declaration order.
-pub type Args = Vec<crate::object::Blob>;
+pub type Args = Vec<ArgBytes>;
 /// What an invoker returns: the encoded result or why it failed.
 pub type TaskResult = std::result::Result<Vec<u8>, Failure>;
 /// The future an async invoker returns.

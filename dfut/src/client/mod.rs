@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfut_net::Endpoint;
-use dfut_net::wire::{Arg, Message, ObjectId, TaskSpec, WorkerState};
+use dfut_net::wire::{Arg, Item, Message, ObjectId, TaskSpec, WorkerState};
 use tokio::sync::{oneshot, watch};
 
 use crate::data::Data;
@@ -254,6 +254,10 @@ impl Client {
     /// How many objects this client owns that are still referenced.
     pub fn owned_objects(&self) -> usize {
         lock(&self.inner.objects).len()
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.inner.handle
     }
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
@@ -809,6 +813,53 @@ fn take_retry(st: &mut crate::object::CellState) -> bool {
     }
 }
 
+/// One argument as sent: its value, or where the worker finds it.
+enum Wired {
+    Value(Vec<u8>),
+    Ref { id: ObjectId, holder: SocketAddr },
+}
+
+/// How a single argument travels; records where referenced ones live.
+fn wire_one(
+    arg: &ArgSource,
+    placements: &mut Vec<ArgPlacement>,
+) -> std::result::Result<Wired, Unready> {
+    match arg {
+        ArgSource::Value(blob) => Ok(Wired::Value(blob.to_vec())),
+        ArgSource::List(_) => Err(Unready::Failed(Error::Encode(
+            "a list argument cannot contain another list".into(),
+        ))),
+        ArgSource::Future(dep) => match dep.cell.lock().phase.clone() {
+            Phase::Failed(e) => Err(Unready::Failed(e)),
+            Phase::Queued => Err(Unready::ArgQueued),
+            Phase::Finished {
+                inline: Some(blob), ..
+            } => Ok(Wired::Value(blob.to_vec())),
+            Phase::Finished {
+                holder: Some(h), ..
+            }
+            | Phase::Pending(h)
+            | Phase::Running(h) => {
+                placements.push(ArgPlacement {
+                    id: dep.cell.id,
+                    holder: h,
+                    bytes: dep.cell.size(),
+                });
+                Ok(Wired::Ref {
+                    id: dep.cell.id,
+                    holder: h,
+                })
+            }
+            Phase::Finished {
+                holder: None,
+                inline: None,
+            } => Err(Unready::Failed(Error::ObjectUnavailable(
+                dep.cell.id.to_string(),
+            ))),
+        },
+    }
+}
+
 /// The wire form of a task and where its arguments live; fails if an
 /// argument already failed.
 fn prepare(
@@ -819,39 +870,29 @@ fn prepare(
     let mut args = Vec::with_capacity(task.args.len());
     let mut placements = Vec::new();
     for arg in &task.args {
-        match arg {
-            ArgSource::Value(blob) => args.push(Arg::Value(blob.to_vec())),
-            ArgSource::Future(dep) => match dep.cell.lock().phase.clone() {
-                Phase::Failed(e) => return Err(Unready::Failed(e)),
-                Phase::Queued => return Err(Unready::ArgQueued),
-                Phase::Finished {
-                    inline: Some(blob), ..
-                } => args.push(Arg::Value(blob.to_vec())),
-                Phase::Finished {
-                    holder: Some(h), ..
-                }
-                | Phase::Pending(h)
-                | Phase::Running(h) => {
-                    args.push(Arg::Ref {
-                        id: dep.cell.id,
-                        holder: h.to_string(),
-                    });
-                    placements.push(ArgPlacement {
-                        id: dep.cell.id,
-                        holder: h,
-                        bytes: dep.cell.size(),
-                    });
-                }
-                Phase::Finished {
-                    holder: None,
-                    inline: None,
-                } => {
-                    return Err(Unready::Failed(Error::ObjectUnavailable(
-                        dep.cell.id.to_string(),
-                    )));
-                }
+        args.push(match arg {
+            ArgSource::List(items) => Arg::List(
+                items
+                    .iter()
+                    .map(|i| {
+                        wire_one(i, &mut placements).map(|w| match w {
+                            Wired::Value(v) => Item::Value(v),
+                            Wired::Ref { id, holder } => Item::Ref {
+                                id,
+                                holder: holder.to_string(),
+                            },
+                        })
+                    })
+                    .collect::<std::result::Result<_, _>>()?,
+            ),
+            one => match wire_one(one, &mut placements)? {
+                Wired::Value(v) => Arg::Value(v),
+                Wired::Ref { id, holder } => Arg::Ref {
+                    id,
+                    holder: holder.to_string(),
+                },
             },
-        }
+        });
     }
     let spec = TaskSpec {
         id: cell.id,

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dfut_net::Link;
-use dfut_net::wire::{Arg, Failure, FailureKind, Message, ObjectId, Outcome, TaskSpec};
+use dfut_net::wire::{Arg, Failure, FailureKind, Item, Message, ObjectId, Outcome, TaskSpec};
 use rand::{Rng, SeedableRng};
 
 use super::Shared;
@@ -16,7 +16,7 @@ use super::store::Lookup;
 use crate::object::Blob;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::registry::{self, Args, Entry, Invoke};
+use crate::registry::{self, ArgBytes, Args, Entry, Invoke};
 
 /// Injected random delays (straggler simulation).
 pub(crate) struct Delay {
@@ -72,8 +72,9 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
             .args
             .into_iter()
             .map(|a| match a {
-                Arg::Value(bytes) => Arc::new(bytes),
-                Arg::Ref { .. } => Arc::new(Vec::new()), // excluded by `fast` above
+                Arg::Value(bytes) => ArgBytes::One(Arc::new(bytes)),
+                // Excluded by `fast` above.
+                Arg::Ref { .. } | Arg::List(_) => ArgBytes::One(Arc::new(Vec::new())),
             })
             .collect();
         shared.running.fetch_add(1, Ordering::Relaxed);
@@ -253,12 +254,22 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// The bytes of every argument, from the task itself, this worker's store,
 /// or the worker holding them.
-async fn resolve_args(shared: &Arc<Shared>, args: Vec<Arg>) -> Result<Vec<Blob>, Failure> {
+async fn resolve_args(shared: &Arc<Shared>, args: Vec<Arg>) -> Result<Args, Failure> {
     let mut out = Vec::with_capacity(args.len());
     for arg in args {
         out.push(match arg {
-            Arg::Value(bytes) => Arc::new(bytes),
-            Arg::Ref { id, holder } => resolve_ref(shared, id, &holder).await?,
+            Arg::Value(bytes) => ArgBytes::One(Arc::new(bytes)),
+            Arg::Ref { id, holder } => ArgBytes::One(resolve_ref(shared, id, &holder).await?),
+            Arg::List(items) => {
+                // Fetched concurrently: a reduction's inputs live on many workers.
+                let items = items.into_iter().map(|item| async move {
+                    match item {
+                        Item::Value(bytes) => Ok(Arc::new(bytes)),
+                        Item::Ref { id, holder } => resolve_ref(shared, id, &holder).await,
+                    }
+                });
+                ArgBytes::Many(futures_util::future::try_join_all(items).await?)
+            }
         });
     }
     Ok(out)
