@@ -1,17 +1,20 @@
 //! The standard workloads of DESIGN.md on a local cluster, printed as one
 //! JSON object on the last line of stdout so figures compare run to run.
 //!
-//! `cargo run --release --example workloads -- [w1 w2 w3]` (no names: all
-//! that exist). The cluster has 2 worker processes unless `DFUT_WORKERS`
+//! `cargo run --release --example workloads -- [w1 w2 w3 w5]` (no names:
+//! all that exist). The cluster has 2 worker processes unless `DFUT_WORKERS`
 //! says otherwise. Each throughput figure is the median of several runs
 //! after a warm-up.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use dfut_benches::wordcount::{
+    SYNTHETIC_SEED, count_synthetic, count_text, merge, merge_counts, synthetic_chunk, total,
+};
 use dfut_benches::{w1, w2, w3};
 use serde_json::{Map, Value, json};
 
-const KNOWN: [&str; 3] = ["w1", "w2", "w3"];
+const KNOWN: [&str; 4] = ["w1", "w2", "w3", "w5"];
 const RUNS: usize = 5;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -77,6 +80,43 @@ fn main() -> dfut::Result<()> {
         out.insert(
             "w3_us_per_task".into(),
             json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0),
+        );
+    }
+    if wants("w5") {
+        // W5: 64 map tasks, each generating and counting its own 1 MiB of
+        // the Zipf corpus; counts merged by a tree reduction of fan-in 4.
+        let run_w5 = || {
+            let start = Instant::now();
+            let job = dfut::MapReduce::new().fan_in(4).progress(false).run(
+                0..64u64,
+                |i| count_synthetic(i, SYNTHETIC_SEED),
+                merge_counts,
+            );
+            job.result.get().map(|counts| (start.elapsed(), counts))
+        };
+        run_w5()?;
+        let runs: Vec<(Duration, _)> = (0..3).map(|_| run_w5()).collect::<dfut::Result<_>>()?;
+        let secs: Vec<f64> = runs.iter().map(|(d, _)| d.as_secs_f64()).collect();
+        eprintln!("w5: {secs:?} s");
+        let counts = &runs[0].1;
+        // The floor: the same job as a plain single-threaded loop here.
+        let start = Instant::now();
+        let floor = merge((0..64u64).map(|i| count_text(&synthetic_chunk(i, SYNTHETIC_SEED))));
+        let floor_s = start.elapsed().as_secs_f64();
+        if floor != *counts {
+            return Err(dfut::Error::Decode(
+                "w5: cluster and floor counts differ".into(),
+            ));
+        }
+        out.insert(
+            "w5_s".into(),
+            json!((median(secs) * 1000.0).round() / 1000.0),
+        );
+        out.insert("w5_total_words".into(), json!(total(counts)));
+        out.insert("w5_distinct_words".into(), json!(counts.len()));
+        out.insert(
+            "w5_floor_s".into(),
+            json!((floor_s * 1000.0).round() / 1000.0),
         );
     }
     println!("{}", Value::Object(out));

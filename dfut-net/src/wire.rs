@@ -136,6 +136,8 @@ pub enum FailureKind {
     NoSuchObject,
     /// A worker needed for the task was lost.
     WorkerLost,
+    /// An argument of the task failed (its own error is at its owner).
+    ArgumentFailed,
     /// Some other failure.
     Other,
 }

@@ -102,7 +102,9 @@ impl Error {
         let message = f.message.clone();
         match f.kind {
             FailureKind::Panicked => Error::TaskPanicked { function, message },
-            FailureKind::Returned | FailureKind::Other => Error::TaskFailed { function, message },
+            FailureKind::Returned | FailureKind::Other | FailureKind::ArgumentFailed => {
+                Error::TaskFailed { function, message }
+            }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
             FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
             FailureKind::Encode => Error::Encode(format!("{function}: {message}")),

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a panic is the failure report
 
 mod faults;
+mod mapreduce;
 mod objects;
 mod orphans;
 mod scheduling;

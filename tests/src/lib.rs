@@ -142,3 +142,9 @@ pub fn slow_pid(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
 }
+
+/// Sums a list of numbers (a reduce step).
+#[dfut::remote(retries = 2)]
+pub fn sum_many(parts: dfut::Many<u64>) -> u64 {
+    parts.iter().sum()
+}

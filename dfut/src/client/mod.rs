@@ -28,6 +28,10 @@ use crate::scheduler::{ArgPlacement, DefaultPolicy, Scheduler, TaskNeeds, Worker
 use crate::{Error, Result};
 use view::{ClusterView, Placement};
 
+/// How long a task that lost an argument waits before it is re-run, so the
+/// loss of the argument's worker reaches this owner first.
+const LOSS_PROPAGATION: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Results up to this many bytes travel back with the completion message.
 pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
 
@@ -524,6 +528,7 @@ impl Client {
             let _ = f.reply.send(Err(lost()));
         }
         let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
+        let mut rerun = Vec::new();
         for cell in cells {
             let retry = {
                 let mut st = cell.lock();
@@ -563,11 +568,18 @@ impl Client {
                 take_retry(&mut st)
             };
             if retry {
-                tracing::info!(object = %cell.id, function = cell.function, "re-running on another worker");
-                self.dispatch(&cell);
+                // Queued at once, so that dependents re-run after it.
+                cell.set(Phase::Queued);
+                rerun.push(cell);
             } else {
                 self.settle(&cell, Phase::Failed(lost()));
             }
+        }
+        // Oldest first: an argument is always submitted before its consumers.
+        rerun.sort_by_key(|c| c.id.seq);
+        for cell in rerun {
+            tracing::info!(object = %cell.id, function = cell.function, "re-running on another worker");
+            self.dispatch(&cell);
         }
     }
 
@@ -643,15 +655,68 @@ impl Client {
                 // A dependency lost with its worker: re-run if allowed.
                 if f.kind == FailureKind::WorkerLost {
                     let retry = take_retry(&mut cell.lock());
+                    tracing::debug!(object = %cell.id, function = cell.function, retry, "an argument was lost: {}", f.message);
                     if retry {
-                        self.dispatch(&cell);
+                        // The news of the loss may reach this owner a moment
+                        // after it reached the worker: re-run once the lost
+                        // arguments have been re-placed.
+                        cell.set(Phase::Queued);
+                        let client = self.clone();
+                        self.inner.handle.spawn(async move {
+                            tokio::time::sleep(LOSS_PROPAGATION).await;
+                            client.dispatch(&cell);
+                        });
                         return;
                     }
+                }
+                if f.kind == FailureKind::ArgumentFailed {
+                    // Report the failed argument's own error, once known here.
+                    let client = self.clone();
+                    let fallback = Error::from_failure(cell.function, &from.to_string(), &f);
+                    self.inner.handle.spawn(async move {
+                        let e = client.failed_argument(&cell).await.unwrap_or(fallback);
+                        client.settle(&cell, Phase::Failed(e));
+                    });
+                    return;
                 }
                 Phase::Failed(Error::from_failure(cell.function, &from.to_string(), &f))
             }
         };
         self.settle(&cell, phase);
+    }
+
+    /// The error of the first failed argument of `cell`'s task, waiting a
+    /// little for the arguments to settle here.
+    async fn failed_argument(&self, cell: &ObjectCell) -> Option<Error> {
+        let deps: Vec<Arc<ObjectRef>> = {
+            let st = cell.lock();
+            let mut deps = Vec::new();
+            for arg in st.task.iter().flat_map(|t| &t.args) {
+                match arg {
+                    ArgSource::Future(d) => deps.push(d.clone()),
+                    ArgSource::List(items) => deps.extend(items.iter().filter_map(|i| match i {
+                        ArgSource::Future(d) => Some(d.clone()),
+                        _ => None,
+                    })),
+                    ArgSource::Value(_) => {}
+                }
+            }
+            deps
+        };
+        let settle_all = async {
+            for d in &deps {
+                std::future::poll_fn(|cx| match d.cell.poll_settled(cx.waker()) {
+                    Some(_) => std::task::Poll::Ready(()),
+                    None => std::task::Poll::Pending,
+                })
+                .await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), settle_all).await;
+        deps.iter().find_map(|d| match &d.cell.lock().phase {
+            Phase::Failed(e) => Some(e.clone()),
+            _ => None,
+        })
     }
 
     /// Starts a copy of every straggling task on another worker; called

@@ -282,16 +282,25 @@ async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result
             format!("bad holder address `{holder}`"),
         )
     })?;
-    if holder == shared.addr {
-        return local(shared, id).await;
-    }
-    shared.client.fetch(holder, id).await.map_err(|e| {
-        let mut f = e.to_failure();
-        if f.kind == FailureKind::NoSuchObject || matches!(e, crate::Error::Transport(_)) {
+    let fetched = if holder == shared.addr {
+        local(shared, id).await
+    } else {
+        shared.client.fetch(holder, id).await.map_err(|e| {
+            let mut f = e.to_failure();
+            if matches!(e, crate::Error::Transport(_)) {
+                f.kind = FailureKind::WorkerLost;
+            }
+            f
+        })
+    };
+    fetched.map_err(|mut f| {
+        f.kind = match f.kind {
             // Whatever the holder's trouble, the owner should treat the
             // argument as lost (and may re-run the task).
-            f.kind = FailureKind::WorkerLost;
-        }
+            FailureKind::WorkerLost | FailureKind::NoSuchObject => FailureKind::WorkerLost,
+            // The argument's task failed: the owner reports its error.
+            _ => FailureKind::ArgumentFailed,
+        };
         f.message = format!("argument {id} from {holder}: {}", f.message);
         f
     })

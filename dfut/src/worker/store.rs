@@ -43,11 +43,22 @@ fn freed(id: ObjectId) -> Failure {
 }
 
 impl Store {
-    /// Records that `id` will be computed here.
+    /// Records that `id` will be computed here. A result already held (a
+    /// failure, or a value the owner has lost track of) is dropped: the
+    /// owner is computing it again.
     pub fn expect(&mut self, id: ObjectId) {
-        self.entries
+        let entry = self
+            .entries
             .entry(id)
             .or_insert_with(|| Entry::Pending(Vec::new()));
+        match entry {
+            Entry::Pending(_) => {}
+            Entry::Ready(blob) => {
+                self.bytes -= blob.len() as u64;
+                *entry = Entry::Pending(Vec::new());
+            }
+            Entry::Failed(_) => *entry = Entry::Pending(Vec::new()),
+        }
     }
 
     /// Stores the outcome of `id` and answers its waiters. Returns whether it
@@ -171,6 +182,25 @@ mod tests {
         );
         s.free(id(1, 1));
         assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_resubmitted_task_replaces_its_earlier_outcome() {
+        let mut s = Store::default();
+        s.expect(id(1, 1));
+        let lost = Failure {
+            kind: FailureKind::WorkerLost,
+            message: "argument lost".into(),
+        };
+        s.complete(id(1, 1), Err(lost));
+        s.expect(id(1, 1));
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 1)) else {
+            panic!("the retry is pending again")
+        };
+        assert!(s.complete(id(1, 1), Ok(Arc::new(vec![9; 3]))));
+        assert_eq!(rx.try_recv().unwrap().unwrap().as_slice(), &[9; 3]);
+        s.expect(id(1, 1));
+        assert_eq!(s.bytes(), 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! process ids and waits (or panics with `--driver-panic`), for the orphan
 //! tests.
 
+use dfut_benches as _;
 use dfut_tests as _;
 
 fn main() -> dfut::Result<()> {
