@@ -30,6 +30,11 @@ fn options(p: Point) -> Point {
     p
 }
 
+#[dfut::remote(cost = 2.5)]
+fn reduce(parts: dfut::Many<u64>, scale: u64) -> u64 {
+    parts.iter().sum::<u64>() * scale
+}
+
 #[dfut::remote]
 async fn asynchronous(v: Vec<String>) -> usize {
     v.len()
@@ -52,6 +57,10 @@ fn main() {
     let _: dfut::DistFuture<()> = unit();
     let _: dfut::DistFuture<u32> = fallible(1);
     let _: dfut::DistFuture<usize> = asynchronous(vec![String::new()]);
+    assert_eq!(reduce_local(dfut::Many(vec![1, 2]), 2), 6);
+    let parts: Vec<dfut::DistFuture<u64>> = Vec::new();
+    let _: dfut::DistFuture<u64> = reduce(parts, 1);
+    let _: dfut::DistFuture<u64> = reduce(vec![1u64, 2], 1);
     // Without a runtime, calls fail cleanly instead of panicking.
     assert_eq!(with_patterns(1, (2, 3)).get(), Err(dfut::Error::NoRuntime));
     let names = dfut::registered_functions();
