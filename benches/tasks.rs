@@ -1,10 +1,12 @@
 //! Criterion benches of fine-grained tasks on a local cluster of 2 worker
 //! processes: W1 (no-op throughput), W2 (round-trip latency) and W3
-//! (dependency chain), as DESIGN.md defines them.
+//! (dependency chain), and W5 (map-reduce word count over 64 MiB), as
+//! DESIGN.md defines them.
 
 #![allow(clippy::unwrap_used)] // a failed bench run should stop loudly
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dfut_benches::wordcount::{SYNTHETIC_SEED, count_synthetic, merge_counts};
 use dfut_benches::{noop, w1, w3};
 
 fn cluster() -> dfut::Runtime {
@@ -39,6 +41,21 @@ fn tasks(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1_000));
     g.sample_size(20);
     g.bench_function("chain_1000", |b| b.iter(|| w3(1_000).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("w5_wordcount");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(64 << 20));
+    g.bench_function("64_maps_fan_in_4", |b| {
+        b.iter(|| {
+            let job = dfut::MapReduce::new().fan_in(4).progress(false).run(
+                0..64u64,
+                |i| count_synthetic(i, SYNTHETIC_SEED),
+                merge_counts,
+            );
+            job.result.get().unwrap()
+        })
+    });
     g.finish();
 }
 
