@@ -366,6 +366,7 @@ fn generate(r: &Remote) -> TokenStream {
                 #krate::__private::RemoteFn {
                     name: #registered_name,
                     invoke: { #invoke },
+                    gpu: #gpu,
                 }
             }
         };

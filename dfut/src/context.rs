@@ -144,3 +144,21 @@ impl<F: std::future::Future> std::future::Future for WithClient<F> {
         self.inner.as_mut().poll(cx)
     }
 }
+
+thread_local! {
+    static GPU_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is running a `#[remote(gpu)]` task.
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(crate) fn in_gpu_task() -> bool {
+    GPU_TASK.with(std::cell::Cell::get)
+}
+
+/// Runs `f` marked as (or not as) a GPU task.
+pub(crate) fn as_gpu_task<R>(gpu: bool, f: impl FnOnce() -> R) -> R {
+    let previous = GPU_TASK.with(|g| g.replace(gpu));
+    let r = f();
+    GPU_TASK.with(|g| g.set(previous));
+    r
+}

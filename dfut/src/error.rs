@@ -81,6 +81,19 @@ pub enum Error {
     /// Bad configuration.
     #[error("configuration error: {0}")]
     Config(String),
+    /// Matrix shapes that do not fit the operation.
+    #[error("cannot {op} a {}x{} matrix and a {}x{} matrix", left.0, left.1, right.0, right.1)]
+    Shape {
+        /// The operation.
+        op: String,
+        /// The left operand's `(rows, cols)`.
+        left: (usize, usize),
+        /// The right operand's `(rows, cols)`.
+        right: (usize, usize),
+    },
+    /// The GPU could not be used.
+    #[error("gpu error: {0}")]
+    Gpu(String),
     /// Starting or managing a local process failed.
     #[error("process error: {0}")]
     Process(String),

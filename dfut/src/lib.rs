@@ -22,6 +22,9 @@
 //! See `ARCHITECTURE.md` in the repository for how the pieces fit.
 #![warn(missing_docs)]
 
+// Lets `#[dfut::remote]` functions inside this crate name it `::dfut`.
+extern crate self as dfut;
+
 mod arg;
 mod client;
 mod combinators;
@@ -35,6 +38,7 @@ mod object;
 mod progress;
 mod registry;
 mod runtime;
+pub mod matrix;
 pub mod scheduler;
 pub mod worker;
 

@@ -56,6 +56,8 @@ pub struct RemoteFn {
     pub name: &'static str,
     /// How to call it.
     pub invoke: Invoke,
+    /// Whether it runs only on GPU workers (and may use their GPU).
+    pub gpu: bool,
 }
 
 inventory::collect!(RemoteFn);
@@ -96,6 +98,7 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
     static TABLE: OnceLock<HashMap<&'static str, Entry>> = OnceLock::new();
     TABLE
         .get_or_init(|| {
+            crate::matrix::link();
             inventory::iter::<RemoteFn>
                 .into_iter()
                 .map(|f| {

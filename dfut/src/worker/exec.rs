@@ -153,8 +153,9 @@ fn call_sync(
     };
     let _current = crate::context::enter(shared.client.clone());
     let start = Instant::now();
+    let gpu = entry.function.gpu;
     let result = crate::context::with_task_permit(permit, shared.slots.clone(), || {
-        std::panic::catch_unwind(move || f(args))
+        crate::context::as_gpu_task(gpu, || std::panic::catch_unwind(move || f(args)))
     });
     entry.record(start.elapsed());
     match result {

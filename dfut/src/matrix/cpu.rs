@@ -1,0 +1,54 @@
+//! The CPU path: faer for products, plain loops for element-wise work.
+
+use faer::{Accum, MatMut, MatRef, Par};
+
+use super::{Elementwise, Matrix};
+
+/// Products of at least this many multiply-adds use every core.
+const PARALLEL_FROM: usize = 192 * 192 * 192;
+
+pub(super) fn matmul(a: &Matrix, b: &Matrix) -> Matrix {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let mut out = vec![0f32; m * n];
+    if m > 0 && n > 0 {
+        let lhs = MatRef::from_row_major_slice(a.as_slice(), m, k);
+        let rhs = MatRef::from_row_major_slice(b.as_slice(), k, n);
+        let dst = MatMut::from_row_major_slice_mut(&mut out, m, n);
+        let par = if m * k * n >= PARALLEL_FROM {
+            Par::rayon(0)
+        } else {
+            Par::Seq
+        };
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+    }
+    Matrix {
+        rows: a.rows,
+        cols: b.cols,
+        data: out,
+    }
+}
+
+pub(super) fn elementwise(a: &Matrix, b: &Matrix, kind: Elementwise) -> Matrix {
+    let f = match kind {
+        Elementwise::Add => |x: f32, y: f32| x + y,
+        Elementwise::Sub => |x: f32, y: f32| x - y,
+        Elementwise::Mul => |x: f32, y: f32| x * y,
+    };
+    Matrix {
+        rows: a.rows,
+        cols: a.cols,
+        data: a.data.iter().zip(&b.data).map(|(x, y)| f(*x, *y)).collect(),
+    }
+}
+
+pub(super) fn scale(a: &Matrix, factor: f32) -> Matrix {
+    Matrix {
+        rows: a.rows,
+        cols: a.cols,
+        data: a.data.iter().map(|x| x * factor).collect(),
+    }
+}
+
+pub(super) fn transpose(a: &Matrix) -> Matrix {
+    Matrix::from_fn(a.cols(), a.rows(), |r, c| a.data[c * a.cols() + r])
+}

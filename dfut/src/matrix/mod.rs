@@ -1,0 +1,314 @@
+//! Dense `f32` matrices and their operations, on the CPU (faer) or on a GPU
+//! worker's device (wgpu compute shaders, with the `gpu` feature), and a
+//! matrix product tiled across the cluster.
+//!
+//! User code reads the same on both paths: `a.matmul(&b)` runs on the GPU
+//! when called inside a `#[remote(gpu)]` task on a GPU worker, and with
+//! faer everywhere else ([`Backend::current`]). Shapes that do not fit are
+//! an [`Error::Shape`] naming both shapes, never a panic.
+
+mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+mod tiled;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use tiled::{DistMatrix, distributed_matmul};
+pub(crate) use tiled::link;
+
+use crate::{Error, Result};
+
+/// A dense row-major `f32` matrix. Archived with rkyv, so it travels as one
+/// contiguous buffer.
+///
+/// ```
+/// use dfut::matrix::Matrix;
+///
+/// let a = Matrix::new(2, 3, vec![1., 2., 3., 4., 5., 6.])?;
+/// let b = a.transpose()?;                       // 3 x 2
+/// let c = a.matmul(&b)?;                        // 2 x 2
+/// assert_eq!(c.as_slice(), &[14., 32., 32., 77.]);
+/// assert!(a.matmul(&a).is_err());               // 2x3 times 2x3 does not fit
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[rkyv(crate = rkyv)]
+pub struct Matrix {
+    rows: u32,
+    cols: u32,
+    data: Vec<f32>,
+}
+
+fn dim(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Config(format!("matrix dimension {n} is too large")))
+}
+
+impl Matrix {
+    /// A `rows x cols` matrix from row-major data.
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
+        if rows.checked_mul(cols) != Some(data.len()) {
+            return Err(Error::Config(format!(
+                "a {rows}x{cols} matrix needs {} values, got {}",
+                rows.saturating_mul(cols),
+                data.len()
+            )));
+        }
+        Ok(Self {
+            rows: dim(rows)?,
+            cols: dim(cols)?,
+            data,
+        })
+    }
+
+    /// A matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self::from_fn(rows, cols, |_, _| 0.0)
+    }
+
+    /// A matrix whose element `(r, c)` is `f(r, c)`.
+    pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> f32) -> Self {
+        let mut data = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                data.push(f(r, c));
+            }
+        }
+        Self {
+            rows: rows as u32,
+            cols: cols as u32,
+            data,
+        }
+    }
+
+    /// A matrix of values uniform in [-1, 1) drawn from `seed` (SplitMix64),
+    /// the same on every machine.
+    pub fn random(rows: usize, cols: usize, seed: u64) -> Self {
+        let mut state = seed;
+        Self::from_fn(rows, cols, |_, _| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows as usize
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols as usize
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows(), self.cols())
+    }
+
+    /// The elements, row by row.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The elements, row by row.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Element `(r, c)`, if inside.
+    pub fn get(&self, r: usize, c: usize) -> Option<f32> {
+        (r < self.rows() && c < self.cols()).then(|| self.data[r * self.cols() + c])
+    }
+
+    /// Sum of all elements, in f64.
+    pub fn sum(&self) -> f64 {
+        self.data.iter().map(|x| f64::from(*x)).sum()
+    }
+
+    /// Largest absolute difference to `other`, element by element.
+    pub fn max_abs_diff(&self, other: &Matrix) -> Result<f32> {
+        check_same("compare", self, other)?;
+        Ok(self
+            .data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max))
+    }
+
+    /// The sub-matrix of `rows x cols` starting at `(r0, c0)`.
+    pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Result<Matrix> {
+        if r0 + rows > self.rows() || c0 + cols > self.cols() {
+            return Err(Error::Shape {
+                op: "block".into(),
+                left: self.shape(),
+                right: (r0 + rows, c0 + cols),
+            });
+        }
+        Ok(Matrix::from_fn(rows, cols, |r, c| {
+            self.data[(r0 + r) * self.cols() + c0 + c]
+        }))
+    }
+
+    /// `self * rhs`, on the current backend.
+    pub fn matmul(&self, rhs: &Matrix) -> Result<Matrix> {
+        Backend::current().matmul(self, rhs)
+    }
+
+    /// `self + rhs`, element-wise.
+    pub fn add(&self, rhs: &Matrix) -> Result<Matrix> {
+        Backend::current().add(self, rhs)
+    }
+
+    /// `self - rhs`, element-wise.
+    pub fn sub(&self, rhs: &Matrix) -> Result<Matrix> {
+        Backend::current().sub(self, rhs)
+    }
+
+    /// `self * rhs`, element-wise (Hadamard product).
+    pub fn hadamard(&self, rhs: &Matrix) -> Result<Matrix> {
+        Backend::current().hadamard(self, rhs)
+    }
+
+    /// `factor * self`.
+    pub fn scale(&self, factor: f32) -> Result<Matrix> {
+        Backend::current().scale(self, factor)
+    }
+
+    /// The transpose.
+    pub fn transpose(&self) -> Result<Matrix> {
+        Backend::current().transpose(self)
+    }
+}
+
+fn check_same(op: &str, a: &Matrix, b: &Matrix) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op: op.into(),
+            left: a.shape(),
+            right: b.shape(),
+        })
+    }
+}
+
+fn check_matmul(a: &Matrix, b: &Matrix) -> Result<()> {
+    if a.cols() == b.rows() {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            op: "multiply".into(),
+            left: a.shape(),
+            right: b.shape(),
+        })
+    }
+}
+
+/// Where matrix operations run.
+#[derive(Clone)]
+pub enum Backend {
+    /// On the CPU, with faer.
+    Cpu,
+    /// On this worker's GPU, with wgpu compute shaders.
+    #[cfg(feature = "gpu")]
+    Gpu(std::sync::Arc<gpu::GpuContext>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Backend {
+    /// The GPU of this worker inside a `#[remote(gpu)]` task on a GPU
+    /// worker; the CPU everywhere else.
+    ///
+    /// ```
+    /// assert_eq!(dfut::matrix::Backend::current().name(), "cpu (faer)");
+    /// ```
+    pub fn current() -> Backend {
+        #[cfg(feature = "gpu")]
+        if crate::context::in_gpu_task()
+            && let Some(ctx) = gpu::GpuContext::worker()
+        {
+            return Backend::Gpu(ctx);
+        }
+        Backend::Cpu
+    }
+
+    /// A readable name: `cpu (faer)` or `gpu (<adapter>)`.
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Cpu => "cpu (faer)".into(),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(ctx) => format!("gpu ({})", ctx.adapter_name()),
+        }
+    }
+
+    /// `a * b`.
+    pub fn matmul(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        check_matmul(a, b)?;
+        match self {
+            Backend::Cpu => Ok(cpu::matmul(a, b)),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(ctx) => ctx.matmul(a, b),
+        }
+    }
+
+    /// `a + b`.
+    pub fn add(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        self.elementwise("add", a, b, Elementwise::Add)
+    }
+
+    /// `a - b`.
+    pub fn sub(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        self.elementwise("subtract", a, b, Elementwise::Sub)
+    }
+
+    /// `a * b` element-wise.
+    pub fn hadamard(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+        self.elementwise("element-wise multiply", a, b, Elementwise::Mul)
+    }
+
+    fn elementwise(&self, op: &str, a: &Matrix, b: &Matrix, kind: Elementwise) -> Result<Matrix> {
+        check_same(op, a, b)?;
+        match self {
+            Backend::Cpu => Ok(cpu::elementwise(a, b, kind)),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(ctx) => ctx.elementwise(a, b, kind),
+        }
+    }
+
+    /// `factor * a`.
+    pub fn scale(&self, a: &Matrix, factor: f32) -> Result<Matrix> {
+        match self {
+            Backend::Cpu => Ok(cpu::scale(a, factor)),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(ctx) => ctx.scale(a, factor),
+        }
+    }
+
+    /// The transpose of `a`.
+    pub fn transpose(&self, a: &Matrix) -> Result<Matrix> {
+        match self {
+            Backend::Cpu => Ok(cpu::transpose(a)),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(ctx) => ctx.transpose(a),
+        }
+    }
+}
+
+/// An element-wise operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elementwise {
+    Add,
+    Sub,
+    Mul,
+}
