@@ -2,6 +2,7 @@
 //! into `dfut-bench-worker`, and the standard workloads of DESIGN.md as
 //! plain functions shared by the criterion benches and the workloads runner.
 
+pub mod matmul;
 pub mod wordcount;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The standard workloads of DESIGN.md on a local cluster, printed as one
 //! JSON object on the last line of stdout so figures compare run to run.
 //!
-//! `cargo run --release --example workloads -- [w1 w2 w3 w5]` (no names:
+//! `cargo run --release --example workloads -- [w1 w2 w3 w4 w5]` (no names:
 //! all that exist). The cluster has 2 worker processes unless `DFUT_WORKERS`
 //! says otherwise. Each throughput figure is the median of several runs
 //! after a warm-up.
@@ -14,7 +14,7 @@ use dfut_benches::wordcount::{
 use dfut_benches::{w1, w2, w3};
 use serde_json::{Map, Value, json};
 
-const KNOWN: [&str; 4] = ["w1", "w2", "w3", "w5"];
+const KNOWN: [&str; 5] = ["w1", "w2", "w3", "w4", "w5"];
 const RUNS: usize = 5;
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -27,12 +27,120 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn main() -> dfut::Result<()> {
-    if std::env::var_os("DFUT_WORKERS").is_none() && std::env::var_os("DFUT_ROLE").is_none() {
-        // SAFETY: single-threaded here, before any other thread exists.
-        unsafe { std::env::set_var("DFUT_WORKERS", "2") };
+/// W4: 32 small products (256) generated inside the tasks, and one
+/// 2048 product of matrices already on the worker; each through dfut and
+/// directly with faer in this process.
+fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
+    use dfut_benches::matmul::{
+        direct_large, direct_small, flops, w4_multiply, w4_multiply_gpu, w4_product,
+        w4_product_gpu, w4_random, w4_random_gpu,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let small = |gpu: bool| -> dfut::Result<f64> {
+        let start = Instant::now();
+        let fs: Vec<_> = (0..32u64)
+            .map(|s| {
+                if gpu {
+                    w4_product_gpu(s, 256)
+                } else {
+                    w4_product(s, 256)
+                }
+            })
+            .collect();
+        for f in &fs {
+            f.get()?;
+        }
+        Ok(32.0 / start.elapsed().as_secs_f64())
+    };
+    small(false)?;
+    let rates: Vec<f64> = (0..RUNS)
+        .map(|_| small(false))
+        .collect::<dfut::Result<_>>()?;
+    let dfut_rate = median(rates);
+    direct_small(32, 256, threads);
+    let direct_rates: Vec<f64> = (0..RUNS)
+        .map(|_| 32.0 / direct_small(32, 256, threads).as_secs_f64())
+        .collect();
+    let direct_rate = median(direct_rates);
+    out.insert(
+        "w4_small_tasks_per_s".into(),
+        json!((dfut_rate * 10.0).round() / 10.0),
+    );
+    out.insert(
+        "w4_small_vs_direct".into(),
+        json!((dfut_rate / direct_rate * 1000.0).round() / 1000.0),
+    );
+    eprintln!("w4 small: dfut {dfut_rate:.1}/s, direct {direct_rate:.1}/s");
+
+    let n = 2048u32;
+    let large = |gpu: bool| -> dfut::Result<f64> {
+        let pair = if gpu { w4_random_gpu(n) } else { w4_random(n) };
+        // Wait until the operands exist on the worker, then time the product.
+        rt.block_on(pair.settled());
+        let start = Instant::now();
+        let c = if gpu {
+            w4_multiply_gpu(&pair)
+        } else {
+            w4_multiply(&pair)
+        };
+        rt.block_on(c.settled());
+        let took = start.elapsed().as_secs_f64();
+        if c.status() != dfut::Status::Finished {
+            c.get()?;
+        }
+        Ok(flops(n as usize) / took / 1e9)
+    };
+    let dfut_gflops = median((0..3).map(|_| large(false)).collect::<dfut::Result<_>>()?);
+    let direct_gflops = median(
+        (0..3)
+            .map(|_| direct_large(n as usize).map(|d| flops(n as usize) / d.as_secs_f64() / 1e9))
+            .collect::<dfut::Result<_>>()?,
+    );
+    out.insert(
+        "w4_large_gflops".into(),
+        json!((dfut_gflops * 10.0).round() / 10.0),
+    );
+    out.insert(
+        "w4_large_vs_direct".into(),
+        json!((dfut_gflops / direct_gflops * 1000.0).round() / 1000.0),
+    );
+    eprintln!("w4 large: dfut {dfut_gflops:.1} GFLOP/s, direct {direct_gflops:.1} GFLOP/s");
+    if rt.client().workers().iter().any(|w| w.gpu) {
+        let gpu_gflops = median((0..3).map(|_| large(true)).collect::<dfut::Result<_>>()?);
+        out.insert(
+            "w4_large_gpu_gflops".into(),
+            json!((gpu_gflops * 10.0).round() / 10.0),
+        );
+        let gpu_small = small(true)?;
+        out.insert(
+            "w4_small_gpu_tasks_per_s".into(),
+            json!((gpu_small * 10.0).round() / 10.0),
+        );
+        eprintln!("w4 gpu: {gpu_gflops:.1} GFLOP/s large, {gpu_small:.1} small tasks/s");
     }
-    let rt = dfut::init()?;
+    Ok(())
+}
+
+fn main() -> dfut::Result<()> {
+    if std::env::var_os("DFUT_ROLE").is_some() {
+        dfut::init()?; // a worker: serves and never returns
+    }
+    let count = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut builder = dfut::Runtime::builder();
+    for _ in 0..count("DFUT_WORKERS", 2) {
+        builder = builder.add_worker(dfut::WorkerOptions::default());
+    }
+    // DFUT_GPU_WORKERS=1 adds a GPU worker, for W4's GPU figures.
+    for _ in 0..count("DFUT_GPU_WORKERS", 0) {
+        builder = builder.add_worker(dfut::WorkerOptions::default().gpu(true));
+    }
+    let rt = builder.start()?;
+    let _guard = rt.enter();
     let asked: Vec<String> = std::env::args().skip(1).collect();
     for name in &asked {
         if !KNOWN.contains(&name.as_str()) {
@@ -81,6 +189,9 @@ fn main() -> dfut::Result<()> {
             "w3_us_per_task".into(),
             json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0),
         );
+    }
+    if wants("w4") {
+        w4(&rt, &mut out)?;
     }
     if wants("w5") {
         // W5: 64 map tasks, each generating and counting its own 1 MiB of

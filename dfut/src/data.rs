@@ -47,13 +47,15 @@ pub trait Data: Sized + Send + 'static {
 impl<T> Data for T
 where
     T: Archive + Send + 'static,
-    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>,
+    T: for<'a> Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, BoxedError>>,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
         + Deserialize<T, HighDeserializer<BoxedError>>,
 {
     fn encode(&self) -> Result<Vec<u8>> {
-        rkyv::to_bytes::<BoxedError>(self)
-            .map(AlignedVec::into_vec)
+        // Serialized straight into a `Vec`: no second copy. Its start is
+        // aligned in practice (the allocator aligns to 16); `decode` copies
+        // into an aligned buffer in the rare case it is not.
+        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, Vec::new())
             .map_err(|e| Error::Encode(e.to_string()))
     }
 

@@ -34,11 +34,11 @@ mod error;
 mod future;
 mod local;
 mod mapreduce;
+pub mod matrix;
 mod object;
 mod progress;
 mod registry;
 mod runtime;
-pub mod matrix;
 pub mod scheduler;
 pub mod worker;
 

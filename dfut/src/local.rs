@@ -103,6 +103,17 @@ impl LocalWorker {
         })
     }
 
+    /// How the worker process ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match self {
+            LocalWorker::Process(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            LocalWorker::InProcess { .. } => None,
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         match self {
             LocalWorker::Process(c) => Some(c.id()),

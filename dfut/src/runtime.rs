@@ -188,11 +188,12 @@ impl Builder {
     /// let rt = dfut::Runtime::builder()
     ///     .in_process_workers(0)
     ///     .add_worker(WorkerOptions::default().hw_generation(2))
-    ///     .add_worker(WorkerOptions::default().gpu(true))
+    ///     .add_worker(WorkerOptions::default().hw_generation(3).max_concurrent(4))
     ///     .start()?;
-    /// let mut gpus: Vec<bool> = rt.client().workers().iter().map(|w| w.gpu).collect();
-    /// gpus.sort();
-    /// assert_eq!(gpus, [false, true]);
+    /// let mut gens: Vec<(u32, u32)> =
+    ///     rt.client().workers().iter().map(|w| (w.hw_generation, w.max_concurrent)).collect();
+    /// gens.sort();
+    /// assert_eq!(gens, [(2, 2), (3, 4)]);
     /// # Ok::<(), dfut::Error>(())
     /// ```
     pub fn add_worker(mut self, options: WorkerOptions) -> Self {
@@ -363,17 +364,35 @@ impl Builder {
             }
             options.len()
         };
-        let wait = runtime.client.wait_for_workers(wanted);
         let timeout = self.start_timeout;
-        runtime
-            .rt_ref()
-            .block_on(async { tokio::time::timeout(timeout, wait).await })
-            .map_err(|_| {
-                Error::Process(format!(
+        let started = std::time::Instant::now();
+        loop {
+            let wait = runtime.client.wait_for_workers(wanted);
+            let step = Duration::from_millis(50);
+            if runtime
+                .rt_ref()
+                .block_on(async { tokio::time::timeout(step, wait).await })
+                .is_ok()
+            {
+                break;
+            }
+            // A worker that exits before registering will never register.
+            if let Some(failure) = runtime
+                .lock_workers()
+                .iter_mut()
+                .find_map(LocalWorker::exited)
+            {
+                return Err(Error::Process(format!(
+                    "a worker exited before registering ({failure}); its error is on stderr"
+                )));
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::Process(format!(
                     "only {} of {wanted} workers registered within {timeout:?}",
                     runtime.client.workers().len()
-                ))
-            })?;
+                )));
+            }
+        }
         context::set_default_if_unset(&runtime.client);
         Ok(runtime)
     }

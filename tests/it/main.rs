@@ -4,6 +4,7 @@
 
 mod faults;
 mod mapreduce;
+mod matrix;
 mod objects;
 mod orphans;
 mod scheduling;

@@ -37,6 +37,9 @@ fn mixed_cluster() -> dfut::Runtime {
 
 #[test]
 fn gpu_tasks_only_ever_run_on_gpu_workers_under_every_policy() {
+    if dfut_tests::gpu_or_skip("gpu placement").is_none() {
+        return;
+    }
     let rt = mixed_cluster();
     let _g = rt.enter();
     let gpu_pids = pids_by_gpu(&rt, true);

@@ -148,3 +148,29 @@ pub fn slow_pid(ms: u64) -> u32 {
 pub fn sum_many(parts: dfut::Many<u64>) -> u64 {
     parts.iter().sum()
 }
+
+/// Multiplies on whatever backend the task gets; says which.
+#[dfut::remote(gpu)]
+pub fn gpu_matmul(
+    a: dfut::matrix::Matrix,
+    b: dfut::matrix::Matrix,
+) -> dfut::Result<(String, dfut::matrix::Matrix)> {
+    let backend = dfut::matrix::Backend::current();
+    Ok((backend.name(), backend.matmul(&a, &b)?))
+}
+
+/// The GPU context of this process, if one can be opened; a test that
+/// needs it skips without one, except where `DFUT_REQUIRE_GPU=1` (CI) makes
+/// a missing adapter a failure.
+pub fn gpu_or_skip(test: &str) -> Option<dfut::matrix::gpu::GpuContext> {
+    match dfut::matrix::gpu::GpuContext::new() {
+        Ok(ctx) => Some(ctx),
+        Err(e) if std::env::var("DFUT_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("{test}: DFUT_REQUIRE_GPU=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped, {e}");
+            None
+        }
+    }
+}

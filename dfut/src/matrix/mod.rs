@@ -14,8 +14,8 @@ mod tiled;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-pub use tiled::{DistMatrix, distributed_matmul};
 pub(crate) use tiled::link;
+pub use tiled::{DistMatrix, distributed_matmul};
 
 use crate::{Error, Result};
 

@@ -68,7 +68,11 @@ fn sum(parts: Many<Matrix>) -> crate::Result<Matrix> {
 
 /// Assembles result tiles, given row by row, into one matrix.
 #[crate::remote(retries = 2)]
-fn assemble(tiles: Many<Matrix>, row_heights: Vec<u32>, col_widths: Vec<u32>) -> crate::Result<Matrix> {
+fn assemble(
+    tiles: Many<Matrix>,
+    row_heights: Vec<u32>,
+    col_widths: Vec<u32>,
+) -> crate::Result<Matrix> {
     let rows: usize = row_heights.iter().map(|h| *h as usize).sum();
     let cols: usize = col_widths.iter().map(|w| *w as usize).sum();
     if tiles.len() != row_heights.len() * col_widths.len() {
@@ -133,7 +137,11 @@ pub fn distributed_matmul(a: &DistMatrix, b: &DistMatrix, tile: usize) -> Result
         });
     }
     let tile = tile.max(1);
-    let (mi, ki, nj) = (spans(a.rows, tile), spans(a.cols, tile), spans(b.cols, tile));
+    let (mi, ki, nj) = (
+        spans(a.rows, tile),
+        spans(a.cols, tile),
+        spans(b.cols, tile),
+    );
     let u = |x: usize| x as u32;
     let a_tiles: Vec<Vec<DistFuture<Matrix>>> = mi
         .iter()
@@ -158,7 +166,10 @@ pub fn distributed_matmul(a: &DistMatrix, b: &DistMatrix, tile: usize) -> Result
                 .map(|k| multiply(&a_tiles[i][k], &b_tiles[k][j]))
                 .collect();
             c_tiles.push(match partials.len() {
-                1 => partials.into_iter().next().unwrap_or_else(|| unreachable!("one partial")),
+                1 => partials
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| unreachable!("one partial")),
                 _ => sum(partials),
             });
         }

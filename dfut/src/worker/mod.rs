@@ -124,6 +124,9 @@ impl Shared {
 
 /// Starts a worker on the current runtime.
 pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -> Result<Worker> {
+    if config.gpu {
+        open_gpu()?;
+    }
     let scheduler: SocketAddr = config
         .scheduler
         .parse()
@@ -272,4 +275,27 @@ fn calibrate() -> f32 {
     };
     let best = (0..3).map(|_| run()).fold(f64::INFINITY, f64::min);
     (REFERENCE_NS / best.max(1.0)) as f32
+}
+
+/// Opens this worker's GPU once, for every GPU task; a worker asked to be a
+/// GPU worker without a usable GPU does not start.
+#[cfg(feature = "gpu")]
+fn open_gpu() -> Result<()> {
+    use crate::matrix::gpu::GpuContext;
+    if GpuContext::worker().is_none() {
+        let ctx = GpuContext::new()
+            .map_err(|e| Error::Gpu(format!("this worker was started with --gpu but {e}")))?;
+        tracing::info!(adapter = ctx.adapter_name(), "GPU ready");
+        GpuContext::install(std::sync::Arc::new(ctx));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn open_gpu() -> Result<()> {
+    Err(Error::Gpu(
+        "this worker was started with --gpu but the binary was built without \
+         dfut's `gpu` feature"
+            .into(),
+    ))
 }
