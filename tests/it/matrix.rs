@@ -189,3 +189,18 @@ fn a_gpu_matrix_task_without_gpu_workers_has_no_eligible_worker() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_gpu_worker_without_a_usable_adapter_fails_at_start() {
+    // Point the Vulkan loader at no driver at all.
+    let started = dfut::Runtime::builder()
+        .worker_program(WORKER)
+        .add_worker(WorkerOptions::default().gpu(true))
+        .worker_env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .worker_env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .start();
+    match started {
+        Err(Error::Process(m)) => assert!(m.contains("exited before registering"), "{m}"),
+        other => panic!("expected the GPU worker to fail at start, got {other:?}"),
+    }
+}

@@ -208,6 +208,28 @@ impl GpuContext {
         WORKER_GPU.get().cloned()
     }
 
+    /// The GPU of the `#[remote(gpu)]` task running on this thread: the
+    /// device, queue and compiled pipelines its worker opened at start. For
+    /// shaders of your own; `Matrix` operations use it by themselves.
+    ///
+    /// ```
+    /// // Outside a GPU task there is none.
+    /// assert!(dfut::matrix::gpu::GpuContext::current().is_none());
+    /// ```
+    pub fn current() -> Option<Arc<GpuContext>> {
+        crate::context::in_gpu_task().then(Self::worker).flatten()
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
     fn storage(&self, data: &[f32]) -> wgpu::Buffer {
         // An empty binding is not allowed: keep at least one element.
         let data = if data.is_empty() { &[0.0][..] } else { data };

@@ -235,9 +235,7 @@ impl Backend {
     /// ```
     pub fn current() -> Backend {
         #[cfg(feature = "gpu")]
-        if crate::context::in_gpu_task()
-            && let Some(ctx) = gpu::GpuContext::worker()
-        {
+        if let Some(ctx) = gpu::GpuContext::current() {
             return Backend::Gpu(ctx);
         }
         Backend::Cpu
