@@ -218,7 +218,15 @@ fn main() -> dfut::Result<()> {
     if std::env::var_os("DFUT_ROLE").is_some() {
         dfut::init()?; // a worker: serves and never returns
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let gpu = match dfut::matrix::gpu::GpuContext::new() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("no GPU worker ({e}); running without GPU tasks");
+            args.gpu = 0;
+            false
+        }
+    };
     let cpu = |generation| {
         WorkerOptions::default()
             .max_concurrent(1)
@@ -227,7 +235,7 @@ fn main() -> dfut::Result<()> {
     let mut builder = dfut::Runtime::builder()
         .add_worker(cpu(1))
         .add_worker(cpu(2))
-        .add_worker(cpu(2).gpu(true))
+        .add_worker(cpu(2).gpu(gpu))
         .add_worker(cpu(1).add_delay(20, 42))
         .window_per_slot(args.window);
     if args.speculate {

@@ -54,9 +54,14 @@ where
     fn encode(&self) -> Result<Vec<u8>> {
         // Serialized straight into a `Vec`: no second copy. Its start is
         // aligned in practice (the allocator aligns to 16); `decode` copies
-        // into an aligned buffer in the rare case it is not.
-        rkyv::api::high::to_bytes_in::<_, BoxedError>(self, Vec::new())
-            .map_err(|e| Error::Encode(e.to_string()))
+        // into an aligned buffer in the rare case it is not. Large values
+        // start from the last size of their type: growing a multi-megabyte
+        // buffer by doubling costs ten times the serialization itself.
+        let hint = size_hint::<T>();
+        let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(self, Vec::with_capacity(hint))
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        remember_size::<T>(bytes.len());
+        Ok(bytes)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
@@ -70,6 +75,33 @@ where
             aligned.extend_from_slice(bytes);
             decode(&aligned)
         }
+    }
+}
+
+/// Encodings at least this large remember their size for the next one.
+const HINT_FROM: usize = 64 * 1024;
+
+thread_local! {
+    static SIZE_HINTS: std::cell::RefCell<std::collections::HashMap<std::any::TypeId, usize>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn size_hint<T: 'static>() -> usize {
+    SIZE_HINTS.with(|h| {
+        h.borrow()
+            .get(&std::any::TypeId::of::<T>())
+            .copied()
+            .unwrap_or(0)
+    })
+}
+
+fn remember_size<T: 'static>(len: usize) {
+    if len >= HINT_FROM {
+        SIZE_HINTS.with(|h| {
+            // A little headroom for values of the same type a bit larger.
+            h.borrow_mut()
+                .insert(std::any::TypeId::of::<T>(), len + len / 16);
+        });
     }
 }
 
