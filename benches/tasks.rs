@@ -1,11 +1,13 @@
 //! Criterion benches of fine-grained tasks on a local cluster of 2 worker
 //! processes: W1 (no-op throughput), W2 (round-trip latency) and W3
-//! (dependency chain), and W5 (map-reduce word count over 64 MiB), as
-//! DESIGN.md defines them.
+//! (dependency chain), W4 (32 small matrix products, next to faer called
+//! directly) and W5 (map-reduce word count over 64 MiB), as DESIGN.md
+//! defines them.
 
 #![allow(clippy::unwrap_used)] // a failed bench run should stop loudly
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dfut_benches::matmul::{direct_small, w4_product};
 use dfut_benches::wordcount::{SYNTHETIC_SEED, count_synthetic, merge_counts};
 use dfut_benches::{noop, w1, w3};
 
@@ -41,6 +43,18 @@ fn tasks(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1_000));
     g.sample_size(20);
     g.bench_function("chain_1000", |b| b.iter(|| w3(1_000).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("w4_matmul_256x32");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("dfut_cpu_workers", |b| {
+        b.iter(|| {
+            let fs: Vec<_> = (0..32u64).map(|s| w4_product(s, 256)).collect();
+            fs.iter().map(|f| f.get().unwrap()).sum::<f64>()
+        })
+    });
+    g.bench_function("direct_faer", |b| b.iter(|| direct_small(32, 256, 2)));
     g.finish();
 
     let mut g = c.benchmark_group("w5_wordcount");
