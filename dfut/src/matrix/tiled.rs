@@ -162,15 +162,13 @@ pub fn distributed_matmul(a: &DistMatrix, b: &DistMatrix, tile: usize) -> Result
     let mut c_tiles = Vec::with_capacity(mi.len() * nj.len());
     for (i, _) in mi.iter().enumerate() {
         for (j, _) in nj.iter().enumerate() {
-            let partials: Vec<DistFuture<Matrix>> = (0..ki.len())
+            let mut partials: Vec<DistFuture<Matrix>> = (0..ki.len())
                 .map(|k| multiply(&a_tiles[i][k], &b_tiles[k][j]))
                 .collect();
-            c_tiles.push(match partials.len() {
-                1 => partials
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| unreachable!("one partial")),
-                _ => sum(partials),
+            c_tiles.push(if partials.len() == 1 {
+                partials.swap_remove(0)
+            } else {
+                sum(partials)
             });
         }
     }
