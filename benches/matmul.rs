@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use dfut::Archived;
 use dfut::matrix::{Backend, Matrix};
 
 /// Flops of an `n x n` product.
@@ -45,16 +46,17 @@ pub fn w4_random_gpu(n: u32) -> (Matrix, Matrix) {
     (Matrix::random(n, n, 1), Matrix::random(n, n, 2))
 }
 
-/// The product of a pair of matrices, kept on the worker.
+/// The product of a pair of matrices, read in place from the worker's
+/// store; the product stays on the worker.
 #[dfut::remote]
-pub fn w4_multiply(pair: (Matrix, Matrix)) -> dfut::Result<Matrix> {
-    pair.0.matmul(&pair.1)
+pub fn w4_multiply(pair: Archived<(Matrix, Matrix)>) -> dfut::Result<Matrix> {
+    Backend::current().matmul(&pair.0, &pair.1)
 }
 
 /// The product of a pair of matrices on a GPU worker, kept there.
 #[dfut::remote(gpu)]
-pub fn w4_multiply_gpu(pair: (Matrix, Matrix)) -> dfut::Result<Matrix> {
-    pair.0.matmul(&pair.1)
+pub fn w4_multiply_gpu(pair: Archived<(Matrix, Matrix)>) -> dfut::Result<Matrix> {
+    Backend::current().matmul(&pair.0, &pair.1)
 }
 
 /// Runs `count` small products directly on `threads` threads of this

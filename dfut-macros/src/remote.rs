@@ -215,9 +215,14 @@ fn owned_type_error(ty: &Type, what: &str) -> Option<syn::Error> {
 /// `T` for a parameter type spelled `Many<T>` (any path ending in `Many`,
 /// such as `dfut::Many<T>`): such parameters take a list.
 fn many_inner(ty: &Type) -> Option<&Type> {
+    wrapper_inner(ty, "Many")
+}
+
+/// `T` for a type spelled `<wrapper><T>` (any path ending in `wrapper`).
+fn wrapper_inner<'t>(ty: &'t Type, wrapper: &str) -> Option<&'t Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if last.ident != "Many" {
+    if last.ident != wrapper {
         return None;
     }
     let PathArguments::AngleBracketed(args) = &last.arguments else {
@@ -283,7 +288,9 @@ fn generate(r: &Remote) -> TokenStream {
     );
 
     let checks = arg_types.iter().map(|ty| {
-        let checked = many_inner(ty).unwrap_or(ty);
+        let checked = many_inner(ty)
+            .or_else(|| wrapper_inner(ty, "Archived"))
+            .unwrap_or(ty);
         quote_spanned! {ty.span()=> #krate::__private::assert_data::<#checked>(); }
     });
     let output_check = {
@@ -304,9 +311,14 @@ fn generate(r: &Remote) -> TokenStream {
     } else {
         quote! { #krate::__private::ret::<#output>(&#call) }
     };
-    let decoders = arg_types.iter().map(|ty| match many_inner(ty) {
-        Some(inner) => quote! { #krate::__private::arg_many::<#inner> },
-        None => quote! { #krate::__private::arg::<#ty> },
+    let decoders = arg_types.iter().map(|ty| {
+        if let Some(inner) = many_inner(ty) {
+            quote! { #krate::__private::arg_many::<#inner> }
+        } else if let Some(inner) = wrapper_inner(ty, "Archived") {
+            quote! { #krate::__private::arg_archived::<#inner> }
+        } else {
+            quote! { #krate::__private::arg::<#ty> }
+        }
     });
     let decode = quote! {
         #(let #decoded: #arg_types = #decoders(&__dfut_args, #indices)?;)*

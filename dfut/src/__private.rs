@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 pub use inventory;
 
+use crate::archived::Archived;
 use crate::arg::Many;
 pub use crate::arg::RawArg;
 pub use crate::client::FnSpec;
@@ -38,6 +39,24 @@ fn decode_error(index: usize, message: impl std::fmt::Display) -> Failure {
 pub fn arg<T: Data>(args: &Args, index: usize) -> std::result::Result<T, Failure> {
     match args.get(index) {
         Some(ArgBytes::One(bytes)) => T::decode(bytes).map_err(|e| decode_error(index, e)),
+        Some(ArgBytes::Many(_)) => Err(decode_error(index, "a list where one value was expected")),
+        None => Err(decode_error(index, "missing")),
+    }
+}
+
+/// Decodes argument `index` of a call, an `Archived<T>` read in place.
+pub fn arg_archived<T>(args: &Args, index: usize) -> std::result::Result<Archived<T>, Failure>
+where
+    T: rkyv::Archive,
+    T::Archived: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+        >,
+{
+    match args.get(index) {
+        Some(ArgBytes::One(bytes)) => {
+            Archived::new(bytes.clone()).map_err(|e| decode_error(index, e))
+        }
         Some(ArgBytes::Many(_)) => Err(decode_error(index, "a list where one value was expected")),
         None => Err(decode_error(index, "missing")),
     }

@@ -58,7 +58,7 @@ impl<T: Data> IntoArg<T> for &DistFuture<T> {
 
 impl IntoArg<String> for &str {
     fn into_arg(self) -> Result<RawArg> {
-        self.to_owned().into_arg()
+        IntoArg::<String>::into_arg(self.to_owned())
     }
 }
 
@@ -153,5 +153,23 @@ impl<T: Data> IntoArg<Many<T>> for Vec<T> {
 impl<T: Data> IntoArg<Many<T>> for Many<T> {
     fn into_arg(self) -> Result<RawArg> {
         values(&self.0)
+    }
+}
+
+impl<T: Data> IntoArg<crate::Archived<T>> for T {
+    fn into_arg(self) -> Result<RawArg> {
+        IntoArg::<T>::into_arg(self)
+    }
+}
+
+impl<T: Data> IntoArg<crate::Archived<T>> for DistFuture<T> {
+    fn into_arg(self) -> Result<RawArg> {
+        IntoArg::<T>::into_arg(self)
+    }
+}
+
+impl<T: Data> IntoArg<crate::Archived<T>> for &DistFuture<T> {
+    fn into_arg(self) -> Result<RawArg> {
+        IntoArg::<T>::into_arg(self)
     }
 }

@@ -25,6 +25,7 @@
 // Lets `#[dfut::remote]` functions inside this crate name it `::dfut`.
 extern crate self as dfut;
 
+mod archived;
 mod arg;
 mod client;
 mod combinators;
@@ -45,6 +46,7 @@ pub mod worker;
 #[doc(hidden)]
 pub mod __private;
 
+pub use archived::Archived;
 pub use arg::{IntoArg, Many};
 pub use client::{Client, ClientStats, Speculation};
 pub use combinators::{

@@ -2,12 +2,12 @@
 
 use faer::{Accum, MatMut, MatRef, Par};
 
-use super::{Elementwise, Matrix};
+use super::{Elementwise, Matrix, MatrixRef};
 
 /// Products of at least this many multiply-adds use every core.
 const PARALLEL_FROM: usize = 192 * 192 * 192;
 
-pub(super) fn matmul(a: &Matrix, b: &Matrix) -> Matrix {
+pub(super) fn matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Matrix {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     let mut out = vec![0f32; m * n];
     if m > 0 && n > 0 {
@@ -28,7 +28,7 @@ pub(super) fn matmul(a: &Matrix, b: &Matrix) -> Matrix {
     }
 }
 
-pub(super) fn elementwise(a: &Matrix, b: &Matrix, kind: Elementwise) -> Matrix {
+pub(super) fn elementwise(a: &MatrixRef<'_>, b: &MatrixRef<'_>, kind: Elementwise) -> Matrix {
     let f = match kind {
         Elementwise::Add => |x: f32, y: f32| x + y,
         Elementwise::Sub => |x: f32, y: f32| x - y,
@@ -37,11 +37,11 @@ pub(super) fn elementwise(a: &Matrix, b: &Matrix, kind: Elementwise) -> Matrix {
     Matrix {
         rows: a.rows,
         cols: a.cols,
-        data: a.data.iter().zip(&b.data).map(|(x, y)| f(*x, *y)).collect(),
+        data: a.data.iter().zip(b.data).map(|(x, y)| f(*x, *y)).collect(),
     }
 }
 
-pub(super) fn scale(a: &Matrix, factor: f32) -> Matrix {
+pub(super) fn scale(a: &MatrixRef<'_>, factor: f32) -> Matrix {
     Matrix {
         rows: a.rows,
         cols: a.cols,
@@ -49,6 +49,6 @@ pub(super) fn scale(a: &Matrix, factor: f32) -> Matrix {
     }
 }
 
-pub(super) fn transpose(a: &Matrix) -> Matrix {
+pub(super) fn transpose(a: &MatrixRef<'_>) -> Matrix {
     Matrix::from_fn(a.cols(), a.rows(), |r, c| a.data[c * a.cols() + r])
 }

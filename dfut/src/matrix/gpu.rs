@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use wgpu::util::DeviceExt;
 
-use super::{Elementwise, Matrix};
+use super::{Elementwise, Matrix, MatrixRef};
 use crate::{Error, Result};
 
 /// Side of the square tile each workgroup of the product computes, held
@@ -343,7 +343,7 @@ impl GpuContext {
     }
 
     /// `a * b` with the tiled shader.
-    pub(crate) fn matmul(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    pub(crate) fn matmul(&self, a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Result<Matrix> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let groups = (n.div_ceil(TILE), m.div_ceil(TILE));
         if groups.0 > MAX_GROUPS || groups.1 > MAX_GROUPS {
@@ -353,8 +353,8 @@ impl GpuContext {
         }
         let data = self.run(
             &self.matmul,
-            &a.data,
-            &b.data,
+            a.data,
+            b.data,
             (m * n) as usize,
             [m, k, n, 0],
             groups,
@@ -362,14 +362,14 @@ impl GpuContext {
         Matrix::new(m as usize, n as usize, data)
     }
 
-    fn linear(&self, a: &Matrix, b: &Matrix, op: u32, factor: f32) -> Result<Matrix> {
+    fn linear(&self, a: &MatrixRef<'_>, b: &MatrixRef<'_>, op: u32, factor: f32) -> Result<Matrix> {
         let len = a.data.len() as u32;
         let groups = len.div_ceil(LINEAR).max(1);
         let grid = (groups.min(MAX_GROUPS), groups.div_ceil(MAX_GROUPS));
         let data = self.run(
             &self.elementwise,
-            &a.data,
-            &b.data,
+            a.data,
+            b.data,
             a.data.len(),
             [len, op, factor.to_bits(), 0],
             grid,
@@ -378,7 +378,12 @@ impl GpuContext {
     }
 
     /// `a (op) b` element-wise.
-    pub(crate) fn elementwise(&self, a: &Matrix, b: &Matrix, kind: Elementwise) -> Result<Matrix> {
+    pub(crate) fn elementwise(
+        &self,
+        a: &MatrixRef<'_>,
+        b: &MatrixRef<'_>,
+        kind: Elementwise,
+    ) -> Result<Matrix> {
         let op = match kind {
             Elementwise::Add => 0,
             Elementwise::Sub => 1,
@@ -388,17 +393,17 @@ impl GpuContext {
     }
 
     /// `factor * a`.
-    pub(crate) fn scale(&self, a: &Matrix, factor: f32) -> Result<Matrix> {
+    pub(crate) fn scale(&self, a: &MatrixRef<'_>, factor: f32) -> Result<Matrix> {
         self.linear(a, a, 3, factor)
     }
 
     /// The transpose of `a`.
-    pub(crate) fn transpose(&self, a: &Matrix) -> Result<Matrix> {
+    pub(crate) fn transpose(&self, a: &MatrixRef<'_>) -> Result<Matrix> {
         let groups = (a.cols.div_ceil(TILE), a.rows.div_ceil(TILE));
         let data = self.run(
             &self.transpose,
-            &a.data,
-            &a.data,
+            a.data,
+            a.data,
             a.data.len(),
             [a.rows, a.cols, 0, 0],
             groups,

@@ -132,7 +132,7 @@ impl Matrix {
 
     /// Largest absolute difference to `other`, element by element.
     pub fn max_abs_diff(&self, other: &Matrix) -> Result<f32> {
-        check_same("compare", self, other)?;
+        check_same("compare", &self.view(), &other.view())?;
         Ok(self
             .data
             .iter()
@@ -143,16 +143,7 @@ impl Matrix {
 
     /// The sub-matrix of `rows x cols` starting at `(r0, c0)`.
     pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Result<Matrix> {
-        if r0 + rows > self.rows() || c0 + cols > self.cols() {
-            return Err(Error::Shape {
-                op: "block".into(),
-                left: self.shape(),
-                right: (r0 + rows, c0 + cols),
-            });
-        }
-        Ok(Matrix::from_fn(rows, cols, |r, c| {
-            self.data[(r0 + r) * self.cols() + c0 + c]
-        }))
+        self.view().block(r0, c0, rows, cols)
     }
 
     /// `self * rhs`, on the current backend.
@@ -186,7 +177,149 @@ impl Matrix {
     }
 }
 
-fn check_same(op: &str, a: &Matrix, b: &Matrix) -> Result<()> {
+// Archived `f32`s are read in place as `f32`s (see `ArchivedMatrix::view`).
+#[cfg(not(target_endian = "little"))]
+compile_error!("dfut's matrices are read in place and need a little-endian target");
+
+/// A borrowed matrix: a shape and row-major elements, from a [`Matrix`] or,
+/// without a copy, from an archived one ([`crate::Archived<Matrix>`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixRef<'a> {
+    rows: u32,
+    cols: u32,
+    data: &'a [f32],
+}
+
+impl<'a> MatrixRef<'a> {
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows as usize
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols as usize
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows(), self.cols())
+    }
+
+    /// The elements, row by row.
+    pub fn as_slice(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// The sub-matrix of `rows x cols` starting at `(r0, c0)`, copied out.
+    pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Result<Matrix> {
+        if r0 + rows > self.rows() || c0 + cols > self.cols() {
+            return Err(Error::Shape {
+                op: "cut a block from".into(),
+                left: self.shape(),
+                right: (r0 + rows, c0 + cols),
+            });
+        }
+        let mut data = Vec::with_capacity(rows * cols);
+        for r in r0..r0 + rows {
+            let start = r * self.cols() + c0;
+            data.extend_from_slice(&self.data[start..start + cols]);
+        }
+        Matrix::new(rows, cols, data)
+    }
+
+    /// An owned copy.
+    pub fn to_matrix(&self) -> Matrix {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+/// Anything that can be seen as a [`MatrixRef`]: `Matrix`, `MatrixRef`,
+/// and the archived `Matrix` a `dfut::Archived<Matrix>` parameter holds.
+pub trait AsMatrixRef {
+    /// The borrowed view.
+    fn as_matrix_ref(&self) -> MatrixRef<'_>;
+}
+
+impl AsMatrixRef for Matrix {
+    fn as_matrix_ref(&self) -> MatrixRef<'_> {
+        MatrixRef {
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data,
+        }
+    }
+}
+
+impl AsMatrixRef for MatrixRef<'_> {
+    fn as_matrix_ref(&self) -> MatrixRef<'_> {
+        *self
+    }
+}
+
+impl AsMatrixRef for ArchivedMatrix {
+    fn as_matrix_ref(&self) -> MatrixRef<'_> {
+        self.view()
+    }
+}
+
+impl<T: AsMatrixRef + ?Sized> AsMatrixRef for &T {
+    fn as_matrix_ref(&self) -> MatrixRef<'_> {
+        (**self).as_matrix_ref()
+    }
+}
+
+impl ArchivedMatrix {
+    /// The archived matrix as a [`MatrixRef`], read in place.
+    ///
+    /// ```
+    /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// # let _guard = rt.enter();
+    /// use dfut::Archived;
+    /// use dfut::matrix::Matrix;
+    ///
+    /// #[dfut::remote]
+    /// fn trace(m: Archived<Matrix>) -> f32 {
+    ///     let v = m.view();                      // no copy of the elements
+    ///     (0..v.rows().min(v.cols())).map(|i| v.as_slice()[i * v.cols() + i]).sum()
+    /// }
+    ///
+    /// let m = Matrix::from_fn(3, 3, |r, c| if r == c { 2.0 } else { 9.0 });
+    /// assert_eq!(trace(m).get()?, 6.0);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn view(&self) -> MatrixRef<'_> {
+        let data = self.data.as_slice();
+        // SAFETY: `f32_le` is a transparent wrapper of the four bytes of an
+        // `f32` in little-endian order, with the alignment of `f32` or less
+        // (checked below at compile time), and this target is little-endian
+        // (the `compile_error!` above), so its bytes are those of an `f32`.
+        let data = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<f32>(), data.len()) };
+        MatrixRef {
+            rows: self.rows.to_native(),
+            cols: self.cols.to_native(),
+            data,
+        }
+    }
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<rkyv::rend::f32_le>() == std::mem::size_of::<f32>());
+    assert!(std::mem::align_of::<rkyv::rend::f32_le>() <= std::mem::align_of::<f32>());
+};
+
+impl Matrix {
+    /// This matrix as a [`MatrixRef`].
+    pub fn view(&self) -> MatrixRef<'_> {
+        self.as_matrix_ref()
+    }
+}
+
+fn check_same(op: &str, a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Result<()> {
     if a.shape() == b.shape() {
         Ok(())
     } else {
@@ -198,7 +331,7 @@ fn check_same(op: &str, a: &Matrix, b: &Matrix) -> Result<()> {
     }
 }
 
-fn check_matmul(a: &Matrix, b: &Matrix) -> Result<()> {
+fn check_matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Result<()> {
     if a.cols() == b.rows() {
         Ok(())
     } else {
@@ -251,54 +384,64 @@ impl Backend {
     }
 
     /// `a * b`.
-    pub fn matmul(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
-        check_matmul(a, b)?;
+    pub fn matmul(&self, a: &impl AsMatrixRef, b: &impl AsMatrixRef) -> Result<Matrix> {
+        let (a, b) = (a.as_matrix_ref(), b.as_matrix_ref());
+        check_matmul(&a, &b)?;
         match self {
-            Backend::Cpu => Ok(cpu::matmul(a, b)),
+            Backend::Cpu => Ok(cpu::matmul(&a, &b)),
             #[cfg(feature = "gpu")]
-            Backend::Gpu(ctx) => ctx.matmul(a, b),
+            Backend::Gpu(ctx) => ctx.matmul(&a, &b),
         }
     }
 
     /// `a + b`.
-    pub fn add(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    pub fn add(&self, a: &impl AsMatrixRef, b: &impl AsMatrixRef) -> Result<Matrix> {
         self.elementwise("add", a, b, Elementwise::Add)
     }
 
     /// `a - b`.
-    pub fn sub(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    pub fn sub(&self, a: &impl AsMatrixRef, b: &impl AsMatrixRef) -> Result<Matrix> {
         self.elementwise("subtract", a, b, Elementwise::Sub)
     }
 
     /// `a * b` element-wise.
-    pub fn hadamard(&self, a: &Matrix, b: &Matrix) -> Result<Matrix> {
+    pub fn hadamard(&self, a: &impl AsMatrixRef, b: &impl AsMatrixRef) -> Result<Matrix> {
         self.elementwise("element-wise multiply", a, b, Elementwise::Mul)
     }
 
-    fn elementwise(&self, op: &str, a: &Matrix, b: &Matrix, kind: Elementwise) -> Result<Matrix> {
-        check_same(op, a, b)?;
+    fn elementwise(
+        &self,
+        op: &str,
+        a: &impl AsMatrixRef,
+        b: &impl AsMatrixRef,
+        kind: Elementwise,
+    ) -> Result<Matrix> {
+        let (a, b) = (a.as_matrix_ref(), b.as_matrix_ref());
+        check_same(op, &a, &b)?;
         match self {
-            Backend::Cpu => Ok(cpu::elementwise(a, b, kind)),
+            Backend::Cpu => Ok(cpu::elementwise(&a, &b, kind)),
             #[cfg(feature = "gpu")]
-            Backend::Gpu(ctx) => ctx.elementwise(a, b, kind),
+            Backend::Gpu(ctx) => ctx.elementwise(&a, &b, kind),
         }
     }
 
     /// `factor * a`.
-    pub fn scale(&self, a: &Matrix, factor: f32) -> Result<Matrix> {
+    pub fn scale(&self, a: &impl AsMatrixRef, factor: f32) -> Result<Matrix> {
+        let a = a.as_matrix_ref();
         match self {
-            Backend::Cpu => Ok(cpu::scale(a, factor)),
+            Backend::Cpu => Ok(cpu::scale(&a, factor)),
             #[cfg(feature = "gpu")]
-            Backend::Gpu(ctx) => ctx.scale(a, factor),
+            Backend::Gpu(ctx) => ctx.scale(&a, factor),
         }
     }
 
     /// The transpose of `a`.
-    pub fn transpose(&self, a: &Matrix) -> Result<Matrix> {
+    pub fn transpose(&self, a: &impl AsMatrixRef) -> Result<Matrix> {
+        let a = a.as_matrix_ref();
         match self {
-            Backend::Cpu => Ok(cpu::transpose(a)),
+            Backend::Cpu => Ok(cpu::transpose(&a)),
             #[cfg(feature = "gpu")]
-            Backend::Gpu(ctx) => ctx.transpose(a),
+            Backend::Gpu(ctx) => ctx.transpose(&a),
         }
     }
 }

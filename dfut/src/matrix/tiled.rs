@@ -6,8 +6,9 @@
 //! products of a result tile are summed by a task, and one task assembles
 //! the result. Tiles travel worker to worker; the driver holds futures only.
 
+use crate::Archived;
 use crate::future::DistFuture;
-use crate::matrix::Matrix;
+use crate::matrix::{Backend, Matrix};
 use crate::{Error, Many, Result};
 
 /// A matrix held by a worker, with its shape known to the owner.
@@ -44,16 +45,17 @@ fn keep(m: Matrix) -> Matrix {
     m
 }
 
-/// The `rows x cols` block of `m` at `(r0, c0)`.
+/// The `rows x cols` block of `m` at `(r0, c0)`, read in place.
 #[crate::remote(retries = 2)]
-fn cut(m: Matrix, r0: u32, c0: u32, rows: u32, cols: u32) -> crate::Result<Matrix> {
-    m.block(r0 as usize, c0 as usize, rows as usize, cols as usize)
+fn cut(m: Archived<Matrix>, r0: u32, c0: u32, rows: u32, cols: u32) -> crate::Result<Matrix> {
+    m.view()
+        .block(r0 as usize, c0 as usize, rows as usize, cols as usize)
 }
 
-/// The product of two tiles.
+/// The product of two tiles, read in place.
 #[crate::remote(retries = 2)]
-fn multiply(a: Matrix, b: Matrix) -> crate::Result<Matrix> {
-    a.matmul(&b)
+fn multiply(a: Archived<Matrix>, b: Archived<Matrix>) -> crate::Result<Matrix> {
+    Backend::current().matmul(&*a, &*b)
 }
 
 /// The sum of partial products.

@@ -36,6 +36,11 @@ fn reduce(parts: dfut::Many<u64>, scale: u64) -> u64 {
 }
 
 #[dfut::remote]
+fn in_place(values: dfut::Archived<Vec<u32>>, matrix: dfut::Archived<dfut::matrix::Matrix>) -> usize {
+    values.len() + matrix.view().rows()
+}
+
+#[dfut::remote]
 async fn asynchronous(v: Vec<String>) -> usize {
     v.len()
 }
@@ -61,6 +66,7 @@ fn main() {
     let parts: Vec<dfut::DistFuture<u64>> = Vec::new();
     let _: dfut::DistFuture<u64> = reduce(parts, 1);
     let _: dfut::DistFuture<u64> = reduce(vec![1u64, 2], 1);
+    let _: dfut::DistFuture<usize> = in_place(vec![1u32], dfut::matrix::Matrix::zeros(2, 2));
     // Without a runtime, calls fail cleanly instead of panicking.
     assert_eq!(with_patterns(1, (2, 3)).get(), Err(dfut::Error::NoRuntime));
     let names = dfut::registered_functions();
