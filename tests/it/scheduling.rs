@@ -10,14 +10,17 @@ use dfut_tests::*;
 
 use crate::util::{LIMIT, WORKER, eventually};
 
+/// The scheduler's status of the cluster, as `dfut status` shows it.
+fn status(rt: &dfut::Runtime) -> dfut::scheduler::ClusterStatus {
+    rt.block_on(dfut::scheduler::query_status(
+        rt.scheduler_addr(),
+        rt.credential(),
+    ))
+    .unwrap()
+}
+
 fn pids_by_gpu(rt: &dfut::Runtime, gpu: bool) -> HashSet<u32> {
-    let status = rt
-        .block_on(dfut::scheduler::query_status(
-            rt.scheduler_addr(),
-            rt.credential(),
-        ))
-        .unwrap();
-    status
+    status(rt)
         .workers
         .iter()
         .filter(|w| w.info.gpu == gpu)
@@ -122,13 +125,7 @@ fn a_worker_that_misses_heartbeats_is_suspect_and_not_chosen() {
     };
     signal("-STOP");
     let suspect = eventually(LIMIT, || {
-        let status = rt
-            .block_on(dfut::scheduler::query_status(
-                rt.scheduler_addr(),
-                rt.credential(),
-            ))
-            .unwrap();
-        status
+        status(&rt)
             .workers
             .iter()
             .any(|w| w.info.pid == paused && w.suspect)

@@ -97,17 +97,17 @@ impl Matrix {
 
     /// Rows.
     pub fn rows(&self) -> usize {
-        self.rows as usize
+        self.view().rows()
     }
 
     /// Columns.
     pub fn cols(&self) -> usize {
-        self.cols as usize
+        self.view().cols()
     }
 
     /// `(rows, cols)`.
     pub fn shape(&self) -> (usize, usize) {
-        (self.rows(), self.cols())
+        self.view().shape()
     }
 
     /// The elements, row by row.
