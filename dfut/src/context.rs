@@ -162,3 +162,34 @@ pub(crate) fn as_gpu_task<R>(gpu: bool, f: impl FnOnce() -> R) -> R {
     GPU_TASK.with(|g| g.set(previous));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gpu_task_mark_is_scoped() {
+        assert!(!in_gpu_task());
+        let inside = as_gpu_task(true, || (in_gpu_task(), as_gpu_task(false, in_gpu_task)));
+        assert_eq!(inside, (true, false));
+        assert!(!in_gpu_task());
+    }
+
+    #[test]
+    fn a_blocked_task_gives_its_slot_back_and_takes_one_again() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = rt.block_on(slots.clone().acquire_owned()).unwrap();
+        with_task_permit(permit, slots.clone(), || {
+            assert_eq!(slots.available_permits(), 0);
+            let free_while_blocked = without_task_slot(rt.handle(), || slots.available_permits());
+            assert_eq!(free_while_blocked, 1, "the slot was given back");
+            assert_eq!(slots.available_permits(), 0, "and taken again");
+        });
+        assert_eq!(slots.available_permits(), 1, "released when the task ends");
+        // Outside a task, nothing to give back.
+        assert_eq!(without_task_slot(rt.handle(), || 7), 7);
+    }
+}

@@ -128,3 +128,34 @@ pub fn registered_functions() -> Vec<&'static str> {
     names.sort_unstable();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_are_not_found() {
+        assert!(lookup("no::such::function").is_none());
+    }
+
+    #[test]
+    fn run_times_are_an_exponentially_weighted_mean() {
+        static F: RemoteFn = RemoteFn {
+            name: "t::f",
+            invoke: Invoke::Sync(|_| Ok(Vec::new())),
+            gpu: false,
+        };
+        let e = Entry {
+            function: &F,
+            mean_ns: AtomicU64::new(0),
+        };
+        assert_eq!(e.mean(), None);
+        e.record(Duration::from_micros(80));
+        assert_eq!(e.mean(), Some(Duration::from_micros(80)));
+        for _ in 0..50 {
+            e.record(Duration::from_micros(8));
+        }
+        let mean = e.mean().unwrap();
+        assert!(mean < Duration::from_micros(9), "{mean:?}");
+    }
+}
