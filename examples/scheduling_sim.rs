@@ -179,6 +179,7 @@ impl Sim<'_> {
                     },
                     holder: addr(h),
                     bytes: Some(ARG_BYTES),
+                    readers: 0,
                 }];
                 &arg
             }

@@ -98,6 +98,8 @@ pub(crate) struct ObjectCell {
     pub function: &'static str,
     /// Encoded size in bytes once finished; 0 while unknown.
     size: AtomicU64,
+    /// Tasks sent that read this object.
+    pub readers: std::sync::atomic::AtomicU32,
     /// Set when the phase becomes final, for lock-free polling.
     settled_flag: std::sync::atomic::AtomicBool,
     state: Mutex<CellState>,
@@ -116,6 +118,7 @@ impl ObjectCell {
             function,
             size: AtomicU64::new(0),
             settled_flag: std::sync::atomic::AtomicBool::new(false),
+            readers: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(CellState {
                 phase,
                 task,

@@ -397,6 +397,21 @@ impl Client {
                     let mut st = cell.lock();
                     st.dispatched = std::time::Instant::now();
                     st.backup = None;
+                    for dep in st.task.iter().flat_map(|t| t.args.iter()) {
+                        match dep {
+                            ArgSource::Future(d) => {
+                                d.cell.readers.fetch_add(1, Ordering::Relaxed);
+                            }
+                            ArgSource::List(items) => {
+                                for i in items {
+                                    if let ArgSource::Future(d) = i {
+                                        d.cell.readers.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            ArgSource::Value(_) => {}
+                        }
+                    }
                 }
                 cell.set(Phase::Pending(addr));
                 self.send(addr, Message::Submit(vec![spec]));
@@ -909,6 +924,7 @@ fn wire_one(
                     id: dep.cell.id,
                     holder: h,
                     bytes: dep.cell.size(),
+                    readers: dep.cell.readers.load(Ordering::Relaxed),
                 });
                 Ok(Wired::Ref {
                     id: dep.cell.id,

@@ -209,6 +209,7 @@ mod tests {
             id: ObjectId { owner: 1, seq: 1 },
             holder: v.workers[0].addr,
             bytes: Some(1 << 20),
+            readers: 0,
         }];
         assert!(matches!(v.place(&needs(&arg), false), Placement::Full));
         v.workers[0].inflight = 1;

@@ -355,7 +355,17 @@ impl Scheduler for Locality {
         let holder = eligible_indices(task, workers)
             .filter(|&i| held[i] > 0)
             .max_by_key(|&i| held[i]);
+        // The first reader of a value still being computed follows it
+        // whatever the load: the holder's queue is mostly the chain it
+        // belongs to, which cannot run in parallel anyway, and moving would
+        // cost a transfer per link. Later readers (a fan-out) spread.
+        let chained = holder.is_some_and(|h| {
+            task.args
+                .iter()
+                .any(|a| a.holder == workers[h].addr && a.bytes.is_none() && a.readers == 0)
+        });
         match holder {
+            Some(h) if chained => Ok(h),
             Some(h) if workers[h].pressure() <= workers[least].pressure() + self.slack => Ok(h),
             _ => Ok(least),
         }
@@ -433,6 +443,7 @@ mod tests {
             id: ObjectId { owner: 1, seq: 1 },
             holder: holder.addr,
             bytes: Some(bytes),
+            readers: 0,
         }
     }
 
@@ -581,6 +592,19 @@ mod tests {
         let overloaded = [w(0, 0, false), w(1, 9, false), w(2, 0, false)];
         let args = [arg(&overloaded[1], 10 << 20)];
         assert_ne!(p.place(&cpu(&args), &overloaded), Ok(1));
+        // The next link of a chain (a value still being computed, no reader
+        // yet) follows it even to a busy worker; a second reader spreads.
+        let mut link = arg(&overloaded[1], 0);
+        link.bytes = None;
+        assert_eq!(
+            p.place(&cpu(std::slice::from_ref(&link)), &overloaded),
+            Ok(1)
+        );
+        link.readers = 1;
+        assert_ne!(
+            p.place(&cpu(std::slice::from_ref(&link)), &overloaded),
+            Ok(1)
+        );
     }
 
     #[test]

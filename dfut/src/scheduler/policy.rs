@@ -33,8 +33,11 @@ pub struct ArgPlacement {
     pub id: ObjectId,
     /// The worker holding (or computing) it.
     pub holder: SocketAddr,
-    /// Its size in bytes, once known.
+    /// Its size in bytes, once known (`None` while it is being computed).
     pub bytes: Option<u64>,
+    /// Tasks already sent that read it. The first reader of a value still
+    /// being computed is usually the next link of a chain.
+    pub readers: u32,
 }
 
 /// One worker as a policy sees it.
