@@ -313,7 +313,7 @@ async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .lookup(id);
+        .lookup(id, Instant::now());
     match lookup {
         Lookup::Settled(r) => r,
         Lookup::Wait(rx) => rx.await.unwrap_or_else(|_| {

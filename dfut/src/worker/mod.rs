@@ -27,6 +27,10 @@ use store::Store;
 use crate::client::Client;
 use crate::{Error, Result};
 
+/// How long a reader waits for an object whose task has not reached this
+/// worker before it is told the object is not here.
+const AWAIT_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Runs a worker until the process is killed. Never returns `Ok`.
 ///
 /// Call it from your own binary, so the worker has your remote functions:
@@ -191,6 +195,10 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
+            beat.store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .expire(std::time::Instant::now(), AWAIT_PATIENCE);
             if beat
                 .heartbeat
                 .send(Message::Heartbeat(beat.load()))

@@ -1,10 +1,14 @@
 //! A worker's object store: results it computed, kept until their owner
 //! frees them, and waiters for results not yet computed.
 //!
-//! Pure bookkeeping behind one lock: no I/O, no clock. Waiters are oneshot
-//! channels, answered when the object is completed or freed.
+//! Pure bookkeeping behind one lock: no I/O, and time only as a parameter.
+//! Waiters are oneshot channels, answered when the object is completed or
+//! freed. A lookup may arrive before the task that computes the object (the
+//! owner sent them on different connections); such a wait expires if the
+//! task never comes, so no reader waits forever.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use dfut_net::wire::{Failure, FailureKind, ObjectId};
 use tokio::sync::oneshot;
@@ -15,7 +19,13 @@ use crate::object::Blob;
 pub(crate) type Settled = Result<Blob, Failure>;
 
 enum Entry {
+    /// Its task is here; the result is coming.
     Pending(Vec<oneshot::Sender<Settled>>),
+    /// Readers are waiting for an object whose task has not arrived (yet).
+    Awaited {
+        waiters: Vec<oneshot::Sender<Settled>>,
+        since: Instant,
+    },
     Ready(Blob),
     Failed(Failure),
 }
@@ -53,6 +63,7 @@ impl Store {
             .or_insert_with(|| Entry::Pending(Vec::new()));
         match entry {
             Entry::Pending(_) => {}
+            Entry::Awaited { waiters, .. } => *entry = Entry::Pending(std::mem::take(waiters)),
             Entry::Ready(blob) => {
                 self.bytes -= blob.len() as u64;
                 *entry = Entry::Pending(Vec::new());
@@ -84,19 +95,41 @@ impl Store {
     }
 
     /// The object, or a receiver that gets it once computed. An unknown id
-    /// is expected: its task may not have arrived yet.
-    pub fn lookup(&mut self, id: ObjectId) -> Lookup {
-        match self
-            .entries
-            .entry(id)
-            .or_insert_with(|| Entry::Pending(Vec::new()))
-        {
+    /// is awaited from `now`: its task may not have arrived yet.
+    pub fn lookup(&mut self, id: ObjectId, now: Instant) -> Lookup {
+        match self.entries.entry(id).or_insert_with(|| Entry::Awaited {
+            waiters: Vec::new(),
+            since: now,
+        }) {
             Entry::Ready(blob) => Lookup::Settled(Ok(blob.clone())),
             Entry::Failed(f) => Lookup::Settled(Err(f.clone())),
-            Entry::Pending(waiters) => {
+            Entry::Pending(waiters) | Entry::Awaited { waiters, .. } => {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
                 Lookup::Wait(rx)
+            }
+        }
+    }
+
+    /// Gives up on objects awaited for longer than `patience` whose task
+    /// never arrived; their readers learn the object is not here.
+    pub fn expire(&mut self, now: Instant, patience: Duration) {
+        let stale: Vec<ObjectId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e, Entry::Awaited { since, .. } if now.saturating_duration_since(*since) > patience)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(Entry::Awaited { waiters, .. }) = self.entries.remove(&id) {
+                for w in waiters {
+                    let _ = w.send(Err(Failure {
+                        kind: FailureKind::NoSuchObject,
+                        message: format!("object {id} was never computed here"),
+                    }));
+                }
             }
         }
     }
@@ -105,7 +138,7 @@ impl Store {
     pub fn free(&mut self, id: ObjectId) {
         match self.entries.remove(&id) {
             Some(Entry::Ready(blob)) => self.bytes -= blob.len() as u64,
-            Some(Entry::Pending(waiters)) => {
+            Some(Entry::Pending(waiters) | Entry::Awaited { waiters, .. }) => {
                 for w in waiters {
                     let _ = w.send(Err(freed(id)));
                 }
@@ -132,9 +165,12 @@ impl Store {
         self.entries.contains_key(&id)
     }
 
-    /// Objects held or expected.
+    /// Objects held or being computed here (not those only awaited).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries
+            .values()
+            .filter(|e| !matches!(e, Entry::Awaited { .. }))
+            .count()
     }
 
     /// Bytes of the objects held.
@@ -157,14 +193,17 @@ mod tests {
     fn waiters_get_the_value_once_completed() {
         let mut s = Store::default();
         s.expect(id(1, 1));
-        let Lookup::Wait(mut rx) = s.lookup(id(1, 1)) else {
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 1), Instant::now()) else {
             panic!("not computed yet")
         };
         assert!(rx.try_recv().is_err());
         assert!(s.complete(id(1, 1), Ok(Arc::new(vec![7; 10]))));
         assert_eq!(rx.try_recv().unwrap().unwrap().as_slice(), &[7; 10]);
         assert_eq!(s.bytes(), 10);
-        assert!(matches!(s.lookup(id(1, 1)), Lookup::Settled(Ok(_))));
+        assert!(matches!(
+            s.lookup(id(1, 1), Instant::now()),
+            Lookup::Settled(Ok(_))
+        ));
     }
 
     #[test]
@@ -172,7 +211,7 @@ mod tests {
         let mut s = Store::default();
         s.expect(id(1, 1));
         s.complete(id(1, 1), Ok(Arc::new(vec![0; 5])));
-        let Lookup::Wait(mut rx) = s.lookup(id(1, 2)) else {
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 2), Instant::now()) else {
             panic!("unknown ids are expected")
         };
         s.free(id(1, 2));
@@ -185,6 +224,29 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_for_a_task_that_never_comes_expires() {
+        let mut s = Store::default();
+        let t0 = Instant::now();
+        let Lookup::Wait(mut early) = s.lookup(id(1, 1), t0) else {
+            panic!("unknown ids are awaited")
+        };
+        let Lookup::Wait(mut late) = s.lookup(id(1, 2), t0) else {
+            panic!("unknown ids are awaited")
+        };
+        assert_eq!(s.len(), 0, "awaited objects are not held");
+        // The task of (1, 2) arrives: its readers keep waiting for it.
+        s.expect(id(1, 2));
+        s.expire(t0 + Duration::from_secs(60), Duration::from_secs(30));
+        assert_eq!(
+            early.try_recv().unwrap().unwrap_err().kind,
+            FailureKind::NoSuchObject
+        );
+        assert!(late.try_recv().is_err(), "still pending");
+        s.complete(id(1, 2), Ok(Arc::new(vec![1])));
+        assert!(late.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
     fn a_resubmitted_task_replaces_its_earlier_outcome() {
         let mut s = Store::default();
         s.expect(id(1, 1));
@@ -194,7 +256,7 @@ mod tests {
         };
         s.complete(id(1, 1), Err(lost));
         s.expect(id(1, 1));
-        let Lookup::Wait(mut rx) = s.lookup(id(1, 1)) else {
+        let Lookup::Wait(mut rx) = s.lookup(id(1, 1), Instant::now()) else {
             panic!("the retry is pending again")
         };
         assert!(s.complete(id(1, 1), Ok(Arc::new(vec![9; 3]))));
