@@ -42,8 +42,8 @@ struct Args {
     /// Re-execute stragglers speculatively.
     #[arg(long)]
     speculate: bool,
-    /// Policies to compare (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// Policies to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = dfut::scheduler::POLICY_NAMES)]
     policies: Vec<String>,
 }
 
@@ -245,14 +245,7 @@ fn main() -> dfut::Result<()> {
     let _guard = rt.enter();
     let pids = rt.worker_pids();
     let labels = ["gen1", "gen2", "gen2+gpu", "gen1+delay"];
-    let names: Vec<String> = if args.policies.is_empty() {
-        dfut::scheduler::POLICY_NAMES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    } else {
-        args.policies.clone()
-    };
+
     println!(
         "cluster: {} (1 slot each; delay uniform in [0, 20] ms, seed 42); window {}/slot{}",
         labels.join(", "),
@@ -284,7 +277,7 @@ fn main() -> dfut::Result<()> {
     )?;
 
     let mut outcomes = Vec::new();
-    for name in &names {
+    for name in &args.policies {
         rt.client()
             .set_policy(dfut::scheduler::policy_by_name(name)?);
         outcomes.push(run(&rt, &args, &pids, parallel)?);

@@ -42,8 +42,8 @@ struct Args {
     /// Seed of the cluster, the workload and the randomised policies.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Policies to compare (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// Policies to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = dfut::scheduler::POLICY_NAMES)]
     policies: Vec<String>,
 }
 
@@ -317,14 +317,7 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let workers = cluster(&args, &mut rng);
     let tasks = workload(&args, &workers, &mut rng);
-    let names: Vec<String> = if args.policies.is_empty() {
-        dfut::scheduler::POLICY_NAMES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    } else {
-        args.policies.clone()
-    };
+
     let bound = lower_bound_ms(&args, &tasks);
     println!(
         "simulated: {} workers x {SLOTS} slots ({} GPU, {} stragglers), {} tasks at {:.0}% load, window {}",
@@ -343,7 +336,7 @@ fn main() {
         "\n{:<13} {:>10} {:>11} {:>9} {:>9} {:>8} {:>10}  tasks per worker (min / median / max)",
         "policy", "makespan", "tasks/s", "p50", "p99", "vs bound", "transfers"
     );
-    for name in &names {
+    for name in &args.policies {
         let Some(mut policy) = dfut::scheduler::policy_with_seed(name, args.seed) else {
             eprintln!(
                 "unknown policy `{name}`; valid: {:?}",

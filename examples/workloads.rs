@@ -23,6 +23,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KNOWN: [&str; 5] = ["w1", "w2", "w3", "w4", "w5"];
 const RUNS: usize = 5;
 
+/// `x` rounded to `digits` decimals, for readable JSON.
+fn rounded(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -68,13 +74,10 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
         .map(|_| 32.0 / direct_small(32, 256, threads).as_secs_f64())
         .collect();
     let direct_rate = median(direct_rates);
-    out.insert(
-        "w4_small_tasks_per_s".into(),
-        json!((dfut_rate * 10.0).round() / 10.0),
-    );
+    out.insert("w4_small_tasks_per_s".into(), json!(rounded(dfut_rate, 1)));
     out.insert(
         "w4_small_vs_direct".into(),
-        json!((dfut_rate / direct_rate * 1000.0).round() / 1000.0),
+        json!(rounded(dfut_rate / direct_rate, 3)),
     );
     eprintln!("w4 small: dfut {dfut_rate:.1}/s, direct {direct_rate:.1}/s");
 
@@ -102,25 +105,19 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
             .map(|_| direct_large(n as usize).map(|d| flops(n as usize) / d.as_secs_f64() / 1e9))
             .collect::<dfut::Result<_>>()?,
     );
-    out.insert(
-        "w4_large_gflops".into(),
-        json!((dfut_gflops * 10.0).round() / 10.0),
-    );
+    out.insert("w4_large_gflops".into(), json!(rounded(dfut_gflops, 1)));
     out.insert(
         "w4_large_vs_direct".into(),
-        json!((dfut_gflops / direct_gflops * 1000.0).round() / 1000.0),
+        json!(rounded(dfut_gflops / direct_gflops, 3)),
     );
     eprintln!("w4 large: dfut {dfut_gflops:.1} GFLOP/s, direct {direct_gflops:.1} GFLOP/s");
     if rt.client().workers().iter().any(|w| w.gpu) {
         let gpu_gflops = median((0..3).map(|_| large(true)).collect::<dfut::Result<_>>()?);
-        out.insert(
-            "w4_large_gpu_gflops".into(),
-            json!((gpu_gflops * 10.0).round() / 10.0),
-        );
+        out.insert("w4_large_gpu_gflops".into(), json!(rounded(gpu_gflops, 1)));
         let gpu_small = small(true)?;
         out.insert(
             "w4_small_gpu_tasks_per_s".into(),
-            json!((gpu_small * 10.0).round() / 10.0),
+            json!(rounded(gpu_small, 1)),
         );
         eprintln!("w4 gpu: {gpu_gflops:.1} GFLOP/s large, {gpu_small:.1} small tasks/s");
     }
@@ -173,7 +170,7 @@ fn main() -> dfut::Result<()> {
         w2(200)?;
         let mut lat = w2(1_000)?;
         lat.sort();
-        let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+        let us = |d: Duration| rounded(d.as_secs_f64() * 1e6, 1);
         eprintln!(
             "w2: min {:?} median {:?} p99 {:?}",
             lat[0],
@@ -190,10 +187,10 @@ fn main() -> dfut::Result<()> {
             .collect::<dfut::Result<_>>()?;
         eprintln!("w3: {totals:?} ms");
         let total = median(totals);
-        out.insert("w3_total_ms".into(), json!((total * 100.0).round() / 100.0));
+        out.insert("w3_total_ms".into(), json!(rounded(total, 2)));
         out.insert(
             "w3_us_per_task".into(),
-            json!((total * 1e3 / 1_000.0 * 10.0).round() / 10.0),
+            json!(rounded(total * 1e3 / 1_000.0, 1)),
         );
     }
     if wants("w4") {
@@ -225,16 +222,10 @@ fn main() -> dfut::Result<()> {
                 "w5: cluster and floor counts differ".into(),
             ));
         }
-        out.insert(
-            "w5_s".into(),
-            json!((median(secs) * 1000.0).round() / 1000.0),
-        );
+        out.insert("w5_s".into(), json!(rounded(median(secs), 3)));
         out.insert("w5_total_words".into(), json!(total(counts)));
         out.insert("w5_distinct_words".into(), json!(counts.len()));
-        out.insert(
-            "w5_floor_s".into(),
-            json!((floor_s * 1000.0).round() / 1000.0),
-        );
+        out.insert("w5_floor_s".into(), json!(rounded(floor_s, 3)));
     }
     println!("{}", Value::Object(out));
     Ok(())

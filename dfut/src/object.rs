@@ -63,6 +63,22 @@ pub(crate) struct TaskRecord {
     pub retries_left: u32,
 }
 
+impl TaskRecord {
+    /// The results of other tasks this task reads, list elements included.
+    pub fn futures(&self) -> impl Iterator<Item = &Arc<ObjectRef>> {
+        self.args.iter().flat_map(|arg| {
+            let items = match arg {
+                ArgSource::List(items) => items.as_slice(),
+                one => std::slice::from_ref(one),
+            };
+            items.iter().filter_map(|i| match i {
+                ArgSource::Future(d) => Some(d),
+                _ => None,
+            })
+        })
+    }
+}
+
 /// The phase of an object.
 #[derive(Clone)]
 pub(crate) enum Phase {
@@ -184,6 +200,15 @@ impl ObjectCell {
                 None
             }
         }
+    }
+
+    /// Waits for the phase to become final.
+    pub async fn settled(&self) -> Phase {
+        std::future::poll_fn(|cx| match self.poll_settled(cx.waker()) {
+            Some(p) => std::task::Poll::Ready(p),
+            None => std::task::Poll::Pending,
+        })
+        .await
     }
 
     /// Blocks the thread until the phase is final or `deadline` passes.

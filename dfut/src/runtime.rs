@@ -311,14 +311,7 @@ impl Builder {
         }
         rt.block_on(client.follow_scheduler(scheduler_addr))?;
         if let Some(rule) = self.speculation {
-            let client = client.clone();
-            rt.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                loop {
-                    tick.tick().await;
-                    client.speculate(&rule);
-                }
-            });
+            client.start_speculation(rule);
         }
 
         let runtime = Runtime {

@@ -14,6 +14,16 @@ fn triple(x: u64) -> u64 {
     3 * x
 }
 
+/// Runs `dfut status` against `rt`'s scheduler with the credential in `pem`.
+fn status(rt: &dfut::Runtime, pem: &std::path::Path) -> std::process::Output {
+    Command::new(DFUT)
+        .args(["status", "--scheduler", &rt.scheduler_addr().to_string()])
+        .arg("--credential-file")
+        .arg(pem)
+        .output()
+        .unwrap()
+}
+
 fn temp_file(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dfut-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -30,12 +40,7 @@ fn status_lists_the_live_workers() {
     assert_eq!(triple(2).get(), Ok(6));
     let pem = temp_file("status");
     std::fs::write(&pem, rt.credential().to_pem()).unwrap();
-    let out = Command::new(DFUT)
-        .args(["status", "--scheduler", &rt.scheduler_addr().to_string()])
-        .arg("--credential-file")
-        .arg(&pem)
-        .output()
-        .unwrap();
+    let out = status(&rt, &pem);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -62,12 +67,7 @@ fn status_with_the_wrong_credential_is_an_auth_error() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = Command::new(DFUT)
-        .args(["status", "--scheduler", &rt.scheduler_addr().to_string()])
-        .arg("--credential-file")
-        .arg(&pem)
-        .output()
-        .unwrap();
+    let out = status(&rt, &pem);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("authentication failed"), "{err}");

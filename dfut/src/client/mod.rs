@@ -116,8 +116,9 @@ struct Inner {
     fetched_bytes: AtomicU64,
     speculated: AtomicU64,
     /// Mean run time per function on its worker, in seconds (exponentially
-    /// weighted), for speculation.
+    /// weighted), kept only while speculation is on.
     latency: Mutex<HashMap<&'static str, f64>>,
+    speculating: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of one client, for monitoring and tests.
@@ -182,6 +183,7 @@ impl Client {
                 fetched_bytes: AtomicU64::new(0),
                 speculated: AtomicU64::new(0),
                 latency: Mutex::new(HashMap::new()),
+                speculating: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         client.start_stall_breaker();
@@ -397,20 +399,8 @@ impl Client {
                     let mut st = cell.lock();
                     st.dispatched = std::time::Instant::now();
                     st.backup = None;
-                    for dep in st.task.iter().flat_map(|t| t.args.iter()) {
-                        match dep {
-                            ArgSource::Future(d) => {
-                                d.cell.readers.fetch_add(1, Ordering::Relaxed);
-                            }
-                            ArgSource::List(items) => {
-                                for i in items {
-                                    if let ArgSource::Future(d) = i {
-                                        d.cell.readers.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
-                            }
-                            ArgSource::Value(_) => {}
-                        }
+                    for dep in st.task.iter().flat_map(TaskRecord::futures) {
+                        dep.cell.readers.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 cell.set(Phase::Pending(addr));
@@ -458,12 +448,7 @@ impl Client {
     /// The encoded value of `obj`, fetched from its holder if need be.
     pub(crate) async fn resolve(self, obj: Arc<ObjectRef>) -> Result<Blob> {
         loop {
-            let phase = std::future::poll_fn(|cx| match obj.cell.poll_settled(cx.waker()) {
-                Some(p) => std::task::Poll::Ready(p),
-                None => std::task::Poll::Pending,
-            })
-            .await;
-            let holder = match phase {
+            let holder = match obj.cell.settled().await {
                 Phase::Failed(e) => return Err(e),
                 Phase::Finished {
                     inline: Some(blob), ..
@@ -646,7 +631,8 @@ impl Client {
                 self.send(other, Message::Free(vec![id]));
             }
         }
-        if !matches!(outcome, Outcome::Failed(_)) {
+        if self.inner.speculating.load(Ordering::Relaxed) && !matches!(outcome, Outcome::Failed(_))
+        {
             let took = exec_us as f64 / 1e6;
             let mut latency = lock(&self.inner.latency);
             let mean = latency.entry(cell.function).or_insert(took);
@@ -703,28 +689,16 @@ impl Client {
     /// The error of the first failed argument of `cell`'s task, waiting a
     /// little for the arguments to settle here.
     async fn failed_argument(&self, cell: &ObjectCell) -> Option<Error> {
-        let deps: Vec<Arc<ObjectRef>> = {
-            let st = cell.lock();
-            let mut deps = Vec::new();
-            for arg in st.task.iter().flat_map(|t| &t.args) {
-                match arg {
-                    ArgSource::Future(d) => deps.push(d.clone()),
-                    ArgSource::List(items) => deps.extend(items.iter().filter_map(|i| match i {
-                        ArgSource::Future(d) => Some(d.clone()),
-                        _ => None,
-                    })),
-                    ArgSource::Value(_) => {}
-                }
-            }
-            deps
-        };
+        let deps: Vec<Arc<ObjectRef>> = cell
+            .lock()
+            .task
+            .iter()
+            .flat_map(TaskRecord::futures)
+            .cloned()
+            .collect();
         let settle_all = async {
             for d in &deps {
-                std::future::poll_fn(|cx| match d.cell.poll_settled(cx.waker()) {
-                    Some(_) => std::task::Poll::Ready(()),
-                    None => std::task::Poll::Pending,
-                })
-                .await;
+                d.cell.settled().await;
             }
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), settle_all).await;
@@ -734,9 +708,23 @@ impl Client {
         })
     }
 
-    /// Starts a copy of every straggling task on another worker; called
-    /// periodically when speculation is on.
-    pub(crate) fn speculate(&self, rule: &Speculation) {
+    /// Turns on speculative re-execution: run times are recorded from now
+    /// on, and stragglers are looked for every 20 ms.
+    pub(crate) fn start_speculation(&self, rule: Speculation) {
+        self.inner.speculating.store(true, Ordering::Relaxed);
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.handle.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Client { inner }.speculate(&rule);
+            }
+        });
+    }
+
+    /// Starts a copy of every straggling task on another worker.
+    fn speculate(&self, rule: &Speculation) {
         let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
         let latency = lock(&self.inner.latency).clone();
         // At most one copy per slot of the cluster at a time.
@@ -757,47 +745,36 @@ impl Client {
             let limit = rule
                 .min_wait
                 .max(std::time::Duration::from_secs_f64(mean * rule.multiplier));
-            let (holder, needs_gpu, cost) = {
-                let st = cell.lock();
-                let (Some(h), None, Some(task)) = (current_holder(&st.phase), st.backup, &st.task)
-                else {
-                    continue;
-                };
-                if st.dispatched.elapsed() < limit {
-                    continue;
-                }
-                (h, task.spec.gpu, task.spec.cost)
+            // Checked, prepared and marked under the cell's lock, so the
+            // task cannot finish or move meanwhile.
+            let mut st = cell.lock();
+            let (Some(holder), None, Some(task)) = (current_holder(&st.phase), st.backup, &st.task)
+            else {
+                continue;
+            };
+            if st.dispatched.elapsed() < limit {
+                continue;
+            }
+            let Ok((spec, _, fn_spec)) = prepare(&cell, task, self.inner.inline_max) else {
+                continue;
             };
             let needs = TaskNeeds {
                 function: cell.function,
-                gpu: needs_gpu,
+                gpu: fn_spec.gpu,
                 args: &[],
-                cost,
+                cost: fn_spec.cost,
             };
             let Placement::Chosen(backup) =
                 lock(&self.inner.cluster).place_avoiding(&needs, holder)
             else {
                 continue;
             };
-            let prepared = {
-                let mut st = cell.lock();
-                if st.backup.is_some() || current_holder(&st.phase) != Some(holder) {
-                    continue;
-                }
-                st.backup = Some(backup);
-                st.task
-                    .as_ref()
-                    .map(|t| prepare(&cell, t, self.inner.inline_max))
-            };
-            match prepared {
-                Some(Ok((spec, _, _))) => {
-                    tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
-                    self.inner.speculated.fetch_add(1, Ordering::Relaxed);
-                    budget -= 1;
-                    self.send(backup, Message::Submit(vec![spec]));
-                }
-                _ => cell.lock().backup = None,
-            }
+            st.backup = Some(backup);
+            drop(st);
+            tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
+            self.inner.speculated.fetch_add(1, Ordering::Relaxed);
+            budget -= 1;
+            self.send(backup, Message::Submit(vec![spec]));
         }
     }
 
@@ -833,7 +810,6 @@ impl Client {
             }
         }
         cluster.suspect = suspect;
-        cluster.mode = mode;
         let gone: Vec<SocketAddr> = old_addrs
             .into_iter()
             .filter(|a| !cluster.workers.iter().any(|w| w.addr == *a))

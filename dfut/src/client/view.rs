@@ -32,7 +32,6 @@ pub(super) struct ClusterView {
     pub workers: Vec<WorkerView>,
     /// Ids of workers that missed heartbeats: never chosen.
     pub suspect: Vec<u64>,
-    pub mode: String,
     pub policy: Box<dyn Scheduler>,
     /// Set by the user (builder or `set_policy`): the scheduler's announced
     /// mode does not replace it.
@@ -48,7 +47,6 @@ impl ClusterView {
         Self {
             workers: Vec::new(),
             suspect: Vec::new(),
-            mode: String::new(),
             policy,
             explicit_policy,
             window_per_slot: DEFAULT_WINDOW_PER_SLOT,

@@ -145,22 +145,18 @@ pub fn distributed_matmul(a: &DistMatrix, b: &DistMatrix, tile: usize) -> Result
         spans(b.cols, tile),
     );
     let u = |x: usize| x as u32;
-    let a_tiles: Vec<Vec<DistFuture<Matrix>>> = mi
-        .iter()
-        .map(|(r0, h)| {
-            ki.iter()
-                .map(|(c0, w)| cut(&a.future, u(*r0), u(*c0), u(*h), u(*w)))
-                .collect()
-        })
-        .collect();
-    let b_tiles: Vec<Vec<DistFuture<Matrix>>> = ki
-        .iter()
-        .map(|(r0, h)| {
-            nj.iter()
-                .map(|(c0, w)| cut(&b.future, u(*r0), u(*c0), u(*h), u(*w)))
-                .collect()
-        })
-        .collect();
+    // The grid of tiles of `m`, cut where `m` lives.
+    let tiles = |m: &DistFuture<Matrix>, rows: &[(usize, usize)], cols: &[(usize, usize)]| {
+        rows.iter()
+            .map(|(r0, h)| {
+                cols.iter()
+                    .map(|(c0, w)| cut(m, u(*r0), u(*c0), u(*h), u(*w)))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let a_tiles = tiles(&a.future, &mi, &ki);
+    let b_tiles = tiles(&b.future, &ki, &nj);
     let mut c_tiles = Vec::with_capacity(mi.len() * nj.len());
     for (i, _) in mi.iter().enumerate() {
         for (j, _) in nj.iter().enumerate() {
