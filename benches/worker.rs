@@ -4,6 +4,6 @@
 use dfut_benches as _;
 
 fn main() -> dfut::Result<()> {
-    dfut::init()?;
+    let _rt = dfut::init()?;
     Ok(())
 }

@@ -39,7 +39,7 @@ fn generation_here() -> u32 {
 
 fn main() -> dfut::Result<()> {
     if std::env::var_os("DFUT_ROLE").is_some() {
-        dfut::init()?; // a worker: serves and never returns
+        let _rt = dfut::init()?; // a worker: serves and never returns
     }
     let rt = dfut::Runtime::builder()
         .add_worker(

@@ -35,7 +35,7 @@ struct Args {
 
 fn main() -> dfut::Result<()> {
     if std::env::var_os("DFUT_ROLE").is_some() {
-        dfut::init()?; // a worker: serves and never returns
+        let _rt = dfut::init()?; // a worker: serves and never returns
     }
     let args = Args::parse();
     let mut builder = dfut::Runtime::builder()

@@ -1,5 +1,6 @@
 //! The quickstart: an embedded local cluster running independent tasks, a
-//! dependency chain, a nested call and a sum of many futures.
+//! dependency chain, a nested call, recursive nested calls (Fibonacci) and a
+//! sum of many futures.
 //!
 //! Run it with `cargo run --release --example quickstart`.
 
@@ -30,6 +31,17 @@ fn add(a: u64, b: u64) -> u64 {
 fn sum_of_squares(n: u64) -> dfut::Result<u64> {
     let parts: Vec<DistFuture<u64>> = (0..n).map(square).collect();
     parts.iter().map(|f| f.get()).sum()
+}
+
+/// Recursive Fibonacci: every call makes two nested calls and waits on
+/// both, so the cluster must never run out of slots or threads.
+#[dfut::remote]
+fn fib(n: u64) -> dfut::Result<u64> {
+    if n < 2 {
+        return Ok(n);
+    }
+    let (a, b) = (fib(n - 1), fib(n - 2));
+    Ok(a.get()? + b.get()?)
 }
 
 fn main() -> dfut::Result<()> {
@@ -70,6 +82,14 @@ fn main() -> dfut::Result<()> {
     println!(
         "nested call (100 inner tasks): {} in {:?}",
         nested.get()?,
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let f = fib(20);
+    println!(
+        "recursive fib(20) (21,891 nested tasks): {} in {:?}",
+        f.get()?,
         t.elapsed()
     );
 

@@ -216,7 +216,7 @@ fn parallelism() -> u32 {
 
 fn main() -> dfut::Result<()> {
     if std::env::var_os("DFUT_ROLE").is_some() {
-        dfut::init()?; // a worker: serves and never returns
+        let _rt = dfut::init()?; // a worker: serves and never returns
     }
     let mut args = Args::parse();
     let gpu = match dfut::matrix::gpu::GpuContext::new() {

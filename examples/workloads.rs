@@ -126,7 +126,7 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
 
 fn main() -> dfut::Result<()> {
     if std::env::var_os("DFUT_ROLE").is_some() {
-        dfut::init()?; // a worker: serves and never returns
+        let _rt = dfut::init()?; // a worker: serves and never returns
     }
     let count = |var: &str, default: usize| {
         std::env::var(var)

@@ -45,6 +45,9 @@ pub struct WorkerInfo {
     /// Speed measured by a calibration run at start, relative to a
     /// reference machine (1.0); higher is faster.
     pub speed: f32,
+    /// Its host identity: processes with the same one share a machine
+    /// (and anything host-local, such as shared memory).
+    pub host: String,
 }
 
 /// A worker's load, sent with every heartbeat.
@@ -250,4 +253,15 @@ pub enum Message {
     Free(Vec<ObjectId>),
     /// Worker → peer: stop talking, I am shutting down.
     Goodbye,
+    /// Worker → owner: this task is blocked in a nested wait and holds no
+    /// slot (it no longer counts against the owner's admission window).
+    Blocked(ObjectId),
+    /// Worker → owner: this task's nested wait ended; it runs again.
+    Resumed(ObjectId),
+    /// Scheduler → worker: your heartbeat names no member (you were
+    /// dropped while alive, or the scheduler restarted): register again.
+    RegisterAgain,
+    /// Owner → worker: cancel these tasks (a queued one never runs, a
+    /// running one's result is discarded) and free their results.
+    Cancel(Vec<ObjectId>),
 }

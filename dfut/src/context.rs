@@ -3,16 +3,12 @@
 //!
 //! A call uses the thread's current client (set by [`Runtime::enter`] and on
 //! every runtime thread), else the process default (set by `dfut::init()`
-//! and by a worker for the tasks it runs). While a task blocks in
-//! [`DistFuture::get`](crate::DistFuture::get) it gives its slot back, so
-//! nested calls cannot starve the worker of slots.
+//! and by a worker for the tasks it runs).
 //!
 //! [`Runtime::enter`]: crate::Runtime::enter
 
 use std::cell::RefCell;
-use std::sync::{Arc, RwLock};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::RwLock;
 
 use crate::client::Client;
 
@@ -20,8 +16,6 @@ static DEFAULT: RwLock<Option<Client>> = RwLock::new(None);
 
 thread_local! {
     static CURRENT: RefCell<Option<Client>> = const { RefCell::new(None) };
-    static SLOT: RefCell<Option<(Option<OwnedSemaphorePermit>, Arc<Semaphore>)>> =
-        const { RefCell::new(None) };
 }
 
 /// The client remote calls on this thread use, if any.
@@ -72,41 +66,6 @@ impl Drop for EnterGuard {
         let previous = self.previous.take();
         CURRENT.with(|c| *c.borrow_mut() = previous);
     }
-}
-
-/// Runs `f` on this thread holding a task slot.
-pub(crate) fn with_task_permit<R>(
-    permit: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
-    f: impl FnOnce() -> R,
-) -> R {
-    SLOT.with(|s| *s.borrow_mut() = Some((Some(permit), slots)));
-    let r = f();
-    SLOT.with(|s| s.borrow_mut().take());
-    r
-}
-
-/// Gives this thread's task slot back while `f` blocks, then takes a slot
-/// again. Outside a task it just runs `f`.
-pub(crate) fn without_task_slot<R>(handle: &tokio::runtime::Handle, f: impl FnOnce() -> R) -> R {
-    let released = SLOT.with(|s| {
-        let mut s = s.borrow_mut();
-        s.as_mut().and_then(|(permit, slots)| {
-            let p = permit.take()?;
-            drop(p);
-            Some(slots.clone())
-        })
-    });
-    let r = f();
-    if let Some(slots) = released {
-        let permit = handle.block_on(slots.acquire_owned()).ok();
-        SLOT.with(|s| {
-            if let Some((p, _)) = s.borrow_mut().as_mut() {
-                *p = permit;
-            }
-        });
-    }
-    r
 }
 
 /// Makes `client` the process default unless one is set.
@@ -173,23 +132,5 @@ mod tests {
         let inside = as_gpu_task(true, || (in_gpu_task(), as_gpu_task(false, in_gpu_task)));
         assert_eq!(inside, (true, false));
         assert!(!in_gpu_task());
-    }
-
-    #[test]
-    fn a_blocked_task_gives_its_slot_back_and_takes_one_again() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let slots = Arc::new(Semaphore::new(1));
-        let permit = rt.block_on(slots.clone().acquire_owned()).unwrap();
-        with_task_permit(permit, slots.clone(), || {
-            assert_eq!(slots.available_permits(), 0);
-            let free_while_blocked = without_task_slot(rt.handle(), || slots.available_permits());
-            assert_eq!(free_while_blocked, 1, "the slot was given back");
-            assert_eq!(slots.available_permits(), 0, "and taken again");
-        });
-        assert_eq!(slots.available_permits(), 1, "released when the task ends");
-        // Outside a task, nothing to give back.
-        assert_eq!(without_task_slot(rt.handle(), || 7), 7);
     }
 }

@@ -75,9 +75,16 @@ pub enum Error {
     /// The object was freed or is unknown to the worker asked for it.
     #[error("object {0} is not available")]
     ObjectUnavailable(String),
-    /// No dfut runtime is active on this thread (call `dfut::init()` first).
+    /// No dfut runtime is active on this thread (call `dfut::init()` first),
+    /// or the runtime that made this handle has been shut down.
     #[error("no dfut runtime: call dfut::init() before calling remote functions")]
     NoRuntime,
+    /// The call was cancelled with [`DistFuture::cancel`](crate::DistFuture::cancel).
+    #[error("remote call `{function}` was cancelled")]
+    Cancelled {
+        /// The function's registered name.
+        function: String,
+    },
     /// Bad configuration.
     #[error("configuration error: {0}")]
     Config(String),

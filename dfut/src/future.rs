@@ -21,7 +21,9 @@ type Fetching = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
 
 /// A value being computed, or already computed, somewhere in the cluster.
 ///
-/// Returned at once by every call of a `#[dfut::remote]` function.
+/// Returned at once by every call of a `#[dfut::remote]` function. The call
+/// runs whether or not the handle is kept: dropping every handle detaches it
+/// (its result is freed when it finishes); [`DistFuture::cancel`] stops it.
 ///
 /// ```
 /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
@@ -35,6 +37,7 @@ type Fetching = Pin<Box<dyn Future<Output = Result<Blob>> + Send>>;
 /// assert_eq!(rt.block_on(a)?, 9);     // or .await it in async code
 /// # Ok::<(), dfut::Error>(())
 /// ```
+#[must_use = "the call runs anyway; dropping the handle only discards its result (use `cancel()` to stop it)"]
 pub struct DistFuture<T> {
     obj: Arc<ObjectRef>,
     fetching: Mutex<Option<Fetching>>,
@@ -80,6 +83,29 @@ impl<T> DistFuture<T> {
         matches!(self.status(), Status::Finished | Status::Failed)
     }
 
+    /// Cancels the call: if it has not started it never runs; a running
+    /// async task is dropped at its next await; a running sync task runs
+    /// on, sees [`dfut::cancelled()`](crate::cancelled) return `true`, and
+    /// its result is discarded. Every handle to it then returns
+    /// [`Error::Cancelled`]. A call that already finished is not affected.
+    ///
+    /// ```
+    /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// # let _guard = rt.enter();
+    /// #[dfut::remote]
+    /// fn slow() -> u8 { std::thread::sleep(std::time::Duration::from_secs(5)); 1 }
+    ///
+    /// let f = slow();
+    /// f.cancel();
+    /// assert!(matches!(f.get(), Err(dfut::Error::Cancelled { .. })));
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn cancel(&self) {
+        if let Some(client) = &self.obj.client {
+            client.cancel(&self.obj.cell);
+        }
+    }
+
     /// The registered name of the function computing this value.
     pub fn function(&self) -> &'static str {
         self.obj.cell.function
@@ -117,7 +143,7 @@ impl<T: Data> DistFuture<T> {
         let timed_out = || Error::Timeout(timeout.unwrap_or_default());
         let cell = &self.obj.cell;
         let phase = match &self.obj.client {
-            Some(client) => client.blocking(|| cell.wait_settled(deadline))?,
+            Some(client) => client.wait_settled(cell, deadline)?,
             None => cell.wait_settled(deadline),
         }
         .ok_or_else(timed_out)?;
@@ -128,6 +154,9 @@ impl<T: Data> DistFuture<T> {
             Phase::Failed(e) => return Err(e),
             _ => {
                 let client = self.obj.client.as_ref().ok_or(Error::NoRuntime)?;
+                if client.is_closed() {
+                    return Err(Error::NoRuntime);
+                }
                 let fetch = client.clone().resolve(self.obj.clone());
                 let fetch = async move {
                     match deadline {

@@ -63,7 +63,8 @@ pub use mapreduce::{Job, MapReduce};
 pub use object::Status;
 pub use progress::Progress;
 pub use registry::registered_functions;
-pub use runtime::{Builder, Runtime, WorkerOptions, init};
+pub use runtime::{Builder, Runtime, WorkerOptions, init, init_async};
+pub use worker::cancelled;
 
 /// The rkyv crate dfut uses; derive its traits on your own argument and
 /// result types (with `#[rkyv(crate = dfut::rkyv)]` if you do not depend on

@@ -103,6 +103,9 @@ pub(crate) struct CellState {
     pub task: Option<TaskRecord>,
     /// A second worker running a speculative copy of the task.
     pub backup: Option<SocketAddr>,
+    /// Its worker reported it blocked in a nested wait (holding no slot):
+    /// it is not counted in flight there meanwhile.
+    pub blocked: bool,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
@@ -116,6 +119,9 @@ pub(crate) struct ObjectCell {
     size: AtomicU64,
     /// Tasks sent that read this object.
     pub readers: std::sync::atomic::AtomicU32,
+    /// Set when the last handle is dropped: the task still runs (it was
+    /// submitted), and its result is freed when it finishes.
+    pub released: std::sync::atomic::AtomicBool,
     /// Set when the phase becomes final, for lock-free polling.
     settled_flag: std::sync::atomic::AtomicBool,
     state: Mutex<CellState>,
@@ -135,10 +141,12 @@ impl ObjectCell {
             size: AtomicU64::new(0),
             settled_flag: std::sync::atomic::AtomicBool::new(false),
             readers: std::sync::atomic::AtomicU32::new(0),
+            released: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(CellState {
                 phase,
                 task,
                 backup: None,
+                blocked: false,
                 dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),
@@ -171,6 +179,11 @@ impl ObjectCell {
             Phase::Finished { .. } => Status::Finished,
             Phase::Failed(_) => Status::Failed,
         }
+    }
+
+    /// Whether the phase is final.
+    pub fn is_settled(&self) -> bool {
+        self.settled_flag.load(Ordering::Acquire)
     }
 
     /// Sets the phase and wakes every waiter if it is final.
@@ -211,16 +224,27 @@ impl ObjectCell {
         .await
     }
 
-    /// Blocks the thread until the phase is final or `deadline` passes.
-    pub fn wait_settled(&self, deadline: Option<std::time::Instant>) -> Option<Phase> {
-        // A fine-grained task often settles within a round trip: poll briefly
-        // (yielding the core) before paying for a sleep and a wake-up.
+    /// Polls briefly (yielding the core) for the phase to become final: a
+    /// fine-grained task often settles within a round trip, sooner than a
+    /// sleep and a wake-up.
+    pub fn spin_settled(&self) -> Option<Phase> {
         let spin_until = std::time::Instant::now() + SPIN_BEFORE_SLEEP;
         while std::time::Instant::now() < spin_until {
             if self.settled_flag.load(Ordering::Acquire) {
                 break;
             }
             std::thread::yield_now();
+        }
+        match &self.lock().phase {
+            p @ (Phase::Finished { .. } | Phase::Failed(_)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Blocks the thread until the phase is final or `deadline` passes.
+    pub fn wait_settled(&self, deadline: Option<std::time::Instant>) -> Option<Phase> {
+        if let Some(p) = self.spin_settled() {
+            return Some(p);
         }
         let mut st = self.lock();
         loop {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dfut_net::wire::Failure;
@@ -68,6 +68,9 @@ pub(crate) struct Entry {
     /// Exponentially weighted mean run time in nanoseconds; 0 until the
     /// first run has been measured.
     mean_ns: AtomicU64,
+    /// A task of this function blocked (in a nested wait) or ran long on
+    /// the inline path: it never runs inline again.
+    blocks: AtomicBool,
 }
 
 impl Entry {
@@ -77,6 +80,16 @@ impl Entry {
             0 => None,
             ns => Some(Duration::from_nanos(ns)),
         }
+    }
+
+    /// Whether a task of it ever blocked or ran long inline.
+    pub fn blocks(&self) -> bool {
+        self.blocks.load(Ordering::Relaxed)
+    }
+
+    /// Records that a task of it blocked or ran long inline.
+    pub fn mark_blocking(&self) {
+        self.blocks.store(true, Ordering::Relaxed);
     }
 
     /// Adds one measured run (weight 1/8).
@@ -105,6 +118,7 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
                     let entry = Entry {
                         function: f,
                         mean_ns: AtomicU64::new(0),
+                        blocks: AtomicBool::new(false),
                     };
                     (f.name, entry)
                 })
@@ -148,6 +162,7 @@ mod tests {
         let e = Entry {
             function: &F,
             mean_ns: AtomicU64::new(0),
+            blocks: AtomicBool::new(false),
         };
         assert_eq!(e.mean(), None);
         e.record(Duration::from_micros(80));

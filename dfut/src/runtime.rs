@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dfut_net::{ClusterCredential, Endpoint, EndpointOptions};
@@ -30,7 +30,10 @@ pub(crate) const ROLE_ENV: &str = "DFUT_ROLE";
 /// worker processes, default: the number of cores) or, when
 /// `DFUT_SCHEDULER=host:port` is set, joins that cluster with the credential
 /// from `DFUT_CREDENTIAL_FILE`. The returned [`Runtime`] is the default for
-/// every remote call; dropping it stops the local cluster.
+/// every remote call; dropping its last handle stops the local cluster.
+///
+/// Idempotent: while a runtime started by `init` lives, another call
+/// returns a handle to it. In async code use [`init_async`].
 ///
 /// ```no_run
 /// #[dfut::remote]
@@ -48,7 +51,42 @@ pub fn init() -> Result<Runtime> {
     if std::env::var(ROLE_ENV).as_deref() == Ok("worker") {
         crate::local::worker_main();
     }
-    Builder::from_env()?.start()
+    static RUNNING: Mutex<std::sync::Weak<Inner>> = Mutex::new(std::sync::Weak::new());
+    // Held while starting, so concurrent callers share one cluster.
+    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(inner) = running.upgrade() {
+        return Ok(Runtime { inner });
+    }
+    let rt = Builder::from_env()?.start()?;
+    *running = Arc::downgrade(&rt.inner);
+    Ok(rt)
+}
+
+/// [`init`] for async code (`#[tokio::main]` programs and the like): the
+/// blocking start-up runs on a thread of its own, so the caller's runtime
+/// keeps going. In a worker process it serves and never completes.
+///
+/// ```no_run
+/// #[dfut::remote]
+/// fn add(a: i64, b: i64) -> i64 { a + b }
+///
+/// #[tokio::main]
+/// async fn main() -> dfut::Result<()> {
+///     let _rt = dfut::init_async().await?;
+///     assert_eq!(add(1, 2).await?, 3);
+///     Ok(())
+/// }
+/// ```
+pub async fn init_async() -> Result<Runtime> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dfut-init".into())
+        .spawn(move || {
+            let _ = tx.send(init());
+        })
+        .map_err(|e| Error::Process(format!("cannot start dfut: {e}")))?;
+    rx.await
+        .map_err(|_| Error::Process("dfut start-up thread ended without an answer".into()))?
 }
 
 /// Configures a [`Runtime`].
@@ -56,6 +94,7 @@ pub struct Builder {
     workers: Option<usize>,
     in_process: bool,
     join: Option<SocketAddr>,
+    bind: Option<SocketAddr>,
     credential: Option<ClusterCredential>,
     worker_program: Option<PathBuf>,
     worker_env: Vec<(String, String)>,
@@ -85,6 +124,7 @@ impl Default for Builder {
             workers: None,
             in_process: false,
             join: None,
+            bind: None,
             credential: None,
             worker_program: None,
             worker_env: Vec::new(),
@@ -101,9 +141,16 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Reads `DFUT_WORKERS`, `DFUT_SCHEDULER` and `DFUT_CREDENTIAL_FILE`.
+    /// Reads `DFUT_WORKERS`, `DFUT_SCHEDULER`, `DFUT_CREDENTIAL_FILE`,
+    /// `DFUT_BIND`, `DFUT_WINDOW_PER_SLOT` and `DFUT_SCHEDULER_MODE`.
     pub fn from_env() -> Result<Self> {
         let mut b = Self::default();
+        if let Ok(addr) = std::env::var("DFUT_BIND") {
+            let addr = addr
+                .parse()
+                .map_err(|e| Error::Config(format!("DFUT_BIND=`{addr}`: {e}")))?;
+            b = b.bind(addr);
+        }
         if let Ok(n) = std::env::var("DFUT_WORKERS") {
             let n = n
                 .parse()
@@ -150,6 +197,24 @@ impl Builder {
     /// starting one. Needs [`Builder::credential`].
     pub fn join(mut self, addr: SocketAddr) -> Self {
         self.join = Some(addr);
+        self
+    }
+
+    /// Binds this process's endpoint (its client, and the scheduler of a
+    /// local cluster) to `addr`. Default: `127.0.0.1:0` for a local
+    /// cluster, `0.0.0.0:0` (every interface, any port) when joining one,
+    /// so that workers on other hosts can answer. Also read from
+    /// `DFUT_BIND` by [`Builder::from_env`].
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(1)
+    ///     .bind("127.0.0.1:0".parse().unwrap())
+    ///     .start()?;
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
         self
     }
 
@@ -288,10 +353,14 @@ impl Builder {
             .as_ref()
             .map_or("default".to_owned(), |p| p.name().to_owned());
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let bind = self.bind.unwrap_or(match self.join {
+            Some(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => loopback,
+        });
         let (scheduler, scheduler_addr) = match self.join {
             Some(addr) => (None, addr),
             None => {
-                let mut config = SchedulerConfig::new(loopback);
+                let mut config = SchedulerConfig::new(SocketAddr::new(bind.ip(), 0));
                 config.heartbeat_timeout = self.heartbeat_timeout;
                 config.mode = mode;
                 let _enter = rt.enter();
@@ -302,7 +371,8 @@ impl Builder {
         };
         let client = {
             let _enter = rt.enter();
-            let endpoint = Endpoint::bind(loopback, &credential, EndpointOptions::default())?;
+            let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
+            tracing::info!(listen = %endpoint.local_addr()?, scheduler = %scheduler_addr, "driver started");
             let node = rand::random::<u64>();
             Client::new(node, endpoint, rt.handle().clone(), policy)
         };
@@ -315,12 +385,14 @@ impl Builder {
         }
 
         let runtime = Runtime {
-            client,
-            scheduler,
-            scheduler_addr,
-            credential,
-            workers: Mutex::new(Vec::new()),
-            rt: Some(rt),
+            inner: Arc::new(Inner {
+                client,
+                scheduler,
+                scheduler_addr,
+                credential,
+                workers: Mutex::new(Vec::new()),
+                rt: Some(rt),
+            }),
         };
         let wanted = if self.join.is_some() {
             // Joining: wait for the cluster to have workers at all.
@@ -343,7 +415,7 @@ impl Builder {
             for opts in &options {
                 let spec = crate::local::Spec {
                     scheduler: scheduler_addr,
-                    credential: runtime.credential.clone(),
+                    credential: runtime.inner.credential.clone(),
                     program: self.worker_program.clone(),
                     env: self.worker_env.clone(),
                     options: opts.clone(),
@@ -360,7 +432,7 @@ impl Builder {
         let timeout = self.start_timeout;
         let started = std::time::Instant::now();
         loop {
-            let wait = runtime.client.wait_for_workers(wanted);
+            let wait = runtime.inner.client.wait_for_workers(wanted);
             let step = Duration::from_millis(50);
             if runtime
                 .rt_ref()
@@ -382,18 +454,26 @@ impl Builder {
             if started.elapsed() > timeout {
                 return Err(Error::Process(format!(
                     "only {} of {wanted} workers registered within {timeout:?}",
-                    runtime.client.workers().len()
+                    runtime.inner.client.workers().len()
                 )));
             }
         }
-        context::set_default_if_unset(&runtime.client);
+        context::set_default_if_unset(&runtime.inner.client);
         Ok(runtime)
     }
 }
 
 /// A running dfut runtime: this process's client and, for a local cluster,
-/// the scheduler and workers it started. Dropping it stops them.
+/// the scheduler and workers it started. A cheap handle: clones share the
+/// runtime, and dropping the last one stops it. Handles of remote calls
+/// that outlive it return [`Error::NoRuntime`] at once.
+#[must_use = "dropping the last handle of a Runtime stops its local cluster"]
+#[derive(Clone)]
 pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Client,
     scheduler: Option<SchedulerHandle>,
     scheduler_addr: SocketAddr,
@@ -405,7 +485,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("scheduler", &self.scheduler_addr)
+            .field("scheduler", &self.inner.scheduler_addr)
             .finish_non_exhaustive()
     }
 }
@@ -424,17 +504,17 @@ impl Runtime {
 
     /// This process's client.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.inner.client
     }
 
     /// The scheduler's address, to give to workers started elsewhere.
     pub fn scheduler_addr(&self) -> SocketAddr {
-        self.scheduler_addr
+        self.inner.scheduler_addr
     }
 
     /// The cluster credential, to give to workers started elsewhere.
     pub fn credential(&self) -> &ClusterCredential {
-        &self.credential
+        &self.inner.credential
     }
 
     /// Makes this runtime the one remote calls on this thread use, until
@@ -448,13 +528,37 @@ impl Runtime {
     /// # Ok::<(), dfut::Error>(())
     /// ```
     pub fn enter(&self) -> EnterGuard {
-        context::enter(self.client.clone())
+        context::enter(self.inner.client.clone())
     }
 
-    /// Runs a future to completion on this runtime, with it entered.
-    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
-        let _guard = self.enter();
-        self.rt_ref().block_on(fut)
+    /// Runs a future to completion on this runtime, with it entered. Called
+    /// from inside async code (where blocking the caller's runtime thread
+    /// is not allowed) it runs the future on a thread of its own.
+    ///
+    /// ```
+    /// # #[dfut::remote] fn id(x: u32) -> u32 { x }
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// assert_eq!(rt.block_on(id(7))?, 7);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn block_on<F>(&self, fut: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let run = move || {
+            let _guard = self.enter();
+            self.rt_ref().block_on(fut)
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return run();
+        }
+        std::thread::scope(|s| match s.spawn(run).join() {
+            Ok(out) => out,
+            // The future panicked: carry the panic to the caller, as a
+            // direct `block_on` would.
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
     }
 
     /// Process ids of the local worker processes (empty for in-process
@@ -476,24 +580,33 @@ impl Runtime {
         w.kill()
     }
 
-    /// Stops the local cluster now (also done on drop).
+    /// Drops this handle; the runtime stops when its last handle goes
+    /// (also done on drop).
     pub fn shutdown(self) {}
 
     fn rt_ref(&self) -> &tokio::runtime::Runtime {
         // Set in `start` and taken only in `drop`.
-        self.rt
+        self.inner
+            .rt
             .as_ref()
             .unwrap_or_else(|| unreachable!("runtime used after drop"))
     }
 
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
+        self.inner.lock_workers()
+    }
+}
+
+impl Inner {
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Drop for Runtime {
+impl Drop for Inner {
     fn drop(&mut self) {
         context::clear_default(&self.client);
+        self.client.close();
         for mut w in self.lock_workers().drain(..) {
             let _ = w.kill();
         }

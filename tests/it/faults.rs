@@ -62,3 +62,43 @@ fn tasks_with_retries_survive_a_killed_worker() {
     let chained = inc(slow_echo_retried(41, 10));
     assert_eq!(chained.get_timeout(LIMIT), Ok(42));
 }
+
+#[test]
+fn a_worker_paused_past_its_heartbeat_timeout_rejoins() {
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let pid = rt.worker_pids()[0];
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let dropped = crate::util::eventually(LIMIT, || rt.client().workers().len() == 1);
+    signal("-CONT");
+    assert!(dropped, "the paused worker was dropped");
+    assert!(
+        crate::util::eventually(LIMIT, || rt.client().workers().len() == 2),
+        "the worker came back"
+    );
+    // It takes tasks again.
+    let ran_on = || {
+        (0..40)
+            .map(|_| worker_pid())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|f| f.get_timeout(LIMIT).unwrap())
+            .collect::<Vec<u32>>()
+    };
+    assert!(crate::util::eventually(LIMIT, || ran_on().contains(&pid)));
+    // `dfut status` (the scheduler's view) lists it too.
+    let status = rt
+        .block_on(dfut::scheduler::query_status(
+            rt.scheduler_addr(),
+            rt.credential(),
+        ))
+        .unwrap();
+    assert!(status.workers.iter().any(|w| w.info.pid == pid));
+}

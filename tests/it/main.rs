@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a panic is the failure report
 
 mod faults;
+mod hosts;
 mod mapreduce;
 mod matrix;
+mod nesting;
 mod objects;
 mod orphans;
 mod scheduling;

@@ -46,6 +46,15 @@ pub fn nested_sum(n: u64) -> dfut::Result<u64> {
     parts.iter().map(|f| f.get()).sum()
 }
 
+/// Adds one to the count and appends this worker's host identity
+/// (`DFUT_HOST_ID`) to the trail: a chain of these shows which hosts ran it.
+#[dfut::remote]
+pub fn hop(state: (u64, Vec<String>)) -> (u64, Vec<String>) {
+    let (count, mut trail) = state;
+    trail.push(std::env::var("DFUT_HOST_ID").unwrap_or_default());
+    (count + 1, trail)
+}
+
 /// Nests `depth` levels of remote calls, each waiting on the next.
 #[dfut::remote]
 pub fn deep(depth: u64) -> dfut::Result<u64> {
@@ -66,6 +75,89 @@ pub async fn async_double(x: u64) -> dfut::Result<u64> {
 
 async fn tokio_free_sleep() {
     std::future::ready(()).await
+}
+
+/// Recursive Fibonacci, each call two nested remote calls waited on with a
+/// blocking `get()`: the classic nested-task deadlock test.
+#[dfut::remote]
+pub fn fib(n: u64) -> dfut::Result<u64> {
+    if n < 2 {
+        return Ok(n);
+    }
+    let a = fib(n - 1);
+    let b = fib(n - 2);
+    Ok(a.get()? + b.get()?)
+}
+
+/// An async parent awaiting `n` children.
+#[dfut::remote]
+pub async fn async_parent(n: u64) -> dfut::Result<u64> {
+    let children: Vec<_> = (0..n).map(inc).collect();
+    let mut sum = 0;
+    for c in children {
+        sum += c.await?;
+    }
+    Ok(sum)
+}
+
+/// A parent that waits on `n` children, each of which waits on one
+/// grandchild of its own.
+#[dfut::remote]
+pub fn wide_parent(n: u64) -> dfut::Result<u64> {
+    let children: Vec<_> = (0..n).map(nested_sum_one).collect();
+    children.iter().map(|c| c.get()).sum()
+}
+
+/// Waits on one nested call of `inc(x)`.
+#[dfut::remote]
+pub fn nested_sum_one(x: u64) -> dfut::Result<u64> {
+    inc(x).get()
+}
+
+/// Usually returns at once (and so runs inline on its worker's reader);
+/// when `block_ms > 0` it first blocks that long in a nested wait on a
+/// remote sleep.
+#[dfut::remote]
+pub fn mostly_quick(x: u64, block_ms: u64) -> dfut::Result<u64> {
+    if block_ms > 0 {
+        slow_echo(0, block_ms).get()?;
+    }
+    Ok(x)
+}
+
+/// Sleeps `ms` milliseconds (a plain blocking sleep, no nested call) unless
+/// `ms` is 0.
+#[dfut::remote]
+pub fn sometimes_sleeps(x: u64, ms: u64) -> u64 {
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    x
+}
+
+/// After `ms` milliseconds creates the file at `path` (a side effect to
+/// observe a detached call by).
+#[dfut::remote]
+pub fn touch_after(path: String, ms: u64) -> bool {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::fs::write(&path, b"done").is_ok()
+}
+
+/// Spins until cancelled (or `limit_ms` passes); returns whether it saw the
+/// cancellation, and writes that to `path` (the owner discards results of
+/// cancelled calls).
+#[dfut::remote]
+pub fn until_cancelled(path: String, limit_ms: u64) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(limit_ms) {
+        if dfut::cancelled() {
+            let _ = std::fs::write(&path, b"cancelled");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = std::fs::write(&path, b"ran out");
+    false
 }
 
 /// A vector of `n` bytes, each `fill`: large ones stay on the worker.

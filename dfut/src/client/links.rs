@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dfut_net::wire::{Message, Role};
 use dfut_net::{Inbox, Link};
@@ -99,6 +100,8 @@ impl Client {
                     queued,
                     exec_us,
                 }) => self.task_done(addr, id, outcome, (running, queued), exec_us),
+                Ok(Message::Blocked(id)) => self.task_blocked(addr, id, true),
+                Ok(Message::Resumed(id)) => self.task_blocked(addr, id, false),
                 Ok(Message::Fetched { req, result }) => {
                     let pending = lock(&self.inner.fetches).remove(&req);
                     if let Some(p) = pending {
@@ -121,33 +124,69 @@ impl Client {
     }
 
     /// Connects to the scheduler at `addr` and follows its view of the
-    /// cluster until the connection ends.
+    /// cluster. The first connection must succeed; after that a lost
+    /// connection is retried with backoff (100 ms doubling to 2 s) and the
+    /// view re-subscribed, while the workers already known stay in use.
     pub(crate) async fn follow_scheduler(&self, addr: SocketAddr) -> crate::Result<()> {
-        let (link, mut inbox) = self.inner.endpoint.connect(addr).await?;
+        let first = self.subscribe(addr).await?;
+        let client = self.clone();
+        self.inner.handle.spawn(async move {
+            const BACKOFF: (Duration, Duration) =
+                (Duration::from_millis(100), Duration::from_secs(2));
+            let mut session = Some(first);
+            let mut backoff = BACKOFF.0;
+            while !client.is_closed() {
+                let (_link, mut inbox) = match session.take() {
+                    Some(s) => s,
+                    None => match client.subscribe(addr).await {
+                        Ok(s) => {
+                            tracing::info!(scheduler = %addr, "following the scheduler again");
+                            // A restarted scheduler knows no worker until
+                            // they register again: keep ours meanwhile.
+                            client.keep_workers_for(super::REJOIN_GRACE);
+                            backoff = BACKOFF.0;
+                            s
+                        }
+                        Err(e) => {
+                            tracing::debug!(scheduler = %addr, "cannot reach the scheduler: {e}");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(BACKOFF.1);
+                            continue;
+                        }
+                    },
+                };
+                while let Some(msg) = inbox.recv().await {
+                    match msg {
+                        Ok(Message::View { mode, workers }) => client.set_view(mode, workers),
+                        Ok(Message::WorkerLost { id }) => {
+                            if let Some(a) = client.worker_addr(id) {
+                                client.worker_lost(a, "missed its heartbeats");
+                            }
+                        }
+                        Ok(other) => {
+                            tracing::warn!("unexpected message from the scheduler: {other:?}")
+                        }
+                        Err(e) => {
+                            tracing::warn!("scheduler link failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                if !client.is_closed() {
+                    tracing::warn!(scheduler = %addr, "lost the scheduler; reconnecting");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn subscribe(&self, addr: SocketAddr) -> crate::Result<(Link, Inbox)> {
+        let (link, inbox) = self.inner.endpoint.connect(addr).await?;
         link.send(Message::Hello {
             node: self.inner.node,
             role: Role::Client,
         })?;
         link.send(Message::Subscribe)?;
-        let client = self.clone();
-        self.inner.handle.spawn(async move {
-            let _link = link;
-            while let Some(msg) = inbox.recv().await {
-                match msg {
-                    Ok(Message::View { mode, workers }) => client.set_view(mode, workers),
-                    Ok(Message::WorkerLost { id }) => {
-                        if let Some(a) = client.worker_addr(id) {
-                            client.worker_lost(a, "missed its heartbeats");
-                        }
-                    }
-                    Ok(other) => tracing::warn!("unexpected message from the scheduler: {other:?}"),
-                    Err(e) => {
-                        tracing::warn!("scheduler link failed: {e}");
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(())
+        Ok((link, inbox))
     }
 }

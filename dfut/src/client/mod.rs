@@ -32,6 +32,15 @@ use view::{ClusterView, Placement};
 /// loss of the argument's worker reaches this owner first.
 const LOSS_PROPAGATION: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// After reconnecting to the scheduler, workers missing from its view are
+/// kept this long: a restarted scheduler learns them as they register again.
+const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a task waits at its owner while no worker is usable (none
+/// registered, or every one suspect) before it fails with
+/// [`Error::NoEligibleWorker`].
+pub const PLACEMENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Results up to this many bytes travel back with the completion message.
 pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
 
@@ -119,6 +128,9 @@ struct Inner {
     /// weighted), kept only while speculation is on.
     latency: Mutex<HashMap<&'static str, f64>>,
     speculating: std::sync::atomic::AtomicBool,
+    /// Set when the runtime that made this client is gone: nothing more is
+    /// sent, and every wait ends at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of one client, for monitoring and tests.
@@ -184,6 +196,7 @@ impl Client {
                 speculated: AtomicU64::new(0),
                 latency: Mutex::new(HashMap::new()),
                 speculating: std::sync::atomic::AtomicBool::new(false),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         client.start_stall_breaker();
@@ -203,15 +216,33 @@ impl Client {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let client = Client { inner };
-                let stalled = {
+                let (stalled, unusable) = {
                     let cluster = lock(&client.inner.cluster);
-                    !cluster.backlog.is_empty() && cluster.last_progress.elapsed() > STALL
+                    let waiting = !cluster.backlog.is_empty();
+                    (
+                        waiting && cluster.last_progress.elapsed() > STALL,
+                        cluster.unusable_for(PLACEMENT_PATIENCE).filter(|_| waiting),
+                    )
                 };
-                if stalled {
+                if let Some(reason) = unusable {
+                    client.fail_backlog(&reason);
+                } else if stalled {
                     client.pump(true);
                 }
             }
         });
+    }
+
+    /// Fails every task waiting in the backlog: no worker can take them.
+    fn fail_backlog(&self, reason: &str) {
+        let waiting: Vec<_> = lock(&self.inner.cluster).backlog.drain(..).collect();
+        tracing::warn!(tasks = waiting.len(), "{reason}");
+        for cell in waiting {
+            self.settle(
+                &cell,
+                Phase::Failed(Error::NoEligibleWorker(reason.to_owned())),
+            );
+        }
     }
 
     /// This process's node id; it is the owner id of every object it creates.
@@ -280,23 +311,50 @@ impl Client {
         }
     }
 
-    /// Runs `fut` to completion from synchronous code.
+    /// Runs `fut` to completion from synchronous code. Inside a sync task
+    /// the thread runs other queued tasks of its worker meanwhile.
     pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        let fut = {
+            // Timers inside `fut` need this client's runtime.
+            let _enter = self.inner.handle.enter();
+            match crate::worker::wait_in_task(fut) {
+                Ok(out) => return Ok(out),
+                Err(fut) => fut,
+            }
+        };
         let handle = &self.inner.handle;
         self.blocking(|| handle.block_on(fut))
     }
 
-    /// Runs `f`, which blocks this thread, without starving anyone: a task
-    /// gives its slot back meanwhile, and a runtime thread hands its other
-    /// work to another thread.
-    pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+    /// Waits until `cell` settles or `deadline` passes, from synchronous
+    /// code.
+    pub(crate) fn wait_settled(
+        &self,
+        cell: &ObjectCell,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Phase>> {
+        if crate::worker::in_task() {
+            if let Some(p) = cell.spin_settled() {
+                return Ok(Some(p));
+            }
+            return self.block_on(async {
+                match deadline {
+                    None => Some(cell.settled().await),
+                    Some(d) => tokio::time::timeout_at(d.into(), cell.settled()).await.ok(),
+                }
+            });
+        }
+        self.blocking(|| cell.wait_settled(deadline))
+    }
+
+    /// Runs `f`, which blocks this thread, without starving anyone: a
+    /// runtime thread hands its other work to another thread.
+    fn blocking<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        let handle = &self.inner.handle;
-        let wait = || crate::context::without_task_slot(handle, f);
         match Handle::try_current() {
-            Err(_) => Ok(wait()),
+            Err(_) => Ok(f()),
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                Ok(tokio::task::block_in_place(wait))
+                Ok(tokio::task::block_in_place(f))
             }
             Ok(_) => Err(Error::Config(
                 "a blocking get() inside a current-thread tokio runtime would deadlock; \
@@ -306,12 +364,37 @@ impl Client {
         }
     }
 
+    /// Whether the runtime that made this client is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes this client when its runtime stops: every unsettled object
+    /// and pending fetch fails with [`Error::NoRuntime`], so no wait on a
+    /// surviving handle outlives the runtime.
+    pub(crate) fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
+        for cell in cells {
+            if !cell.is_settled() {
+                self.settle(&cell, Phase::Failed(Error::NoRuntime));
+            }
+        }
+        let fetches: Vec<_> = lock(&self.inner.fetches).drain().collect();
+        for (_, f) in fetches {
+            let _ = f.reply.send(Err(Error::NoRuntime));
+        }
+    }
+
     /// Submits a call of `spec` with `args`; the handle returns at once.
     pub(crate) fn submit<T: Data>(
         &self,
         spec: &'static FnSpec,
         args: Vec<ArgSource>,
     ) -> DistFuture<T> {
+        if self.is_closed() {
+            return DistFuture::from_ref(Arc::new(ObjectRef::failed(spec.name, Error::NoRuntime)));
+        }
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = ObjectId {
             owner: self.inner.node,
@@ -350,8 +433,8 @@ impl Client {
             let Some(cell) = lock(&self.inner.cluster).backlog.pop_front() else {
                 break;
             };
-            if !lock(&self.inner.objects).contains_key(&cell.id) {
-                continue; // released while waiting
+            if cell.is_settled() {
+                continue; // cancelled or failed while waiting
             }
             match self.try_dispatch(&cell, force) {
                 Sent::Done => force = false,
@@ -399,12 +482,18 @@ impl Client {
                     let mut st = cell.lock();
                     st.dispatched = std::time::Instant::now();
                     st.backup = None;
+                    st.blocked = false;
                     for dep in st.task.iter().flat_map(TaskRecord::futures) {
                         dep.cell.readers.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 cell.set(Phase::Pending(addr));
                 self.send(addr, Message::Submit(vec![spec]));
+                if cell.released.load(Ordering::Acquire) {
+                    // Detached before it was sent: it runs, and its result
+                    // is freed when it finishes.
+                    self.send(addr, Message::Free(vec![cell.id]));
+                }
                 Sent::Done
             }
             Placement::Full => Sent::Full,
@@ -428,26 +517,88 @@ impl Client {
         drop(lineage);
     }
 
-    /// Called when the last reference to `cell` is dropped.
+    /// Called when the last reference to `cell` is dropped. A submitted
+    /// task is not cancelled (it may run for its side effects, as in Ray):
+    /// its worker frees the result when it finishes.
     pub(crate) fn release(&self, cell: &Arc<ObjectCell>) {
         lock(&self.inner.objects).remove(&cell.id);
-        let (holder, backup) = {
-            let st = cell.lock();
+        cell.released.store(true, Ordering::Release);
+        let (holder, backup, blocked) = {
+            let mut st = cell.lock();
             let holder = match &st.phase {
                 Phase::Pending(h) | Phase::Running(h) => Some(*h),
                 Phase::Finished { holder, .. } => *holder,
                 Phase::Queued | Phase::Failed(_) => None,
             };
-            (holder, st.backup)
+            (holder, st.backup, std::mem::take(&mut st.blocked))
         };
+        if blocked && let Some(h) = holder {
+            // Its completion will count it out of flight once more.
+            self.count_in_flight(h, 1);
+        }
         for h in [holder, backup].into_iter().flatten() {
             self.send(h, Message::Free(vec![cell.id]));
+        }
+    }
+
+    /// Cancels the task of `cell` (see [`DistFuture::cancel`]).
+    pub(crate) fn cancel(&self, cell: &Arc<ObjectCell>) {
+        let targets = {
+            let st = cell.lock();
+            match &st.phase {
+                Phase::Finished { .. } | Phase::Failed(_) => return,
+                Phase::Queued => Vec::new(),
+                Phase::Pending(h) | Phase::Running(h) => {
+                    [Some(*h), st.backup].into_iter().flatten().collect()
+                }
+            }
+        };
+        for h in targets {
+            self.send(h, Message::Cancel(vec![cell.id]));
+        }
+        let e = Error::Cancelled {
+            function: cell.function.to_owned(),
+        };
+        self.settle(cell, Phase::Failed(e));
+    }
+
+    /// Adds `delta` to this owner's count of tasks in flight at `addr`.
+    fn count_in_flight(&self, addr: SocketAddr, delta: i32) {
+        let mut cluster = lock(&self.inner.cluster);
+        if let Some(w) = cluster.workers.iter_mut().find(|w| w.addr == addr) {
+            w.inflight = w.inflight.saturating_add_signed(delta);
+        }
+    }
+
+    /// A worker reports that a task of this owner blocked in a nested wait
+    /// (holding no slot) or resumed: while blocked it does not count
+    /// against the admission window, so the children it waits for can be
+    /// sent.
+    pub(crate) fn task_blocked(&self, from: SocketAddr, id: ObjectId, blocked: bool) {
+        let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
+            return;
+        };
+        {
+            let mut st = cell.lock();
+            if current_holder(&st.phase) != Some(from) || st.blocked == blocked {
+                return;
+            }
+            st.blocked = blocked;
+            // A task run inline sends no start notice; blocking shows it runs.
+            st.phase = Phase::Running(from);
+        }
+        self.count_in_flight(from, if blocked { -1 } else { 1 });
+        if blocked {
+            self.pump(false);
         }
     }
 
     /// The encoded value of `obj`, fetched from its holder if need be.
     pub(crate) async fn resolve(self, obj: Arc<ObjectRef>) -> Result<Blob> {
         loop {
+            if self.is_closed() {
+                return Err(Error::NoRuntime);
+            }
             let holder = match obj.cell.settled().await {
                 Phase::Failed(e) => return Err(e),
                 Phase::Finished {
@@ -593,16 +744,24 @@ impl Client {
         exec_us: u64,
     ) {
         use dfut_net::wire::{FailureKind, Outcome};
+        let cell = lock(&self.inner.objects).get(&id).cloned();
+        // A blocked task was already counted out of flight.
+        let was_blocked = cell.as_ref().is_some_and(|c| {
+            let mut st = c.lock();
+            current_holder(&st.phase) == Some(from) && std::mem::take(&mut st.blocked)
+        });
         {
             let mut cluster = lock(&self.inner.cluster);
             if let Some(w) = cluster.workers.iter_mut().find(|w| w.addr == from) {
-                w.inflight = w.inflight.saturating_sub(1);
+                if !was_blocked {
+                    w.inflight = w.inflight.saturating_sub(1);
+                }
                 (w.load.running, w.load.queued) = load;
             }
             cluster.last_progress = std::time::Instant::now();
         }
         self.pump(false);
-        let Some(cell) = lock(&self.inner.objects).get(&id).cloned() else {
+        let Some(cell) = cell else {
             return; // released while running; the worker was told to free it
         };
         {
@@ -628,7 +787,7 @@ impl Client {
                 // First result wins; cancel the other copy.
                 st.backup = None;
                 drop(st);
-                self.send(other, Message::Free(vec![id]));
+                self.send(other, Message::Cancel(vec![id]));
             }
         }
         if self.inner.speculating.load(Ordering::Relaxed) && !matches!(outcome, Outcome::Failed(_))
@@ -781,8 +940,9 @@ impl Client {
     /// Replaces the view of the cluster with what the scheduler sent.
     fn set_view(&self, mode: String, workers: Vec<WorkerState>) {
         let mut cluster = lock(&self.inner.cluster);
-        let old: HashMap<u64, u32> = cluster.workers.iter().map(|w| (w.id, w.inflight)).collect();
-        let old_addrs: Vec<SocketAddr> = cluster.workers.iter().map(|w| w.addr).collect();
+        let old: Vec<WorkerView> = cluster.workers.clone();
+        let inflight: HashMap<u64, u32> = old.iter().map(|w| (w.id, w.inflight)).collect();
+        let old_addrs: Vec<SocketAddr> = old.iter().map(|w| w.addr).collect();
         let mut suspect = Vec::new();
         cluster.workers = workers
             .into_iter()
@@ -798,7 +958,7 @@ impl Client {
                     hw_generation: w.info.hw_generation,
                     speed: f64::from(w.info.speed),
                     gpu: w.info.gpu,
-                    inflight: old.get(&w.info.id).copied().unwrap_or(0),
+                    inflight: inflight.get(&w.info.id).copied().unwrap_or(0),
                     load: w.load,
                 })
             })
@@ -810,16 +970,32 @@ impl Client {
             }
         }
         cluster.suspect = suspect;
-        let gone: Vec<SocketAddr> = old_addrs
+        let mut gone: Vec<SocketAddr> = old_addrs
             .into_iter()
             .filter(|a| !cluster.workers.iter().any(|w| w.addr == *a))
             .collect();
+        if cluster
+            .keep_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            // Just reconnected to a (maybe restarted) scheduler: the
+            // missing workers are probably registering again.
+            let kept: Vec<WorkerView> =
+                old.into_iter().filter(|w| gone.contains(&w.addr)).collect();
+            cluster.workers.extend(kept);
+            gone.clear();
+        }
         drop(cluster);
         self.inner.view_changed.send_modify(|v| *v += 1);
         for addr in gone {
             self.worker_lost(addr, "no longer in the scheduler's view");
         }
         self.pump(false);
+    }
+
+    /// Keeps workers missing from the scheduler's views for `grace`.
+    fn keep_workers_for(&self, grace: std::time::Duration) {
+        lock(&self.inner.cluster).keep_until = Some(std::time::Instant::now() + grace);
     }
 
     fn worker_addr(&self, id: u64) -> Option<SocketAddr> {

@@ -40,6 +40,11 @@ pub(super) struct ClusterView {
     pub backlog: VecDeque<Arc<ObjectCell>>,
     /// Last time a task was sent or finished.
     pub last_progress: Instant,
+    /// Until then, workers missing from the scheduler's view are kept (it
+    /// just restarted and they are registering again).
+    pub keep_until: Option<Instant>,
+    /// Since when no worker has been usable (none, or all suspect).
+    pub unusable_since: Option<Instant>,
 }
 
 impl ClusterView {
@@ -52,11 +57,28 @@ impl ClusterView {
             window_per_slot: DEFAULT_WINDOW_PER_SLOT,
             backlog: VecDeque::new(),
             last_progress: Instant::now(),
+            keep_until: None,
+            unusable_since: None,
         }
     }
 
     fn has_room(&self, w: &WorkerView) -> bool {
         w.inflight < w.max_concurrent.max(1).saturating_mul(self.window_per_slot)
+    }
+
+    /// Why no worker is usable, once that has lasted `patience`.
+    pub fn unusable_for(&self, patience: std::time::Duration) -> Option<String> {
+        let since = self.unusable_since?;
+        (since.elapsed() >= patience).then(|| {
+            if self.workers.is_empty() {
+                format!("no worker has been registered for {patience:?}")
+            } else {
+                format!(
+                    "all {} workers have been suspect (missing heartbeats) for {patience:?}",
+                    self.workers.len()
+                )
+            }
+        })
     }
 
     /// Chooses a worker for a task: among healthy workers with room, or,
@@ -78,6 +100,13 @@ impl ClusterView {
     ) -> Placement {
         let healthy =
             |v: &Self, w: &WorkerView| !v.suspect.contains(&w.id) && Some(w.addr) != avoid;
+        if avoid.is_none() && !self.workers.iter().any(|w| healthy(self, w)) {
+            // No worker is usable right now (none registered, or every one
+            // suspect): wait for one, up to the owner's patience.
+            self.unusable_since.get_or_insert_with(Instant::now);
+            return Placement::Full;
+        }
+        self.unusable_since = None;
         // First the policy's free choice among healthy workers.
         let first = if self.workers.iter().all(|w| healthy(self, w)) {
             self.policy.place(needs, &self.workers)

@@ -13,6 +13,9 @@ use dfut_net::wire::{WorkerInfo, WorkerLoad, WorkerState};
 struct Member {
     state: WorkerState,
     last_seen: Instant,
+    /// The connection it registered on: a connection that closes removes
+    /// only what it registered, not a later registration of the same worker.
+    session: u64,
 }
 
 /// The live workers of a cluster.
@@ -33,8 +36,8 @@ impl Membership {
         }
     }
 
-    /// A worker joins (or re-joins).
-    pub fn register(&mut self, info: WorkerInfo, now: Instant) {
+    /// A worker joins (or re-joins) on connection `session`.
+    pub fn register(&mut self, info: WorkerInfo, now: Instant, session: u64) {
         let id = info.id;
         self.members.insert(
             id,
@@ -45,6 +48,7 @@ impl Membership {
                     suspect: false,
                 },
                 last_seen: now,
+                session,
             },
         );
     }
@@ -61,9 +65,15 @@ impl Membership {
         }
     }
 
-    /// A worker left. Returns whether it was a member.
-    pub fn remove(&mut self, id: u64) -> bool {
-        self.members.remove(&id).is_some()
+    /// The connection of `session` closed: the worker it registered
+    /// leaves, unless it registered again since. Returns whether it left.
+    pub fn remove(&mut self, id: u64, session: u64) -> bool {
+        if self.members.get(&id).is_some_and(|m| m.session == session) {
+            self.members.remove(&id);
+            true
+        } else {
+            false
+        }
     }
 
     /// Drops every worker silent for longer than the timeout and returns
@@ -107,6 +117,7 @@ mod tests {
             gpu: false,
             pid: 1,
             speed: 1.0,
+            host: "h".into(),
         }
     }
 
@@ -115,8 +126,8 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_millis;
         let mut m = Membership::new(s(300), s(1000));
-        m.register(info(1), t0);
-        m.register(info(2), t0);
+        m.register(info(1), t0, 1);
+        m.register(info(2), t0, 2);
         assert!(m.view(t0 + s(200)).iter().all(|w| !w.suspect));
         assert!(m.view(t0 + s(400)).iter().all(|w| w.suspect));
         assert!(m.heartbeat(1, WorkerLoad::default(), t0 + s(900)));
@@ -133,7 +144,7 @@ mod tests {
     fn heartbeats_carry_load() {
         let t0 = Instant::now();
         let mut m = Membership::new(Duration::from_secs(1), Duration::from_secs(1));
-        m.register(info(1), t0);
+        m.register(info(1), t0, 1);
         let load = WorkerLoad {
             running: 3,
             objects: 9,
@@ -141,7 +152,24 @@ mod tests {
         };
         m.heartbeat(1, load.clone(), t0);
         assert_eq!(m.view(t0)[0].load, load);
-        assert!(m.remove(1));
-        assert!(!m.remove(1));
+        assert!(m.remove(1, 1));
+        assert!(!m.remove(1, 1));
+    }
+
+    #[test]
+    fn a_dropped_worker_registers_again_and_old_connections_do_not_remove_it() {
+        let t0 = Instant::now();
+        let s = Duration::from_millis;
+        let mut m = Membership::new(s(300), s(1000));
+        m.register(info(1), t0, 1);
+        assert_eq!(m.expire(t0 + s(1500)), vec![1], "paused past the timeout");
+        assert!(
+            !m.heartbeat(1, WorkerLoad::default(), t0 + s(1600)),
+            "unknown now"
+        );
+        m.register(info(1), t0 + s(1600), 2);
+        assert!(!m.remove(1, 1), "the first connection closing later");
+        assert_eq!(m.view(t0 + s(1700)).len(), 1);
+        assert!(m.remove(1, 2));
     }
 }

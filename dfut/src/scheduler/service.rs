@@ -149,11 +149,13 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
             });
         }
     });
-    tracing::info!(%addr, mode = config.mode, "scheduler started");
+    tracing::info!(listen = %addr, mode = config.mode, "scheduler started");
     Ok(SchedulerHandle { addr, endpoint })
 }
 
 async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
+    static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut worker: Option<u64> = None;
     let mut role = None;
     while let Some(msg) = inbox.recv().await {
@@ -169,14 +171,23 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
             (Some(Role::Worker), Message::Register(info)) => {
                 worker = Some(info.id);
                 let mut st = lock(&state);
-                tracing::info!(addr = info.addr, gpu = info.gpu, "worker registered");
-                st.membership.register(info, Instant::now());
+                tracing::info!(
+                    addr = info.addr,
+                    host = info.host,
+                    gpu = info.gpu,
+                    "worker registered"
+                );
+                st.membership.register(info, Instant::now(), session);
                 let view = st.view();
                 st.broadcast(&view);
             }
             (Some(Role::Worker), Message::Heartbeat(load)) => {
-                if let Some(id) = worker {
-                    lock(&state).membership.heartbeat(id, load, Instant::now());
+                let known = worker
+                    .is_some_and(|id| lock(&state).membership.heartbeat(id, load, Instant::now()));
+                if !known {
+                    // Dropped while alive (paused, cut off) or never known
+                    // here (this scheduler restarted).
+                    let _ = link.send(Message::RegisterAgain);
                 }
             }
             (Some(Role::Client), Message::Subscribe) => {
@@ -201,7 +212,7 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
     }
     if let Some(id) = worker {
         let mut st = lock(&state);
-        if st.membership.remove(id) {
+        if st.membership.remove(id, session) {
             tracing::warn!(worker = format_args!("{id:x}"), "worker disconnected");
             st.broadcast(&Message::WorkerLost { id });
             let view = st.view();

@@ -71,6 +71,11 @@ pub struct WorkerConfig {
     /// Milliseconds between heartbeats to the scheduler.
     #[arg(long, env = "DFUT_HEARTBEAT_MS", default_value_t = 200)]
     pub heartbeat_ms: u64,
+    /// This machine's identity: processes with the same one share
+    /// host-local resources (default: `/etc/machine-id`, else the host
+    /// name).
+    #[arg(long, env = "DFUT_HOST_ID")]
+    pub host_id: Option<String>,
 }
 
 impl WorkerConfig {
@@ -88,6 +93,7 @@ impl WorkerConfig {
             delay_seed: None,
             credential_file: None,
             heartbeat_ms: 200,
+            host_id: None,
         }
     }
 
@@ -133,6 +139,14 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets the address others reach this worker at (default: the listening
+    /// address or, when listening on every interface, the local address of
+    /// its connection to the scheduler).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
     pub(crate) fn slots(&self) -> u32 {
         self.max_concurrent.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -140,4 +154,24 @@ impl WorkerConfig {
                 .unwrap_or(1)
         })
     }
+}
+
+/// This machine's identity for host-local sharing: `DFUT_HOST_ID` if set,
+/// else `/etc/machine-id`, else the kernel's host name.
+///
+/// ```
+/// assert!(!dfut::worker::host_id().is_empty());
+/// ```
+pub fn host_id() -> String {
+    if let Ok(id) = std::env::var("DFUT_HOST_ID")
+        && !id.trim().is_empty()
+    {
+        return id.trim().to_owned();
+    }
+    ["/etc/machine-id", "/proc/sys/kernel/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }

@@ -1,6 +1,7 @@
-//! Running one task on a worker: resolving its arguments, waiting for a
-//! slot, calling the function, catching panics, storing and reporting the
-//! result. Also serving fetches of stored objects.
+//! Running one task on a worker: resolving its arguments, queueing a sync
+//! task for a slot (or running a short one inline) or spawning an async one,
+//! calling the function, catching panics, storing and reporting the result.
+//! Also cancelling tasks and serving fetches of stored objects.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use rand::{Rng, SeedableRng};
 use super::Shared;
 use super::store::Lookup;
 use crate::object::Blob;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::registry::{self, ArgBytes, Args, Entry, Invoke};
 
@@ -42,18 +42,24 @@ impl Delay {
 }
 
 /// Sync functions whose measured mean run time is below this run on the
-/// thread that received the task instead of being handed to the blocking
-/// pool: the hand-off (a thread wake-up) costs more than such a task.
+/// thread that received the task instead of being handed to a slot thread:
+/// the hand-off (a thread wake-up) costs more than such a task.
 const INLINE_BELOW: Duration = Duration::from_micros(50);
 
 fn runs_inline(entry: &Entry) -> bool {
     matches!(entry.function.invoke, Invoke::Sync(_))
+        && !entry.blocks()
         && entry.mean().is_some_and(|m| m < INLINE_BELOW)
 }
 
-/// Takes a task from an owner. A short task whose arguments are all here
-/// runs at once on this thread; anything else runs in the background.
-pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
+/// Hands the connection a task arrived on to another reader, so that a
+/// task running inline on its reader may block without stalling it.
+pub(crate) type Handoff = Arc<dyn Fn() + Send + Sync>;
+
+/// Takes a task from an owner. A short sync task whose arguments are all
+/// here runs at once on this thread if a slot is free; a sync task goes to
+/// the slots once its arguments are resolved; an async task is spawned.
+pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff: &Handoff) {
     shared
         .store
         .lock()
@@ -66,7 +72,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
             && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
     });
     if let Some(entry) = fast
-        && let Ok(permit) = shared.slots.clone().try_acquire_owned()
+        && shared.runner.try_take_slot()
     {
         let args = task
             .args
@@ -79,25 +85,160 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec) {
             .collect();
         shared.running.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let result = call_sync(shared, entry, args, permit);
+        let scope = TaskScope {
+            shared: shared.clone(),
+            reply: reply.clone(),
+            id: task.id,
+            entry,
+            handoff: Some(handoff.clone()),
+        };
+        let result = call_sync(scope, args);
+        let took = start.elapsed();
+        if took > SLOW_INLINE {
+            // It held up this connection's reader: never inline again.
+            entry.mark_blocking();
+        }
+        shared.runner.give_back_slot();
         shared.running.fetch_sub(1, Ordering::Relaxed);
-        finish(
-            shared,
-            &reply,
-            task.id,
-            task.inline_max,
-            result,
-            start.elapsed(),
-        );
+        finish(shared, &reply, task.id, task.inline_max, result, took);
         return;
     }
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     tokio::spawn(async move {
         let (id, inline_max) = (task.id, task.inline_max);
-        let (result, exec) = run(&shared, &reply, task, entry).await;
-        finish(&shared, &reply, id, inline_max, result, exec);
+        let args = resolve_args(&shared, task.args).await;
+        let prepared = match entry {
+            None => Err(failure(
+                FailureKind::UnknownFunction,
+                format!("no remote function `{}` in this worker", task.function),
+            )),
+            Some(entry) => args.map(|args| (entry, args)),
+        };
+        let (entry, args) = match prepared {
+            Ok(p) => p,
+            Err(f) => {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                finish(&shared, &reply, id, inline_max, Err(f), Duration::ZERO);
+                return;
+            }
+        };
+        match entry.function.invoke {
+            Invoke::Sync(_) => {
+                let runner = shared.runner.clone();
+                runner.submit(Box::new(move || {
+                    run_sync(&shared, reply, id, inline_max, entry, args);
+                }));
+            }
+            Invoke::Async(f) => run_async(&shared, reply, id, inline_max, entry, f, args).await,
+        }
     });
+}
+
+/// An inline task running longer than this marks its function as not to be
+/// run inline again.
+const SLOW_INLINE: Duration = Duration::from_millis(2);
+
+/// Whether a queued task was cancelled before it started; if so it is
+/// reported and skipped.
+fn skip_cancelled(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32) -> bool {
+    shared.queued.fetch_sub(1, Ordering::Relaxed);
+    let cancelled = shared
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_cancelled(id);
+    if cancelled {
+        let f = failure(FailureKind::Other, "cancelled before it started");
+        finish(shared, reply, id, inline_max, Err(f), Duration::ZERO);
+    }
+    cancelled
+}
+
+/// Runs a sync task in a slot (on a slot thread, or a helping one).
+fn run_sync(
+    shared: &Arc<Shared>,
+    reply: Link,
+    id: ObjectId,
+    inline_max: u32,
+    entry: &'static Entry,
+    args: Args,
+) {
+    if skip_cancelled(shared, &reply, id, inline_max) {
+        return;
+    }
+    shared.running.fetch_add(1, Ordering::Relaxed);
+    let _ = reply.send(Message::Started(id));
+    let start = Instant::now();
+    if let Some(delay) = &shared.delay {
+        std::thread::sleep(delay.sample());
+    }
+    let scope = TaskScope {
+        shared: shared.clone(),
+        reply: reply.clone(),
+        id,
+        entry,
+        handoff: None,
+    };
+    let result = call_sync(scope, args);
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    finish(shared, &reply, id, inline_max, result, start.elapsed());
+}
+
+/// Runs an async task on the worker's runtime. Async tasks take no slot:
+/// they yield at every await, so they cannot hold a thread while waiting.
+async fn run_async(
+    shared: &Arc<Shared>,
+    reply: Link,
+    id: ObjectId,
+    inline_max: u32,
+    entry: &'static Entry,
+    f: fn(Args) -> registry::BoxTask,
+    args: Args,
+) {
+    if skip_cancelled(shared, &reply, id, inline_max) {
+        return;
+    }
+    shared.running.fetch_add(1, Ordering::Relaxed);
+    let _ = reply.send(Message::Started(id));
+    let start = Instant::now();
+    if let Some(delay) = &shared.delay {
+        tokio::time::sleep(delay.sample()).await;
+    }
+    let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
+    let task = tokio::spawn(fut);
+    lock(&shared.aborts).insert(id, task.abort_handle());
+    let r = task.await;
+    lock(&shared.aborts).remove(&id);
+    let took = start.elapsed();
+    entry.record(took);
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    let result = match r {
+        Ok(r) => r.map(Arc::new),
+        Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
+        Err(e) => Err(match e.try_into_panic() {
+            Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
+            Err(e) => failure(FailureKind::Other, e.to_string()),
+        }),
+    };
+    finish(shared, &reply, id, inline_max, result, took);
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its map consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Cancels tasks at their owner's request: a queued one never runs, a
+/// running async one is dropped at its next await, a running sync one has
+/// its result discarded (and sees [`cancelled`] return true).
+pub(crate) fn cancel(shared: &Shared, ids: Vec<ObjectId>) {
+    for id in ids {
+        lock(&shared.store).cancel(id);
+        if let Some(task) = lock(&shared.aborts).remove(&id) {
+            task.abort();
+        }
+    }
 }
 
 /// Stores a task's result and reports it to its owner.
@@ -120,11 +261,7 @@ fn finish(
         &shared.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .complete(id, result);
+    lock(&shared.store).complete(id, result);
     let _ = reply.send(Message::Done {
         id,
         outcome,
@@ -141,106 +278,107 @@ fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
     }
 }
 
-/// Calls a sync function on this thread, holding `permit`, and measures it.
-fn call_sync(
-    shared: &Shared,
-    entry: &Entry,
-    args: Args,
-    permit: OwnedSemaphorePermit,
-) -> Result<Blob, Failure> {
+/// What a thread running a sync task knows about it, for its nested waits.
+struct TaskScope {
+    shared: Arc<Shared>,
+    reply: Link,
+    id: ObjectId,
+    entry: &'static Entry,
+    /// Set for a task running inline on its connection's reader: its first
+    /// block hands the connection to another reader.
+    handoff: Option<Handoff>,
+}
+
+impl TaskScope {
+    /// The task's wait blocked (`true`) or ended (`false`): tell the owner,
+    /// so the task does not count against its admission window meanwhile.
+    fn on_wait(&mut self, blocked: bool) {
+        if blocked {
+            self.entry.mark_blocking();
+            if let Some(handoff) = self.handoff.take() {
+                handoff();
+            }
+        }
+        let _ = self.reply.send(if blocked {
+            Message::Blocked(self.id)
+        } else {
+            Message::Resumed(self.id)
+        });
+    }
+}
+
+thread_local! {
+    static TASK: std::cell::RefCell<Option<TaskScope>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the task running on this thread was cancelled by its owner
+/// (with [`DistFuture::cancel`](crate::DistFuture::cancel)). A long sync
+/// task can check it and return early; its result is discarded anyway.
+/// Outside a task it is always `false`.
+///
+/// ```
+/// #[dfut::remote]
+/// fn crunch(steps: u64) -> u64 {
+///     let mut done = 0;
+///     while done < steps && !dfut::cancelled() {
+///         done += 1;
+///     }
+///     done
+/// }
+/// assert!(!dfut::cancelled());
+/// assert_eq!(crunch_local(10), 10);
+/// ```
+pub fn cancelled() -> bool {
+    TASK.with(|t| {
+        t.borrow()
+            .as_ref()
+            .is_some_and(|s| lock(&s.shared.store).is_cancelled(s.id))
+    })
+}
+
+/// Whether this thread is running a sync task.
+pub(crate) fn in_task() -> bool {
+    TASK.with(|t| t.borrow().is_some())
+}
+
+/// Waits for `fut` inside a sync task, running queued tasks of this worker
+/// meanwhile (see `runner`); gives `fut` back outside a task.
+pub(crate) fn wait_in_task<F: std::future::Future>(fut: F) -> Result<F::Output, F> {
+    let Some(mut scope) = TASK.with(|t| t.borrow_mut().take()) else {
+        return Err(fut);
+    };
+    let runner = scope.shared.runner.clone();
+    let wait = || runner.wait_helping(fut, |blocked| scope.on_wait(blocked));
+    let out = match tokio::runtime::Handle::try_current() {
+        // On a runtime thread (an inline task): let the runtime move its
+        // other work to another thread meanwhile.
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    };
+    TASK.with(|t| *t.borrow_mut() = Some(scope));
+    Ok(out)
+}
+
+/// Calls a sync function on this thread, which holds a slot, and measures
+/// it.
+fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
+    let entry = scope.entry;
     let Invoke::Sync(f) = entry.function.invoke else {
         return Err(failure(FailureKind::Other, "not a sync function"));
     };
-    let _current = crate::context::enter(shared.client.clone());
+    let _current = crate::context::enter(scope.shared.client.clone());
+    let previous = TASK.with(|t| t.replace(Some(scope)));
     let start = Instant::now();
     let gpu = entry.function.gpu;
-    let result = crate::context::with_task_permit(permit, shared.slots.clone(), || {
-        crate::context::as_gpu_task(gpu, || std::panic::catch_unwind(move || f(args)))
-    });
+    let result = crate::context::as_gpu_task(gpu, || std::panic::catch_unwind(move || f(args)));
     entry.record(start.elapsed());
+    TASK.with(|t| *t.borrow_mut() = previous);
     match result {
         Ok(r) => r.map(Arc::new),
         Err(p) => Err(failure(FailureKind::Panicked, panic_message(p))),
     }
-}
-
-/// Runs a task; also returns how long it held a slot.
-async fn run(
-    shared: &Arc<Shared>,
-    reply: &Link,
-    task: TaskSpec,
-    entry: Option<&'static Entry>,
-) -> (Result<Blob, Failure>, Duration) {
-    let mut held = Duration::ZERO;
-    let result = run_holding(shared, reply, task, entry, &mut held).await;
-    (result, held)
-}
-
-async fn run_holding(
-    shared: &Arc<Shared>,
-    reply: &Link,
-    task: TaskSpec,
-    entry: Option<&'static Entry>,
-    held: &mut Duration,
-) -> Result<Blob, Failure> {
-    let args = resolve_args(shared, task.args).await;
-    shared.queued.fetch_sub(1, Ordering::Relaxed);
-    let Some(entry) = entry else {
-        return Err(failure(
-            FailureKind::UnknownFunction,
-            format!("no remote function `{}` in this worker", task.function),
-        ));
-    };
-    let args = args?;
-    let permit = shared
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| failure(FailureKind::Other, "worker shutting down"))?;
-    if !shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(task.id)
-    {
-        // Freed while queued: its owner no longer wants it (a speculative
-        // copy that lost, or a dropped handle).
-        return Err(failure(FailureKind::Other, "cancelled"));
-    }
-    shared.running.fetch_add(1, Ordering::Relaxed);
-    let slot_taken = Instant::now();
-    if let Some(delay) = &shared.delay {
-        tokio::time::sleep(delay.sample()).await;
-    }
-    let result = match entry.function.invoke {
-        Invoke::Sync(_) if runs_inline(entry) => call_sync(shared, entry, args, permit),
-        Invoke::Sync(_) => {
-            let _ = reply.send(Message::Started(task.id));
-            let worker = shared.clone();
-            tokio::task::spawn_blocking(move || call_sync(&worker, entry, args, permit))
-                .await
-                .unwrap_or_else(|e| Err(failure(FailureKind::Other, e.to_string())))
-        }
-        Invoke::Async(f) => {
-            let _ = reply.send(Message::Started(task.id));
-            let start = Instant::now();
-            let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
-            let r = tokio::spawn(fut).await;
-            entry.record(start.elapsed());
-            drop(permit);
-            match r {
-                Ok(r) => r.map(Arc::new),
-                Err(e) => Err(match e.try_into_panic() {
-                    Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
-                    Err(e) => failure(FailureKind::Other, e.to_string()),
-                }),
-            }
-        }
-    };
-    shared.running.fetch_sub(1, Ordering::Relaxed);
-    *held = slot_taken.elapsed();
-    result
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

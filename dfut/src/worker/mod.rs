@@ -10,6 +10,7 @@
 
 mod config;
 mod exec;
+mod runner;
 mod store;
 
 use std::net::SocketAddr;
@@ -19,9 +20,11 @@ use std::time::Duration;
 
 use dfut_net::wire::{Message, Role, WorkerInfo, WorkerLoad};
 use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
-use tokio::sync::Semaphore;
 
-pub use config::WorkerConfig;
+pub use config::{WorkerConfig, host_id};
+pub use exec::cancelled;
+pub(crate) use exec::{in_task, wait_in_task};
+use runner::Runner;
 use store::Store;
 
 use crate::client::Client;
@@ -79,6 +82,7 @@ pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runti
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("dfut-worker")
+        .thread_stack_size(runner::STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| Error::Process(format!("cannot start the worker runtime: {e}")))
@@ -93,8 +97,8 @@ pub(crate) struct Worker {
 impl Worker {
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         self.client.endpoint().close();
-        self.shared.heartbeat.close("worker shutting down");
     }
 }
 
@@ -103,13 +107,18 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     pub client: Client,
     pub store: Mutex<Store>,
-    pub slots: Arc<Semaphore>,
+    pub runner: Arc<Runner>,
+    /// Async tasks running now, to cancel them; bounded by the tasks sent
+    /// here.
+    pub aborts:
+        Mutex<std::collections::HashMap<dfut_net::wire::ObjectId, tokio::task::AbortHandle>>,
     pub running: AtomicU32,
     pub queued: AtomicU32,
     pub done: AtomicU64,
     pub failed: AtomicU64,
     pub delay: Option<exec::Delay>,
-    heartbeat: Link,
+    /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -145,13 +154,25 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         })?;
     let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
     let local = endpoint.local_addr()?;
+    let id = rand::random::<u64>();
+    let (heartbeat, sched_inbox) = endpoint.connect(scheduler).await?;
     let addr: SocketAddr = match &config.advertise {
         Some(a) => a
             .parse()
             .map_err(|e| Error::Config(format!("advertised address `{a}`: {e}")))?,
+        // Listening on every interface: the address our packets to the
+        // scheduler leave from is one the cluster can reach.
+        None if local.ip().is_unspecified() => match route_source(scheduler) {
+            Ok(ip) => SocketAddr::new(ip, local.port()),
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "listening on {local}: cannot tell which address to advertise \
+                     ({e}); pass --advertise"
+                )));
+            }
+        },
         None => local,
     };
-    let id = rand::random::<u64>();
     let client = Client::new(
         id,
         endpoint.clone(),
@@ -159,8 +180,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         None,
     );
     client.follow_scheduler(scheduler).await?;
-
-    let (heartbeat, mut sched_inbox) = endpoint.connect(scheduler).await?;
+    let host = config.host_id.clone().unwrap_or_else(host_id);
     let info = WorkerInfo {
         id,
         addr: addr.to_string(),
@@ -169,50 +189,43 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         gpu: config.gpu,
         pid: std::process::id(),
         speed: calibrate(),
+        host: host.clone(),
     };
-    heartbeat.send(Message::Hello {
-        node: id,
-        role: Role::Worker,
-    })?;
-    heartbeat.send(Message::Register(info))?;
+    register(&heartbeat, &info)?;
     let shared = Arc::new(Shared {
         addr,
         client: client.clone(),
         store: Mutex::new(Store::default()),
-        slots: Arc::new(Semaphore::new(config.slots() as usize)),
+        runner: {
+            let rt = tokio::runtime::Handle::current();
+            Runner::new(config.slots(), move |f| {
+                rt.spawn_blocking(f);
+            })
+        },
+        aborts: Mutex::new(std::collections::HashMap::new()),
         running: AtomicU32::new(0),
         queued: AtomicU32::new(0),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         delay: exec::Delay::from_config(&config),
-        heartbeat: heartbeat.clone(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
-    tracing::info!(%addr, id = format_args!("{id:x}"), "worker started");
-
-    let beat = shared.clone();
+    tracing::info!(
+        listen = %local,
+        advertise = %addr,
+        host,
+        id = format_args!("{id:x}"),
+        "worker started"
+    );
     let interval = Duration::from_millis(config.heartbeat_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tick.tick().await;
-            beat.store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .expire(std::time::Instant::now(), AWAIT_PATIENCE);
-            if beat
-                .heartbeat
-                .send(Message::Heartbeat(beat.load()))
-                .is_err()
-            {
-                tracing::warn!("lost the scheduler");
-                return;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        // The scheduler sends nothing to workers; reading notices closure.
-        while let Some(Ok(_)) = sched_inbox.recv().await {}
-    });
+    tokio::spawn(follow_scheduler(
+        shared.clone(),
+        endpoint.clone(),
+        scheduler,
+        info,
+        interval,
+        (heartbeat, sched_inbox),
+    ));
     let acceptor = shared.clone();
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -220,7 +233,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
             tokio::spawn(async move {
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
-                    Ok((link, inbox)) => serve_link(shared, link, inbox).await,
+                    Ok((link, inbox)) => serve_link(shared, link, inbox, None).await,
                     Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
                 }
             });
@@ -229,15 +242,139 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     Ok(Worker { client, shared })
 }
 
+/// The local address the kernel sends from to reach `peer`: a connected
+/// UDP socket is given its source address by routing, and sends nothing.
+fn route_source(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(peer)?;
+    Ok(socket.local_addr()?.ip())
+}
+
+/// [`serve_link`] as a boxed future, for a reader that hands itself off.
+fn serve_boxed(
+    shared: Arc<Shared>,
+    link: Link,
+    inbox: Inbox,
+    owner: Option<u64>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(serve_link(shared, link, inbox, owner))
+}
+
+/// Sends who we are and what we offer to the scheduler.
+fn register(link: &Link, info: &WorkerInfo) -> Result<()> {
+    link.send(Message::Hello {
+        node: info.id,
+        role: Role::Worker,
+    })?;
+    link.send(Message::Register(info.clone()))?;
+    Ok(())
+}
+
+/// Keeps this worker a member: heartbeats with its load on `session`, a
+/// new registration when the scheduler asks for one (it dropped us while
+/// we were paused or cut off, or it restarted), and on a lost connection
+/// reconnects with backoff (100 ms doubling to 2 s) and registers again.
+/// Tasks keep running meanwhile; only membership waits.
+async fn follow_scheduler(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    scheduler: SocketAddr,
+    info: WorkerInfo,
+    interval: Duration,
+    session: (Link, Inbox),
+) {
+    const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+    let mut session = Some(session);
+    let mut backoff = BACKOFF.0;
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let (link, mut inbox) = match session.take() {
+            Some(s) => s,
+            None => {
+                let attempt = async {
+                    let (link, inbox) = endpoint.connect(scheduler).await?;
+                    register(&link, &info)?;
+                    Ok::<_, Error>((link, inbox))
+                };
+                match attempt.await {
+                    Ok(s) => {
+                        tracing::info!(%scheduler, "registered with the scheduler again");
+                        backoff = BACKOFF.0;
+                        s
+                    }
+                    Err(e) => {
+                        tracing::debug!(%scheduler, "cannot reach the scheduler: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF.1);
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    shared
+                        .store
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .expire(std::time::Instant::now(), AWAIT_PATIENCE);
+                    if link.send(Message::Heartbeat(shared.load())).is_err() {
+                        break;
+                    }
+                }
+                msg = inbox.recv() => match msg {
+                    Some(Ok(Message::RegisterAgain)) => {
+                        tracing::warn!("the scheduler had dropped this worker; registering again");
+                        if register(&link, &info).is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(other)) => tracing::debug!("unexpected from the scheduler: {other:?}"),
+                    Some(Err(_)) | None => break,
+                },
+            }
+        }
+        link.close("reconnecting");
+        if !shared.stopping.load(Ordering::Relaxed) {
+            tracing::warn!(%scheduler, "lost the scheduler; reconnecting");
+        }
+    }
+}
+
 /// Serves one connection from an owner or another worker.
-async fn serve_link(shared: Arc<Shared>, link: Link, mut inbox: Inbox) {
-    let mut owner = None;
-    while let Some(msg) = inbox.recv().await {
+///
+/// The reader may be handed off: a task running inline on this reader that
+/// blocks calls the [`exec::Handoff`], which moves the inbox to a new
+/// reader task; this one then returns once its current message is done.
+async fn serve_link(shared: Arc<Shared>, link: Link, inbox: Inbox, mut owner: Option<u64>) {
+    let slot = Arc::new(Mutex::new(Some(inbox)));
+    let take = |slot: &Mutex<Option<Inbox>>| slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    loop {
+        let Some(mut inbox) = take(&slot) else {
+            return; // handed to another reader
+        };
+        let msg = inbox.recv().await;
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
+        let Some(msg) = msg else { break };
         match msg {
             Ok(Message::Hello { node, .. }) => owner = Some(node),
             Ok(Message::Submit(tasks)) => {
+                let handoff: exec::Handoff = {
+                    let (shared, link, slot) = (shared.clone(), link.clone(), slot.clone());
+                    Arc::new(move || {
+                        if let Some(inbox) = take(&slot) {
+                            let next = serve_boxed(shared.clone(), link.clone(), inbox, owner);
+                            shared.client.handle().spawn(next);
+                        }
+                    })
+                };
                 for task in tasks {
-                    exec::accept(&shared, link.clone(), task);
+                    exec::accept(&shared, link.clone(), task, &handoff);
                 }
             }
             Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
@@ -247,6 +384,7 @@ async fn serve_link(shared: Arc<Shared>, link: Link, mut inbox: Inbox) {
                     store.free(id);
                 }
             }
+            Ok(Message::Cancel(ids)) => exec::cancel(&shared, ids),
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
             Err(e) => {

@@ -7,7 +7,7 @@
 //! owner sent them on different connections); such a wait expires if the
 //! task never comes, so no reader waits forever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use dfut_net::wire::{Failure, FailureKind, ObjectId};
@@ -43,6 +43,9 @@ pub(crate) enum Lookup {
 pub(crate) struct Store {
     entries: HashMap<ObjectId, Entry>,
     bytes: u64,
+    /// Tasks cancelled while pending here; each leaves when its task is
+    /// skipped or ends, so this holds at most the tasks pending here.
+    cancelled: HashSet<ObjectId>,
 }
 
 fn freed(id: ObjectId) -> Failure {
@@ -75,6 +78,7 @@ impl Store {
     /// Stores the outcome of `id` and answers its waiters. Returns whether it
     /// was kept: an object freed before it finished is dropped.
     pub fn complete(&mut self, id: ObjectId, outcome: Settled) -> bool {
+        self.cancelled.remove(&id);
         let Some(entry) = self.entries.get_mut(&id) else {
             return false;
         };
@@ -147,6 +151,26 @@ impl Store {
         }
     }
 
+    /// Cancels the task computing `id` if it is pending here (see
+    /// [`Store::take_cancelled`]), and frees the object either way.
+    pub fn cancel(&mut self, id: ObjectId) {
+        if matches!(self.entries.get(&id), Some(Entry::Pending(_))) {
+            self.cancelled.insert(id);
+        }
+        self.free(id);
+    }
+
+    /// Whether the task computing `id` was cancelled.
+    pub fn is_cancelled(&self, id: ObjectId) -> bool {
+        self.cancelled.contains(&id)
+    }
+
+    /// Whether the task computing `id` was cancelled before it started;
+    /// forgets the mark, since the task is then skipped.
+    pub fn take_cancelled(&mut self, id: ObjectId) -> bool {
+        self.cancelled.remove(&id)
+    }
+
     /// Drops every object owned by `owner` (whose process is gone).
     pub fn free_owner(&mut self, owner: u64) {
         let ids: Vec<_> = self
@@ -158,11 +182,6 @@ impl Store {
         for id in ids {
             self.free(id);
         }
-    }
-
-    /// Whether `id` is held or expected here.
-    pub fn contains(&self, id: ObjectId) -> bool {
-        self.entries.contains_key(&id)
     }
 
     /// Objects held or being computed here (not those only awaited).

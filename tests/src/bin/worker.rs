@@ -1,26 +1,110 @@
 //! The worker program of the integration tests: it links the remote
-//! functions of `dfut_tests` and serves them. Started with `--driver` it is
-//! instead a driver that starts a local cluster of 2 workers, prints their
-//! process ids and waits (or panics with `--driver-panic`), for the orphan
-//! tests.
+//! functions of `dfut_tests` and serves them. With an argument it is a
+//! driver instead:
+//!
+//! - `--driver` / `--driver-panic`: starts a local cluster of 2 workers,
+//!   prints their process ids and waits (or panics), for the orphan tests;
+//! - `--init-twice`: checks that `dfut::init()` is idempotent and that
+//!   handles fail once the runtime is gone; prints `ok`;
+//! - `--init-async`: starts with `dfut::init_async()` inside a tokio
+//!   runtime and awaits calls there; prints `ok`;
+//! - `--multi-host`: joins the cluster named by `DFUT_SCHEDULER` (workers on
+//!   other hosts) and runs independent tasks, a chain of `hop`s that must
+//!   cross between the hosts `host-w1` and `host-w2`, and a nested call;
+//!   prints the chain's trail, then `ok`.
+
+use std::time::Duration;
 
 use dfut_benches as _;
-use dfut_tests as _;
+use dfut_tests::{echo, hop, nested_sum};
 
 fn main() -> dfut::Result<()> {
-    let mode = std::env::args().nth(1);
-    let rt = if mode.is_some() {
-        dfut::Runtime::builder().workers(2).start()?
-    } else {
-        // A worker started by a test's local cluster: serves and never returns.
-        dfut::init()?
-    };
+    match std::env::args().nth(1).as_deref() {
+        None => {
+            // A worker started by a test's local cluster: serves and never returns.
+            let _rt = dfut::init()?;
+            Ok(())
+        }
+        Some("--init-twice") => init_twice(),
+        Some("--init-async") => init_async(),
+        Some("--multi-host") => multi_host(),
+        Some(mode) => orphan_driver(mode == "--driver-panic"),
+    }
+}
+
+fn init_twice() -> dfut::Result<()> {
+    let limit = Duration::from_secs(30);
+    let a = dfut::init()?;
+    let b = dfut::init()?;
+    assert_eq!(a.client().node_id(), b.client().node_id(), "one cluster");
+    assert_eq!(a.worker_pids(), b.worker_pids());
+    drop(a);
+    assert_eq!(
+        echo(5).get_timeout(limit),
+        Ok(5),
+        "the second handle still works"
+    );
+    let pending = dfut_tests::slow_echo(1, 60_000);
+    drop(b);
+    assert_eq!(pending.get_timeout(limit), Err(dfut::Error::NoRuntime));
+    assert_eq!(echo(5).get_timeout(limit), Err(dfut::Error::NoRuntime));
+    println!("ok");
+    Ok(())
+}
+
+fn init_async() -> dfut::Result<()> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| dfut::Error::Process(e.to_string()))?;
+    tokio.block_on(async {
+        let rt = dfut::init_async().await?;
+        let x = echo(20).await?;
+        let y = dfut_tests::inc(x).await?;
+        assert_eq!(y, 21);
+        // A blocking get() on a multi-thread runtime's thread also works.
+        assert_eq!(echo(3).get()?, 3);
+        drop(rt);
+        println!("ok");
+        Ok(())
+    })
+}
+
+fn multi_host() -> dfut::Result<()> {
+    let limit = Duration::from_secs(30);
+    let rt = dfut::init()?;
+    let tasks: Vec<_> = (0..200u64).map(echo).collect();
+    for (i, task) in (0..200u64).zip(&tasks) {
+        assert_eq!(task.get_timeout(limit)?, i, "echo({i})");
+    }
+    let mut link = hop((0u64, Vec::<String>::new()));
+    for _ in 1..20 {
+        link = hop(link);
+    }
+    let (count, trail) = link.get_timeout(limit)?;
+    println!("trail {}", trail.join(" "));
+    assert_eq!(count, 20, "hops in the chain");
+    for host in ["host-w1", "host-w2"] {
+        assert!(
+            trail.iter().any(|h| h == host),
+            "no link of the chain ran on {host}: {trail:?}"
+        );
+    }
+    assert_eq!(nested_sum(10).get_timeout(limit)?, 55, "nested_sum(10)");
+    drop(rt);
+    println!("ok");
+    Ok(())
+}
+
+fn orphan_driver(panic: bool) -> dfut::Result<()> {
+    let rt = dfut::Runtime::builder().workers(2).start()?;
     let pids: Vec<String> = rt.worker_pids().iter().map(u32::to_string).collect();
     println!("workers {}", pids.join(" "));
-    if mode.as_deref() == Some("--driver-panic") {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    if panic {
+        std::thread::sleep(Duration::from_millis(200));
         panic!("driver panics on purpose");
     }
-    std::thread::sleep(std::time::Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(120));
     Ok(())
 }
