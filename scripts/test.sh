@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# The multi-host test puts processes in network namespaces of its own (as
+# root; DFUT_SKIP_NETNS=1 skips it elsewhere).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # The GPU path's tests run the real WGSL shaders; without a GPU, on Mesa's
 # software Vulkan driver (lavapipe).
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)

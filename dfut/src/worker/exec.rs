@@ -124,10 +124,20 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             }
         };
         match entry.function.invoke {
+            // A short one runs here, on this runtime thread, if a slot is
+            // free: a chain of short tasks then costs no thread wake-up.
+            Invoke::Sync(_)
+                if shared.delay.is_none()
+                    && runs_inline(entry)
+                    && shared.runner.try_take_slot() =>
+            {
+                run_sync(&shared, reply, id, inline_max, entry, args, false);
+                shared.runner.give_back_slot();
+            }
             Invoke::Sync(_) => {
                 let runner = shared.runner.clone();
                 runner.submit(Box::new(move || {
-                    run_sync(&shared, reply, id, inline_max, entry, args);
+                    run_sync(&shared, reply, id, inline_max, entry, args, true);
                 }));
             }
             Invoke::Async(f) => run_async(&shared, reply, id, inline_max, entry, f, args).await,
@@ -155,7 +165,9 @@ fn skip_cancelled(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32) 
     cancelled
 }
 
-/// Runs a sync task in a slot (on a slot thread, or a helping one).
+/// Runs a sync task in a slot this thread holds (a slot thread, a helping
+/// one, or a runtime thread for a short task); `announce` sends the owner a
+/// start notice first.
 fn run_sync(
     shared: &Arc<Shared>,
     reply: Link,
@@ -163,12 +175,15 @@ fn run_sync(
     inline_max: u32,
     entry: &'static Entry,
     args: Args,
+    announce: bool,
 ) {
     if skip_cancelled(shared, &reply, id, inline_max) {
         return;
     }
     shared.running.fetch_add(1, Ordering::Relaxed);
-    let _ = reply.send(Message::Started(id));
+    if announce {
+        let _ = reply.send(Message::Started(id));
+    }
     let start = Instant::now();
     if let Some(delay) = &shared.delay {
         std::thread::sleep(delay.sample());
