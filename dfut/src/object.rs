@@ -103,9 +103,9 @@ pub(crate) struct CellState {
     pub task: Option<TaskRecord>,
     /// A second worker running a speculative copy of the task.
     pub backup: Option<SocketAddr>,
-    /// Its worker reported it blocked in a nested wait (holding no slot):
-    /// it is not counted in flight there meanwhile.
-    pub blocked: bool,
+    /// The worker that reported it blocked in a nested wait (holding no
+    /// slot): it is not counted in flight there meanwhile.
+    pub blocked: Option<SocketAddr>,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
@@ -146,7 +146,7 @@ impl ObjectCell {
                 phase,
                 task,
                 backup: None,
-                blocked: false,
+                blocked: None,
                 dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),

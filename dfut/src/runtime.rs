@@ -550,15 +550,22 @@ impl Runtime {
             let _guard = self.enter();
             self.rt_ref().block_on(fut)
         };
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(caller) = tokio::runtime::Handle::try_current() else {
             return run();
+        };
+        let on_thread = || {
+            std::thread::scope(|s| match s.spawn(run).join() {
+                Ok(out) => out,
+                // The future panicked: carry the panic to the caller, as a
+                // direct `block_on` would.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+        };
+        match caller.runtime_flavor() {
+            // Let the caller's runtime move its other work elsewhere meanwhile.
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(on_thread),
+            _ => on_thread(),
         }
-        std::thread::scope(|s| match s.spawn(run).join() {
-            Ok(out) => out,
-            // The future panicked: carry the panic to the caller, as a
-            // direct `block_on` would.
-            Err(panic) => std::panic::resume_unwind(panic),
-        })
     }
 
     /// Process ids of the local worker processes (empty for in-process

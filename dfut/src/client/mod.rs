@@ -482,7 +482,7 @@ impl Client {
                     let mut st = cell.lock();
                     st.dispatched = std::time::Instant::now();
                     st.backup = None;
-                    st.blocked = false;
+                    st.blocked = None;
                     for dep in st.task.iter().flat_map(TaskRecord::futures) {
                         dep.cell.readers.fetch_add(1, Ordering::Relaxed);
                     }
@@ -532,7 +532,7 @@ impl Client {
             };
             (holder, st.backup, std::mem::take(&mut st.blocked))
         };
-        if blocked && let Some(h) = holder {
+        if let Some(h) = blocked {
             // Its completion will count it out of flight once more.
             self.count_in_flight(h, 1);
         }
@@ -580,10 +580,10 @@ impl Client {
         };
         {
             let mut st = cell.lock();
-            if current_holder(&st.phase) != Some(from) || st.blocked == blocked {
+            if current_holder(&st.phase) != Some(from) || st.blocked.is_some() == blocked {
                 return;
             }
-            st.blocked = blocked;
+            st.blocked = blocked.then_some(from);
             // A task run inline sends no start notice; blocking shows it runs.
             st.phase = Phase::Running(from);
         }
@@ -748,7 +748,12 @@ impl Client {
         // A blocked task was already counted out of flight.
         let was_blocked = cell.as_ref().is_some_and(|c| {
             let mut st = c.lock();
-            current_holder(&st.phase) == Some(from) && std::mem::take(&mut st.blocked)
+            if st.blocked == Some(from) {
+                st.blocked = None;
+                true
+            } else {
+                false
+            }
         });
         {
             let mut cluster = lock(&self.inner.cluster);

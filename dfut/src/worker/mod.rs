@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dfut_net::wire::{Message, Role, WorkerInfo, WorkerLoad};
+use dfut_net::wire::{Message, Role, TaskSpec, WorkerInfo, WorkerLoad};
 use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
 
 pub use config::{WorkerConfig, host_id};
@@ -233,7 +233,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
             tokio::spawn(async move {
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
-                    Ok((link, inbox)) => serve_link(shared, link, inbox, None).await,
+                    Ok((link, inbox)) => serve_link(shared, link, inbox, None, Vec::new()).await,
                     Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
                 }
             });
@@ -254,14 +254,54 @@ fn route_source(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn take(slot: &Mutex<Option<Inbox>>) -> Option<Inbox> {
+    lock(slot).take()
+}
+
+/// Accepts a batch of tasks. Should a task running inline on this reader
+/// block, the [`exec::Handoff`] moves the inbox, with the rest of the batch
+/// to accept first, to a new reader.
+fn serve_batch(
+    shared: &Arc<Shared>,
+    link: &Link,
+    slot: &Arc<Mutex<Option<Inbox>>>,
+    owner: Option<u64>,
+    tasks: Vec<TaskSpec>,
+) {
+    let batch = Arc::new(Mutex::new(std::collections::VecDeque::from(tasks)));
+    let handoff: exec::Handoff = {
+        let (shared, link, slot, batch) =
+            (shared.clone(), link.clone(), slot.clone(), batch.clone());
+        Arc::new(move || {
+            if let Some(inbox) = take(&slot) {
+                let rest: Vec<TaskSpec> = lock(&batch).drain(..).collect();
+                let next = serve_boxed(shared.clone(), link.clone(), inbox, owner, rest);
+                shared.client.handle().spawn(next);
+            }
+        })
+    };
+    loop {
+        let Some(task) = lock(&batch).pop_front() else {
+            break;
+        };
+        exec::accept(shared, link.clone(), task, &handoff);
+    }
+}
+
 /// [`serve_link`] as a boxed future, for a reader that hands itself off.
 fn serve_boxed(
     shared: Arc<Shared>,
     link: Link,
     inbox: Inbox,
     owner: Option<u64>,
+    first: Vec<TaskSpec>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(serve_link(shared, link, inbox, owner))
+    Box::pin(serve_link(shared, link, inbox, owner, first))
 }
 
 /// Sends who we are and what we offer to the scheduler.
@@ -351,9 +391,17 @@ async fn follow_scheduler(
 /// The reader may be handed off: a task running inline on this reader that
 /// blocks calls the [`exec::Handoff`], which moves the inbox to a new
 /// reader task; this one then returns once its current message is done.
-async fn serve_link(shared: Arc<Shared>, link: Link, inbox: Inbox, mut owner: Option<u64>) {
+async fn serve_link(
+    shared: Arc<Shared>,
+    link: Link,
+    inbox: Inbox,
+    mut owner: Option<u64>,
+    first: Vec<TaskSpec>,
+) {
     let slot = Arc::new(Mutex::new(Some(inbox)));
-    let take = |slot: &Mutex<Option<Inbox>>| slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if !first.is_empty() {
+        serve_batch(&shared, &link, &slot, owner, first);
+    }
     loop {
         let Some(mut inbox) = take(&slot) else {
             return; // handed to another reader
@@ -363,20 +411,7 @@ async fn serve_link(shared: Arc<Shared>, link: Link, inbox: Inbox, mut owner: Op
         let Some(msg) = msg else { break };
         match msg {
             Ok(Message::Hello { node, .. }) => owner = Some(node),
-            Ok(Message::Submit(tasks)) => {
-                let handoff: exec::Handoff = {
-                    let (shared, link, slot) = (shared.clone(), link.clone(), slot.clone());
-                    Arc::new(move || {
-                        if let Some(inbox) = take(&slot) {
-                            let next = serve_boxed(shared.clone(), link.clone(), inbox, owner);
-                            shared.client.handle().spawn(next);
-                        }
-                    })
-                };
-                for task in tasks {
-                    exec::accept(&shared, link.clone(), task, &handoff);
-                }
-            }
+            Ok(Message::Submit(tasks)) => serve_batch(&shared, &link, &slot, owner, tasks),
             Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
             Ok(Message::Free(ids)) => {
                 let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());

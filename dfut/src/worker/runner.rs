@@ -247,9 +247,8 @@ impl Runner {
                     run_job(job);
                     continue;
                 }
-                if !st.helpers.iter().any(|w| Arc::ptr_eq(w, &waiter)) {
-                    st.helpers.push(waiter.clone());
-                }
+                // Not listed now: a waiter is a helper only while parked.
+                st.helpers.push(waiter.clone());
             }
             if holding {
                 holding = false;
@@ -257,7 +256,14 @@ impl Runner {
             }
             self.dispatch(st);
             waiter.park();
-            if let Some(gift) = waiter.take_gift() {
+            // Leave the helpers and take any gift under the lock: gifts are
+            // handed only under it, to listed helpers, so none can follow.
+            let gift = {
+                let mut st = self.lock();
+                st.helpers.retain(|w| !Arc::ptr_eq(w, &waiter));
+                waiter.take_gift()
+            };
+            if let Some(gift) = gift {
                 holding = true;
                 if let Gift::Job(job) = gift {
                     run_job(job);
