@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{LIMIT, WORKER};
+use crate::util::{LIMIT, WORKER, eventually};
 
 /// The scheduler's address inside its namespace.
 const SCHEDULER: &str = "10.77.0.1:50051";
@@ -294,18 +294,6 @@ impl Drop for Hosts {
     }
 }
 
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
-
 #[test]
 fn a_cluster_runs_across_hosts() {
     let mut hosts = Hosts::new();
@@ -349,7 +337,7 @@ fn a_cluster_runs_across_hosts() {
         &[("DFUT_LOG", "info")],
     );
     let scheduler_out = hosts.proc("scheduler").stdout.clone();
-    let ready = within(LIMIT, || {
+    let ready = eventually(LIMIT, || {
         hosts.assert_running("scheduler");
         credential.exists()
             && std::fs::read_to_string(&scheduler_out)
