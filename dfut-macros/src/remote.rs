@@ -16,6 +16,8 @@ struct Options {
     gpu: bool,
     retries: u32,
     cost: Option<f64>,
+    timeout_ms: u32,
+    retry_on_error: bool,
     krate: syn::Path,
 }
 
@@ -64,6 +66,8 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
         gpu: false,
         retries: 0,
         cost: None,
+        timeout_ms: 0,
+        retry_on_error: false,
         krate: syn::parse_quote!(::dfut),
     };
     let parser = syn::meta::parser(|meta| {
@@ -86,13 +90,27 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
             }
             opts.cost = Some(cost);
             Ok(())
+        } else if meta.path.is_ident("timeout_ms") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            let ms: u32 = lit.base10_parse()?;
+            if ms == 0 {
+                return Err(
+                    meta.error("`timeout_ms` must be at least 1; leave it out for no deadline")
+                );
+            }
+            opts.timeout_ms = ms;
+            Ok(())
+        } else if meta.path.is_ident("retry_on_error") {
+            opts.retry_on_error = true;
+            Ok(())
         } else if meta.path.is_ident("crate") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             opts.krate = lit.parse()?;
             Ok(())
         } else {
             Err(meta.error(
-                "unknown option; expected `gpu`, `retries = N`, `cost = X` or `crate = \"path\"`",
+                "unknown option; expected `gpu`, `retries = N`, `retry_on_error`, \
+                 `timeout_ms = N`, `cost = X` or `crate = \"path\"`",
             ))
         }
     });
@@ -343,6 +361,8 @@ fn generate(r: &Remote) -> TokenStream {
         }
     };
     let retries = r.opts.retries;
+    let timeout_ms = r.opts.timeout_ms;
+    let retry_on_error = r.opts.retry_on_error;
     let gpu = r.opts.gpu;
     let cost = match r.opts.cost {
         Some(c) => quote! { ::core::option::Option::Some(#c) },
@@ -364,6 +384,8 @@ fn generate(r: &Remote) -> TokenStream {
                 retries: #retries,
                 gpu: #gpu,
                 cost: #cost,
+                timeout_ms: #timeout_ms,
+                retry_on_error: #retry_on_error,
             };
             #krate::__private::submit::<#output>(
                 &__DFUT_SPEC,

@@ -194,6 +194,8 @@ mod tests {
                 },
             ],
             inline_max: 100,
+            timeout_ms: 0,
+            confirm_start: false,
         }])
     }
 

@@ -65,6 +65,12 @@ pub struct WorkerLoad {
     pub tasks_done: u64,
     /// Tasks failed since start.
     pub tasks_failed: u64,
+    /// Sync tasks still running after their deadline failed them (their
+    /// threads come back when they return).
+    pub abandoned: u32,
+    /// Too many abandoned threads: owners place nothing here until some
+    /// return.
+    pub unhealthy: bool,
 }
 
 /// One worker as the scheduler sees it.
@@ -120,6 +126,14 @@ pub struct TaskSpec {
     pub args: Vec<Arg>,
     /// Results up to this size are sent back inline with the completion.
     pub inline_max: u32,
+    /// The task fails with [`FailureKind::TimedOut`] if it runs longer than
+    /// this many milliseconds; 0 means no deadline.
+    pub timeout_ms: u32,
+    /// The task is re-run after a worker died while it may have run: the
+    /// worker waits for [`Message::Confirmed`] after its start notice, so
+    /// the owner knows for sure whether it was running should this worker
+    /// die too.
+    pub confirm_start: bool,
 }
 
 /// Why a task or a fetch failed, as sent between processes.
@@ -141,6 +155,9 @@ pub enum FailureKind {
     WorkerLost,
     /// An argument of the task failed (its own error is at its owner).
     ArgumentFailed,
+    /// The task ran past its deadline; the message is the deadline in
+    /// milliseconds.
+    TimedOut,
     /// Some other failure.
     Other,
 }
@@ -261,6 +278,9 @@ pub enum Message {
     /// Scheduler → worker: your heartbeat names no member (you were
     /// dropped while alive, or the scheduler restarted): register again.
     RegisterAgain,
+    /// Owner → worker: the start notice of this task arrived (sent for
+    /// tasks with `confirm_start`).
+    Confirmed(ObjectId),
     /// Owner → worker: cancel these tasks (a queued one never runs, a
     /// running one's result is discarded) and free their results.
     Cancel(Vec<ObjectId>),

@@ -47,7 +47,22 @@ pub enum Error {
         /// How the loss was noticed.
         reason: String,
     },
-    /// The value was not ready in time.
+    /// Workers kept dying while this task ran on them (at least
+    /// `deaths` times, the owner's crash-loop limit of 3): it most likely
+    /// crashes its worker (for example with `std::process::abort`), so it
+    /// is not retried further.
+    #[error(
+        "remote function `{function}` was running on {deaths} workers when they died; \
+         it most likely crashes them, so it is not retried again"
+    )]
+    CrashLoop {
+        /// The function's registered name.
+        function: String,
+        /// Worker deaths while it ran.
+        deaths: u32,
+    },
+    /// The value was not ready in time, or the task ran past its deadline
+    /// (`#[remote(timeout_ms = ..)]` or [`Options::timeout`](crate::Options::timeout)).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// No live worker can run the task.
@@ -133,6 +148,9 @@ impl Error {
                 worker: worker.to_owned(),
                 reason: message,
             },
+            FailureKind::TimedOut => {
+                Error::Timeout(Duration::from_millis(message.parse().unwrap_or(0)))
+            }
         }
     }
 
@@ -146,12 +164,14 @@ impl Error {
             Error::Encode(_) => FailureKind::Encode,
             Error::ObjectUnavailable(_) => FailureKind::NoSuchObject,
             Error::WorkerLost { .. } => FailureKind::WorkerLost,
+            Error::Timeout(_) => FailureKind::TimedOut,
             _ => FailureKind::Other,
         };
         let message = match self {
             Error::TaskPanicked { message, .. } | Error::TaskFailed { message, .. } => {
                 message.clone()
             }
+            Error::Timeout(limit) => limit.as_millis().to_string(),
             other => other.to_string(),
         };
         Failure { kind, message }
@@ -176,6 +196,7 @@ mod tests {
             Error::UnknownFunction {
                 name: "m::f".into(),
             },
+            Error::Timeout(Duration::from_millis(250)),
         ];
         for e in cases {
             assert_eq!(Error::from_failure("m::f", "w", &e.to_failure()), e);

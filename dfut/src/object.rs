@@ -61,6 +61,14 @@ pub(crate) struct TaskRecord {
     pub spec: &'static crate::client::FnSpec,
     pub args: Vec<ArgSource>,
     pub retries_left: u32,
+    /// Deadline sent with the task, in milliseconds; 0 for none.
+    pub timeout_ms: u32,
+    /// Whether a failure of the task itself is retried too.
+    pub retry_on_error: bool,
+    /// Times a worker died while holding the task (sent or running).
+    pub lost_runs: u32,
+    /// Times a worker died while the task was known to be running on it.
+    pub crashes: u32,
 }
 
 impl TaskRecord {

@@ -266,3 +266,57 @@ pub fn gpu_or_skip(test: &str) -> Option<dfut::matrix::gpu::GpuContext> {
         }
     }
 }
+
+/// Sleeps `ms` milliseconds without looking at its deadline of 300 ms.
+#[dfut::remote(timeout_ms = 300)]
+pub fn naps(x: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x
+}
+
+/// An async sleep of `ms` milliseconds, with a deadline of 300 ms.
+#[dfut::remote(timeout_ms = 300)]
+pub async fn naps_async(x: u64, ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    x
+}
+
+/// Spins until `dfut::cancelled()` turns true (its 200 ms deadline passed)
+/// or 30 s pass, then writes whether it saw it to `path`.
+#[dfut::remote(timeout_ms = 200)]
+pub fn watches_its_deadline(path: String) -> bool {
+    let start = std::time::Instant::now();
+    while !dfut::cancelled() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let saw = dfut::cancelled();
+    let _ = std::fs::write(&path, if saw { "saw" } else { "missed" });
+    saw
+}
+
+/// Counts its runs in the file at `path`; the first `failures` runs fail
+/// (odd runs panic, even runs return `Err`), later ones return the run's
+/// number. Retried on error up to 3 times.
+#[dfut::remote(retries = 3, retry_on_error)]
+pub fn flaky(path: String, failures: u32) -> Result<u32, String> {
+    let runs = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    std::fs::write(&path, runs.to_string()).map_err(|e| e.to_string())?;
+    if runs > failures {
+        Ok(runs)
+    } else if runs % 2 == 1 {
+        panic!("run {runs} panics")
+    } else {
+        Err(format!("run {runs} fails"))
+    }
+}
+
+/// Aborts the worker process that runs it; retried (up to 10 times) when
+/// its worker dies.
+#[dfut::remote(retries = 10)]
+pub fn aborts_its_worker() -> u32 {
+    std::process::abort()
+}

@@ -177,6 +177,18 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
         done += l.tasks_done;
         failed += l.tasks_failed;
     }
+    for w in &status.workers {
+        if w.suspect {
+            let _ = writeln!(out, "{}: suspect (heartbeats late)", w.info.addr);
+        }
+        if w.load.unhealthy {
+            let _ = writeln!(
+                out,
+                "{}: unhealthy ({} tasks still running past their deadlines)",
+                w.info.addr, w.load.abandoned
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "tasks: queued {queued}, running {running}, finished {done}, failed {failed}"

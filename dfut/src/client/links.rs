@@ -87,9 +87,15 @@ impl Client {
                 Ok(Message::Started(id)) => {
                     let cell = lock(&self.inner.objects).get(&id).cloned();
                     if let Some(cell) = cell {
-                        let mut st = cell.lock();
-                        if matches!(st.phase, Phase::Pending(h) if h == addr) {
-                            st.phase = Phase::Running(addr);
+                        let confirm = {
+                            let mut st = cell.lock();
+                            if matches!(st.phase, Phase::Pending(h) if h == addr) {
+                                st.phase = Phase::Running(addr);
+                            }
+                            st.task.as_ref().is_some_and(|t| t.lost_runs > 0)
+                        };
+                        if confirm {
+                            self.send(addr, Message::Confirmed(id));
                         }
                     }
                 }

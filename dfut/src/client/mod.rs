@@ -83,6 +83,11 @@ pub struct FnSpec {
     pub gpu: bool,
     /// Declared relative cost, if any (`#[remote(cost = ..)]`).
     pub cost: Option<f64>,
+    /// Deadline in milliseconds (`#[remote(timeout_ms = ..)]`); 0 for none.
+    pub timeout_ms: u32,
+    /// Whether retries also cover panics, errors and timeouts
+    /// (`#[remote(retry_on_error)]`).
+    pub retry_on_error: bool,
 }
 
 /// A handle on this process's connection to the cluster.
@@ -400,10 +405,15 @@ impl Client {
             owner: self.inner.node,
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
         };
+        let options = crate::options::CallOptions::for_call(spec);
         let record = TaskRecord {
             spec,
             args,
-            retries_left: spec.retries,
+            retries_left: options.retries,
+            timeout_ms: options.timeout_ms,
+            retry_on_error: options.retry_on_error,
+            lost_runs: 0,
+            crashes: 0,
         };
         let cell = Arc::new(ObjectCell::new(id, spec.name, Phase::Queued, Some(record)));
         lock(&self.inner.objects).insert(id, cell.clone());
@@ -688,6 +698,11 @@ impl Client {
                 }
                 let on_lost = match &st.phase {
                     Phase::Pending(h) | Phase::Running(h) if *h == addr => {
+                        let running = matches!(st.phase, Phase::Running(_));
+                        if let Some(t) = st.task.as_mut() {
+                            t.lost_runs += 1;
+                            t.crashes += u32::from(running);
+                        }
                         match st.backup.take() {
                             // A speculative copy carries on alone.
                             Some(b) => {
@@ -716,14 +731,26 @@ impl Client {
                 if !on_lost {
                     continue;
                 }
-                take_retry(&mut st)
+                match st.task.as_ref().map(|t| t.crashes) {
+                    Some(deaths) if deaths >= CRASH_LIMIT => Err(deaths),
+                    _ => Ok(take_retry(&mut st)),
+                }
             };
-            if retry {
-                // Queued at once, so that dependents re-run after it.
-                cell.set(Phase::Queued);
-                rerun.push(cell);
-            } else {
-                self.settle(&cell, Phase::Failed(lost()));
+            match retry {
+                Ok(true) => {
+                    // Queued at once, so that dependents re-run after it.
+                    cell.set(Phase::Queued);
+                    rerun.push(cell);
+                }
+                Ok(false) => self.settle(&cell, Phase::Failed(lost())),
+                Err(deaths) => {
+                    tracing::error!(object = %cell.id, function = cell.function, deaths, "this task's workers keep dying while it runs: not retrying it");
+                    let e = Error::CrashLoop {
+                        function: cell.function.to_owned(),
+                        deaths,
+                    };
+                    self.settle(&cell, Phase::Failed(e));
+                }
             }
         }
         // Oldest first: an argument is always submitted before its consumers.
@@ -817,6 +844,17 @@ impl Client {
                 inline: None,
             },
             Outcome::Failed(f) => {
+                // The task itself failed: re-run if it retries on error.
+                if matches!(
+                    f.kind,
+                    FailureKind::Panicked | FailureKind::Returned | FailureKind::TimedOut
+                ) && retries_on_error(&mut cell.lock())
+                {
+                    tracing::debug!(object = %cell.id, function = cell.function, "retrying after: {}", f.message);
+                    cell.set(Phase::Queued);
+                    self.dispatch(&cell);
+                    return;
+                }
                 // A dependency lost with its worker: re-run if allowed.
                 if f.kind == FailureKind::WorkerLost {
                     let retry = take_retry(&mut cell.lock());
@@ -953,7 +991,9 @@ impl Client {
             .into_iter()
             .filter_map(|w| {
                 let addr = w.info.addr.parse().ok()?;
-                if w.suspect {
+                // Late heartbeats, or too many threads stuck past their
+                // deadlines: place nothing there for now.
+                if w.suspect || w.load.unhealthy {
                     suspect.push(w.info.id);
                 }
                 Some(WorkerView {
@@ -1038,6 +1078,17 @@ fn current_holder(phase: &Phase) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+/// Uses up one retry of a task that retries on error, if it has any left.
+fn retries_on_error(st: &mut crate::object::CellState) -> bool {
+    st.task.as_ref().is_some_and(|t| t.retry_on_error) && take_retry(st)
+}
+
+/// A task is given up once this many workers died while it was known to
+/// be running on them: it is most likely what kills them. External kills
+/// almost never hit one task three times while it runs (a task re-run
+/// after a loss confirms its start with the owner, so the count is exact).
+pub(crate) const CRASH_LIMIT: u32 = 3;
 
 /// Uses up one retry of the task, if it has any left.
 fn take_retry(st: &mut crate::object::CellState) -> bool {
@@ -1137,6 +1188,8 @@ fn prepare(
         function: task.spec.name.to_owned(),
         args,
         inline_max,
+        timeout_ms: task.timeout_ms,
+        confirm_start: task.lost_runs > 0,
     };
     Ok((spec, placements, task.spec))
 }

@@ -13,6 +13,8 @@ use dfut_net::wire::{Arg, Failure, FailureKind, Item, Message, ObjectId, Outcome
 use rand::{Rng, SeedableRng};
 
 use super::Shared;
+use super::deadline::{self, Deadline, DeadlineWatch};
+use super::monitor;
 use super::store::Lookup;
 use crate::object::Blob;
 
@@ -66,12 +68,15 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
         .unwrap_or_else(|p| p.into_inner())
         .expect(task.id);
     let entry = registry::lookup(&task.function);
+    let meta = Meta::of(&task);
     let fast = entry.filter(|e| {
         shared.delay.is_none()
+            && meta.plain()
             && runs_inline(e)
             && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
     });
     if let Some(entry) = fast
+        && let Some(_permit) = InlinePermit::take(shared)
         && shared.runner.try_take_slot()
     {
         let args = task
@@ -91,10 +96,14 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             id: task.id,
             entry,
             handoff: Some(handoff.clone()),
+            deadline: None,
         };
+        // Should it run long, the watchdog moves this reader away.
+        let watch = monitor::inline_run(entry, Some(handoff));
         let result = call_sync(scope, args);
+        drop(watch);
         let took = start.elapsed();
-        if took > SLOW_INLINE {
+        if took > monitor::SLOW_INLINE {
             // It held up this connection's reader: never inline again.
             entry.mark_blocking();
         }
@@ -106,7 +115,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
     tokio::spawn(async move {
-        let (id, inline_max) = (task.id, task.inline_max);
+        let (id, inline_max) = (meta.id, meta.inline_max);
         let args = resolve_args(&shared, task.args).await;
         let prepared = match entry {
             None => Err(failure(
@@ -126,28 +135,122 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
         match entry.function.invoke {
             // A short one runs here, on this runtime thread, if a slot is
             // free: a chain of short tasks then costs no thread wake-up.
-            Invoke::Sync(_)
-                if shared.delay.is_none()
-                    && runs_inline(entry)
-                    && shared.runner.try_take_slot() =>
-            {
-                run_sync(&shared, reply, id, inline_max, entry, args, false);
-                shared.runner.give_back_slot();
+            Invoke::Sync(_) if shared.delay.is_none() && meta.plain() && runs_inline(entry) => {
+                let permit = InlinePermit::take(&shared);
+                if permit.is_some() && shared.runner.try_take_slot() {
+                    run_sync(&shared, reply, meta, entry, args, false);
+                    shared.runner.give_back_slot();
+                } else {
+                    drop(permit);
+                    let runner = shared.runner.clone();
+                    runner.submit(Box::new(move || {
+                        run_sync(&shared, reply, meta, entry, args, true);
+                    }));
+                }
             }
             Invoke::Sync(_) => {
                 let runner = shared.runner.clone();
                 runner.submit(Box::new(move || {
-                    run_sync(&shared, reply, id, inline_max, entry, args, true);
+                    run_sync(&shared, reply, meta, entry, args, true);
                 }));
             }
-            Invoke::Async(f) => run_async(&shared, reply, id, inline_max, entry, f, args).await,
+            Invoke::Async(f) => run_async(&shared, reply, meta, entry, f, args).await,
         }
     });
 }
 
-/// An inline task running longer than this marks its function as not to be
-/// run inline again.
-const SLOW_INLINE: Duration = Duration::from_millis(2);
+/// Leave to run a task on a runtime thread (inline). At most
+/// `Shared::inline_limit` (the runtime's threads less one) are out at once,
+/// so a thread is always free for messages whatever inline tasks do.
+///
+/// Taking one also spawns an empty task: it takes this thread's LIFO slot,
+/// which other threads cannot steal from, so whatever the runtime had put
+/// there (say the writer of a reply just sent) moves to the queue they do
+/// steal from, and a task that blocks here cannot hold it up.
+struct InlinePermit<'a>(&'a Shared);
+
+impl<'a> InlinePermit<'a> {
+    fn take(shared: &'a Shared) -> Option<Self> {
+        shared
+            .inline_active
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < shared.inline_limit).then_some(n + 1)
+            })
+            .ok()?;
+        tokio::spawn(async {});
+        Some(Self(shared))
+    }
+}
+
+impl Drop for InlinePermit<'_> {
+    fn drop(&mut self) {
+        self.0.inline_active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// What a worker keeps of a task besides its function and arguments.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    id: ObjectId,
+    inline_max: u32,
+    timeout_ms: u32,
+    /// Wait for the owner to confirm the start notice before running.
+    confirm_start: bool,
+}
+
+impl Meta {
+    fn of(task: &TaskSpec) -> Self {
+        Self {
+            id: task.id,
+            inline_max: task.inline_max,
+            timeout_ms: task.timeout_ms,
+            confirm_start: task.confirm_start,
+        }
+    }
+
+    /// Neither a deadline nor a confirmed start: may run inline.
+    fn plain(&self) -> bool {
+        self.timeout_ms == 0 && !self.confirm_start
+    }
+}
+
+/// How long a task that must confirm its start waits for the owner before
+/// running anyway.
+const CONFIRM_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Tells the owner task `id` starts; for a task re-run after its worker
+/// died (`confirm_start`), waits until the owner has the notice, so a
+/// worker that dies in the task is known to have died running it (see
+/// the owner's crash-loop check).
+fn announce_start(
+    shared: &Shared,
+    reply: &Link,
+    meta: Meta,
+) -> Option<std::sync::mpsc::Receiver<()>> {
+    if !meta.confirm_start {
+        let _ = reply.send(Message::Started(meta.id));
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    lock(&shared.confirms).insert(meta.id, tx);
+    let _ = reply.send(Message::Started(meta.id));
+    Some(rx)
+}
+
+/// The owner confirmed it knows task `id` started.
+pub(crate) fn confirmed(shared: &Shared, id: ObjectId) {
+    if let Some(tx) = lock(&shared.confirms).remove(&id) {
+        let _ = tx.try_send(());
+    }
+}
+
+/// Waits (bounded) for a start confirmation on a thread that may block.
+fn await_confirmation(shared: &Shared, id: ObjectId, rx: std::sync::mpsc::Receiver<()>) {
+    if rx.recv_timeout(CONFIRM_PATIENCE).is_err() {
+        tracing::debug!("no start confirmation for {id}; running it anyway");
+    }
+    lock(&shared.confirms).remove(&id);
+}
 
 /// Whether a queued task was cancelled before it started; if so it is
 /// reported and skipped.
@@ -171,32 +274,42 @@ fn skip_cancelled(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32) 
 fn run_sync(
     shared: &Arc<Shared>,
     reply: Link,
-    id: ObjectId,
-    inline_max: u32,
+    meta: Meta,
     entry: &'static Entry,
     args: Args,
     announce: bool,
 ) {
+    let (id, inline_max) = (meta.id, meta.inline_max);
     if skip_cancelled(shared, &reply, id, inline_max) {
         return;
     }
     shared.running.fetch_add(1, Ordering::Relaxed);
-    if announce {
-        let _ = reply.send(Message::Started(id));
+    if announce && let Some(rx) = announce_start(shared, &reply, meta) {
+        await_confirmation(shared, id, rx);
     }
     let start = Instant::now();
     if let Some(delay) = &shared.delay {
         std::thread::sleep(delay.sample());
     }
+    let deadline = Deadline::arm(shared, &reply, id, inline_max, meta.timeout_ms);
     let scope = TaskScope {
         shared: shared.clone(),
         reply: reply.clone(),
         id,
         entry,
         handoff: None,
+        deadline: deadline.as_ref().map(Deadline::watch),
     };
+    // On a runtime thread (not announced): the watchdog marks a long run.
+    let watch = (!announce).then(|| monitor::inline_run(entry, None));
     let result = call_sync(scope, args);
+    drop(watch);
     shared.running.fetch_sub(1, Ordering::Relaxed);
+    if let Some(d) = deadline
+        && !d.disarm(shared)
+    {
+        return; // reported as timed out; this result is discarded
+    }
     finish(shared, &reply, id, inline_max, result, start.elapsed());
 }
 
@@ -205,25 +318,44 @@ fn run_sync(
 async fn run_async(
     shared: &Arc<Shared>,
     reply: Link,
-    id: ObjectId,
-    inline_max: u32,
+    meta: Meta,
     entry: &'static Entry,
     f: fn(Args) -> registry::BoxTask,
     args: Args,
 ) {
+    let (id, inline_max) = (meta.id, meta.inline_max);
     if skip_cancelled(shared, &reply, id, inline_max) {
         return;
     }
     shared.running.fetch_add(1, Ordering::Relaxed);
-    let _ = reply.send(Message::Started(id));
+    if let Some(rx) = announce_start(shared, &reply, meta) {
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || await_confirmation(&s, id, rx)).await;
+    }
     let start = Instant::now();
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;
     }
     let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
-    let task = tokio::spawn(fut);
+    let mut task = tokio::spawn(fut);
     lock(&shared.aborts).insert(id, task.abort_handle());
-    let r = task.await;
+    let r = if meta.timeout_ms == 0 {
+        (&mut task).await
+    } else {
+        let limit = Duration::from_millis(u64::from(meta.timeout_ms));
+        match tokio::time::timeout(limit, &mut task).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Dropped at its next await.
+                task.abort();
+                lock(&shared.aborts).remove(&id);
+                shared.running.fetch_sub(1, Ordering::Relaxed);
+                let f = deadline::timed_out(meta.timeout_ms);
+                finish(shared, &reply, id, inline_max, Err(f), start.elapsed());
+                return;
+            }
+        }
+    };
     lock(&shared.aborts).remove(&id);
     let took = start.elapsed();
     entry.record(took);
@@ -257,7 +389,7 @@ pub(crate) fn cancel(shared: &Shared, ids: Vec<ObjectId>) {
 }
 
 /// Stores a task's result and reports it to its owner.
-fn finish(
+pub(super) fn finish(
     shared: &Shared,
     reply: &Link,
     id: ObjectId,
@@ -302,6 +434,8 @@ struct TaskScope {
     /// Set for a task running inline on its connection's reader: its first
     /// block hands the connection to another reader.
     handoff: Option<Handoff>,
+    /// Set for a task with a deadline.
+    deadline: Option<DeadlineWatch>,
 }
 
 impl TaskScope {
@@ -327,8 +461,9 @@ thread_local! {
 }
 
 /// Whether the task running on this thread was cancelled by its owner
-/// (with [`DistFuture::cancel`](crate::DistFuture::cancel)). A long sync
-/// task can check it and return early; its result is discarded anyway.
+/// (with [`DistFuture::cancel`](crate::DistFuture::cancel)) or has run past
+/// its deadline (`timeout_ms`). A long sync task can check it and return
+/// early; its result is discarded anyway.
 /// Outside a task it is always `false`.
 ///
 /// ```
@@ -345,9 +480,10 @@ thread_local! {
 /// ```
 pub fn cancelled() -> bool {
     TASK.with(|t| {
-        t.borrow()
-            .as_ref()
-            .is_some_and(|s| lock(&s.shared.store).is_cancelled(s.id))
+        t.borrow().as_ref().is_some_and(|s| {
+            s.deadline.as_ref().is_some_and(DeadlineWatch::passed)
+                || lock(&s.shared.store).is_cancelled(s.id)
+        })
     })
 }
 

@@ -9,7 +9,9 @@
 //! is small. It never decides placement.
 
 mod config;
+mod deadline;
 mod exec;
+mod monitor;
 mod runner;
 mod store;
 
@@ -77,8 +79,12 @@ fn load_credential(config: &WorkerConfig) -> Result<ClusterCredential> {
 /// A multi-thread runtime whose threads see `client` as the current client
 /// once one is set.
 pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runtime> {
-    let threads =
-        crate::runtime::runtime_threads("DFUT_WORKER_THREADS", config.slots().clamp(1, 4) as usize);
+    // One more thread than tasks may run inline at once (see
+    // `exec::InlinePermit`), so one is always free for messages.
+    let threads = crate::runtime::runtime_threads(
+        "DFUT_WORKER_THREADS",
+        config.slots().clamp(1, 4) as usize + 1,
+    );
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("dfut-worker")
@@ -117,6 +123,16 @@ pub(crate) struct Shared {
     pub done: AtomicU64,
     pub failed: AtomicU64,
     pub delay: Option<exec::Delay>,
+    /// Tasks running inline on runtime threads now, at most `inline_limit`.
+    pub inline_active: AtomicU32,
+    /// The runtime's threads less one: one is always left for messages.
+    pub inline_limit: u32,
+    /// Sync tasks reported as timed out that still run.
+    pub abandoned: AtomicU32,
+    /// Tasks waiting for their owner to confirm their start notice; bounded
+    /// by the tasks running here.
+    pub confirms:
+        Mutex<std::collections::HashMap<dfut_net::wire::ObjectId, std::sync::mpsc::SyncSender<()>>>,
     /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -131,6 +147,8 @@ impl Shared {
             object_bytes: store.bytes(),
             tasks_done: self.done.load(Ordering::Relaxed),
             tasks_failed: self.failed.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+            unhealthy: self.abandoned.load(Ordering::Relaxed) >= deadline::MAX_ABANDONED,
         }
     }
 }
@@ -155,7 +173,6 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
     let local = endpoint.local_addr()?;
     let id = rand::random::<u64>();
-    let (heartbeat, sched_inbox) = endpoint.connect(scheduler).await?;
     let addr: SocketAddr = match &config.advertise {
         Some(a) => a
             .parse()
@@ -191,7 +208,6 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         speed: calibrate(),
         host: host.clone(),
     };
-    register(&heartbeat, &info)?;
     let shared = Arc::new(Shared {
         addr,
         client: client.clone(),
@@ -208,8 +224,30 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         delay: exec::Delay::from_config(&config),
+        inline_active: AtomicU32::new(0),
+        inline_limit: {
+            let threads = tokio::runtime::Handle::current().metrics().num_workers();
+            u32::try_from(threads.saturating_sub(1)).unwrap_or(u32::MAX)
+        },
+        abandoned: AtomicU32::new(0),
+        confirms: Mutex::new(std::collections::HashMap::new()),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
+    // Heartbeats run on the monitor thread, on an endpoint of their own:
+    // no task, however it blocks this worker's threads, can delay them.
+    let interval = Duration::from_millis(config.heartbeat_ms.max(10));
+    let (registered, first) = tokio::sync::oneshot::channel();
+    monitor::handle()?.spawn(follow_scheduler(
+        shared.clone(),
+        (credential, SocketAddr::new(bind.ip(), 0)),
+        scheduler,
+        info,
+        interval,
+        registered,
+    ));
+    first.await.map_err(|_| {
+        Error::Process("the monitor thread stopped before this worker registered".into())
+    })??;
     tracing::info!(
         listen = %local,
         advertise = %addr,
@@ -217,15 +255,6 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         id = format_args!("{id:x}"),
         "worker started"
     );
-    let interval = Duration::from_millis(config.heartbeat_ms.max(10));
-    tokio::spawn(follow_scheduler(
-        shared.clone(),
-        endpoint.clone(),
-        scheduler,
-        info,
-        interval,
-        (heartbeat, sched_inbox),
-    ));
     let acceptor = shared.clone();
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -314,50 +343,69 @@ fn register(link: &Link, info: &WorkerInfo) -> Result<()> {
     Ok(())
 }
 
-/// Keeps this worker a member: heartbeats with its load on `session`, a
-/// new registration when the scheduler asks for one (it dropped us while
-/// we were paused or cut off, or it restarted), and on a lost connection
-/// reconnects with backoff (100 ms doubling to 2 s) and registers again.
-/// Tasks keep running meanwhile; only membership waits.
+/// Keeps this worker a member, on the monitor thread: binds an endpoint of
+/// its own, registers (reporting the first attempt's outcome on
+/// `registered`), sends heartbeats with its load, registers again when the
+/// scheduler asks (it dropped us while we were paused or cut off, or it
+/// restarted), and on a lost connection reconnects with backoff (100 ms
+/// doubling to 2 s). Tasks keep running meanwhile; only membership waits.
 async fn follow_scheduler(
     shared: Arc<Shared>,
-    endpoint: Endpoint,
+    (credential, bind): (ClusterCredential, SocketAddr),
     scheduler: SocketAddr,
     info: WorkerInfo,
     interval: Duration,
-    session: (Link, Inbox),
+    registered: tokio::sync::oneshot::Sender<Result<()>>,
 ) {
     const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-    let mut session = Some(session);
+    let connect = |endpoint: Endpoint| {
+        let info = info.clone();
+        async move {
+            let (link, inbox) = endpoint.connect(scheduler).await?;
+            register(&link, &info)?;
+            Ok::<_, Error>((link, inbox))
+        }
+    };
+    let first = match Endpoint::bind(bind, &credential, EndpointOptions::default()) {
+        Ok(endpoint) => connect(endpoint.clone()).await.map(|s| (endpoint, s)),
+        Err(e) => Err(e.into()),
+    };
+    let (endpoint, first) = match first {
+        Ok(ok) => {
+            let _ = registered.send(Ok(()));
+            ok
+        }
+        Err(e) => {
+            let _ = registered.send(Err(e));
+            return;
+        }
+    };
+    let mut session = Some(first);
     let mut backoff = BACKOFF.0;
     while !shared.stopping.load(Ordering::Relaxed) {
         let (link, mut inbox) = match session.take() {
             Some(s) => s,
-            None => {
-                let attempt = async {
-                    let (link, inbox) = endpoint.connect(scheduler).await?;
-                    register(&link, &info)?;
-                    Ok::<_, Error>((link, inbox))
-                };
-                match attempt.await {
-                    Ok(s) => {
-                        tracing::info!(%scheduler, "registered with the scheduler again");
-                        backoff = BACKOFF.0;
-                        s
-                    }
-                    Err(e) => {
-                        tracing::debug!(%scheduler, "cannot reach the scheduler: {e}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF.1);
-                        continue;
-                    }
+            None => match connect(endpoint.clone()).await {
+                Ok(s) => {
+                    tracing::info!(%scheduler, "registered with the scheduler again");
+                    backoff = BACKOFF.0;
+                    s
                 }
-            }
+                Err(e) => {
+                    tracing::debug!(%scheduler, "cannot reach the scheduler: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                    continue;
+                }
+            },
         };
         let mut tick = tokio::time::interval(interval);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if shared.stopping.load(Ordering::Relaxed) {
+                        break;
+                    }
                     shared
                         .store
                         .lock()
@@ -384,6 +432,7 @@ async fn follow_scheduler(
             tracing::warn!(%scheduler, "lost the scheduler; reconnecting");
         }
     }
+    endpoint.close();
 }
 
 /// Serves one connection from an owner or another worker.
@@ -420,6 +469,7 @@ async fn serve_link(
                 }
             }
             Ok(Message::Cancel(ids)) => exec::cancel(&shared, ids),
+            Ok(Message::Confirmed(id)) => exec::confirmed(&shared, id),
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
             Err(e) => {

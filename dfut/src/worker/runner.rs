@@ -50,11 +50,25 @@ struct State {
     ready: VecDeque<Job>,
     /// Slots no thread holds.
     free: u32,
+    /// Slots lent for tasks abandoned at their deadline that have since
+    /// returned: the next slots given back are retired instead of freed.
+    owed: u32,
     /// Parked threads that will run a queued task if handed one.
     helpers: Vec<Arc<Waiter>>,
     /// Threads whose wait ended, waiting for a slot to resume: served
     /// before any queued task, since they are older work.
     resuming: VecDeque<Arc<Waiter>>,
+}
+
+impl State {
+    /// A slot comes back: freed, or retired if one is owed.
+    fn release(&mut self) {
+        if self.owed > 0 {
+            self.owed -= 1;
+        } else {
+            self.free += 1;
+        }
+    }
 }
 
 /// A parked thread and what it was handed.
@@ -122,6 +136,7 @@ impl Runner {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 free: slots.max(1),
+                owed: 0,
                 helpers: Vec::new(),
                 resuming: VecDeque::new(),
             }),
@@ -156,8 +171,27 @@ impl Runner {
     /// Gives back a slot taken with [`Runner::try_take_slot`].
     pub fn give_back_slot(self: &Arc<Self>) {
         let mut st = self.lock();
+        st.release();
+        self.dispatch(st);
+    }
+
+    /// Adds a slot while a task abandoned at its deadline still runs on
+    /// the slot it holds: the others can go on at once.
+    pub fn lend_slot(self: &Arc<Self>) {
+        let mut st = self.lock();
         st.free += 1;
         self.dispatch(st);
+    }
+
+    /// The abandoned task of a [`lend_slot`](Self::lend_slot) returned:
+    /// takes the lent slot back (now if free, else when one is given back).
+    pub fn reclaim_slot(&self) {
+        let mut st = self.lock();
+        if st.free > 0 {
+            st.free -= 1;
+        } else {
+            st.owed += 1;
+        }
     }
 
     /// Tasks waiting for a slot.
@@ -202,7 +236,7 @@ impl Runner {
                 job = next;
                 continue;
             }
-            st.free += 1;
+            st.release();
             self.dispatch(st);
             return;
         }
@@ -252,7 +286,7 @@ impl Runner {
             }
             if holding {
                 holding = false;
-                st.free += 1;
+                st.release();
             }
             self.dispatch(st);
             waiter.park();
@@ -282,7 +316,7 @@ impl Runner {
             Some(Gift::Job(job)) => {
                 st.ready.push_front(job);
                 if holding {
-                    st.free += 1;
+                    st.release();
                 }
                 holding = true;
             }
@@ -432,6 +466,24 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(30)).unwrap();
         }
         assert!(peak.load(Ordering::SeqCst) <= 2);
+    }
+
+    #[test]
+    fn a_lent_slot_is_retired_when_its_task_returns() {
+        let r = runner(1);
+        assert!(r.try_take_slot());
+        // The task holding the slot is abandoned: one more slot meanwhile.
+        r.lend_slot();
+        assert!(r.try_take_slot());
+        assert!(!r.try_take_slot());
+        // It returns while both slots are busy: the next one given back is
+        // retired, and the runner is back to one slot.
+        r.reclaim_slot();
+        r.give_back_slot();
+        assert!(!r.try_take_slot());
+        r.give_back_slot();
+        assert!(r.try_take_slot());
+        assert!(!r.try_take_slot());
     }
 
     #[test]

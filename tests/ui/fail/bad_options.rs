@@ -8,4 +8,9 @@ fn b() -> u32 {
     1
 }
 
+#[dfut::remote(timeout_ms = 0)]
+fn c() -> u32 {
+    1
+}
+
 fn main() {}
