@@ -212,6 +212,10 @@ pub enum Message {
         node: u64,
         /// The speaker's role.
         role: Role,
+        /// A random secret of the speaker's process, the same on all its
+        /// connections: a worker lets only connections showing the secret
+        /// that first came with `node` act for that owner.
+        secret: u128,
     },
     /// Worker → scheduler: join the cluster.
     Register(WorkerInfo),

@@ -70,6 +70,13 @@ impl Options {
         self
     }
 
+    /// Clears this thread's options until the guard drops (a task run on a
+    /// thread that another task's `call` is waiting on starts afresh).
+    pub(crate) fn isolate() -> impl Drop {
+        let previous = CURRENT.with(|c| c.replace(Options::new()));
+        Restore(previous)
+    }
+
     /// Runs `calls`; every remote call it makes on this thread uses these
     /// options. Nested `call`s override field by field, and the previous
     /// options come back when `calls` returns or panics.

@@ -119,6 +119,9 @@ fn retry_on_error_reruns_panics_and_errors() {
     let runs = |name: &str| dir.join(name).display().to_string();
     // Run 1 panics, run 2 returns Err, run 3 succeeds.
     assert_eq!(flaky(runs("a"), 2).get_timeout(LIMIT), Ok(3));
+    // A dependent sent while its argument was failing gets the retried value.
+    let chained = inc(flaky(runs("d"), 2));
+    assert_eq!(chained.get_timeout(LIMIT), Ok(4));
     // Retries used up (1 run + 3 retries): the last error is reported.
     assert!(matches!(
         flaky(runs("b"), 10).get_timeout(LIMIT),

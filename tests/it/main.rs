@@ -10,6 +10,7 @@ mod matrix;
 mod nesting;
 mod objects;
 mod orphans;
+mod ownership;
 mod scheduling;
 mod security;
 mod tasks;

@@ -298,10 +298,10 @@ pub fn watches_its_deadline(path: String) -> bool {
 /// (odd runs panic, even runs return `Err`), later ones return the run's
 /// number. Retried on error up to 3 times.
 #[dfut::remote(retries = 3, retry_on_error)]
-pub fn flaky(path: String, failures: u32) -> Result<u32, String> {
+pub fn flaky(path: String, failures: u64) -> Result<u64, String> {
     let runs = std::fs::read_to_string(&path)
         .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0)
         + 1;
     std::fs::write(&path, runs.to_string()).map_err(|e| e.to_string())?;

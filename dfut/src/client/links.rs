@@ -57,6 +57,7 @@ impl Client {
         let hello = Message::Hello {
             node: self.inner.node,
             role: Role::Client,
+            secret: self.inner.secret,
         };
         {
             let mut links = lock(&self.inner.links);
@@ -191,6 +192,7 @@ impl Client {
         link.send(Message::Hello {
             node: self.inner.node,
             role: Role::Client,
+            secret: self.inner.secret,
         })?;
         link.send(Message::Subscribe)?;
         Ok((link, inbox))

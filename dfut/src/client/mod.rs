@@ -116,6 +116,9 @@ impl std::fmt::Debug for Client {
 
 struct Inner {
     node: u64,
+    /// Shown with `node` on every connection: only this process knows it,
+    /// so no other can act as this owner on a worker.
+    secret: u128,
     endpoint: Endpoint,
     handle: tokio::runtime::Handle,
     seq: AtomicU64,
@@ -186,6 +189,7 @@ impl Client {
         let client = Self {
             inner: Arc::new(Inner {
                 node,
+                secret: rand::random(),
                 endpoint,
                 handle,
                 seq: AtomicU64::new(1),
@@ -848,22 +852,20 @@ impl Client {
                 if matches!(
                     f.kind,
                     FailureKind::Panicked | FailureKind::Returned | FailureKind::TimedOut
-                ) && retries_on_error(&mut cell.lock())
+                ) && requeue_from(&cell, from, retries_on_error)
                 {
                     tracing::debug!(object = %cell.id, function = cell.function, "retrying after: {}", f.message);
-                    cell.set(Phase::Queued);
                     self.dispatch(&cell);
                     return;
                 }
                 // A dependency lost with its worker: re-run if allowed.
                 if f.kind == FailureKind::WorkerLost {
-                    let retry = take_retry(&mut cell.lock());
+                    let retry = requeue_from(&cell, from, take_retry);
                     tracing::debug!(object = %cell.id, function = cell.function, retry, "an argument was lost: {}", f.message);
                     if retry {
                         // The news of the loss may reach this owner a moment
                         // after it reached the worker: re-run once the lost
                         // arguments have been re-placed.
-                        cell.set(Phase::Queued);
                         let client = self.clone();
                         self.inner.handle.spawn(async move {
                             tokio::time::sleep(LOSS_PROPAGATION).await;
@@ -873,12 +875,20 @@ impl Client {
                     }
                 }
                 if f.kind == FailureKind::ArgumentFailed {
-                    // Report the failed argument's own error, once known here.
+                    // Report the failed argument's own error, once known
+                    // here; if none failed for good (it was re-run, say with
+                    // `retry_on_error`), run this task again on the new value.
                     let client = self.clone();
                     let fallback = Error::from_failure(cell.function, &from.to_string(), &f);
                     self.inner.handle.spawn(async move {
-                        let e = client.failed_argument(&cell).await.unwrap_or(fallback);
-                        client.settle(&cell, Phase::Failed(e));
+                        match client.failed_argument(&cell).await {
+                            Some(e) => client.settle(&cell, Phase::Failed(e)),
+                            None if requeue_from(&cell, from, |_| true) => client.dispatch(&cell),
+                            None if !cell.is_settled() => {
+                                client.settle(&cell, Phase::Failed(fallback));
+                            }
+                            None => {}
+                        }
                     });
                     return;
                 }
@@ -1076,6 +1086,25 @@ fn current_holder(phase: &Phase) -> Option<SocketAddr> {
     match phase {
         Phase::Pending(h) | Phase::Running(h) => Some(*h),
         _ => None,
+    }
+}
+
+/// Queues `cell`'s task again if it is still sent to or running on `from`
+/// and `allow` agrees, in one critical section: a worker loss handled
+/// meanwhile cannot queue it a second time.
+fn requeue_from(
+    cell: &ObjectCell,
+    from: SocketAddr,
+    allow: impl FnOnce(&mut crate::object::CellState) -> bool,
+) -> bool {
+    let mut st = cell.lock();
+    let held = matches!(st.phase, Phase::Pending(h) | Phase::Running(h) if h == from);
+    if held && allow(&mut st) {
+        // Not a settled phase: nobody waits on this change.
+        st.phase = Phase::Queued;
+        true
+    } else {
+        false
     }
 }
 

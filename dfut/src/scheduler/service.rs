@@ -244,6 +244,7 @@ pub async fn query_status(
     link.send(Message::Hello {
         node: rand::random(),
         role: Role::Tool,
+        secret: rand::random(),
     })?;
     link.send(Message::StatusRequest)?;
     let reply = tokio::time::timeout(Duration::from_secs(10), async {

@@ -76,6 +76,11 @@ pub struct WorkerConfig {
     /// name).
     #[arg(long, env = "DFUT_HOST_ID")]
     pub host_id: Option<String>,
+    /// Milliseconds an owner may stay disconnected before its objects here
+    /// are freed and its queued tasks dropped (a driver paused or cut off
+    /// for less keeps everything).
+    #[arg(long, env = "DFUT_OWNER_GRACE_MS", default_value_t = 30_000)]
+    pub owner_grace_ms: u64,
 }
 
 impl WorkerConfig {
@@ -94,6 +99,7 @@ impl WorkerConfig {
             credential_file: None,
             heartbeat_ms: 200,
             host_id: None,
+            owner_grace_ms: 30_000,
         }
     }
 

@@ -76,9 +76,10 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             && task.args.iter().all(|a| matches!(a, Arg::Value(_)))
     });
     if let Some(entry) = fast
-        && let Some(_permit) = InlinePermit::take(shared)
+        && let Some(permit) = InlinePermit::take(shared)
         && shared.runner.try_take_slot()
     {
+        permit.clear_lifo();
         let args = task
             .args
             .into_iter()
@@ -137,7 +138,10 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             // free: a chain of short tasks then costs no thread wake-up.
             Invoke::Sync(_) if shared.delay.is_none() && meta.plain() && runs_inline(entry) => {
                 let permit = InlinePermit::take(&shared);
-                if permit.is_some() && shared.runner.try_take_slot() {
+                if let Some(p) = permit.as_ref()
+                    && shared.runner.try_take_slot()
+                {
+                    p.clear_lifo();
                     run_sync(&shared, reply, meta, entry, args, false);
                     shared.runner.give_back_slot();
                 } else {
@@ -163,7 +167,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
 /// `Shared::inline_limit` (the runtime's threads less one) are out at once,
 /// so a thread is always free for messages whatever inline tasks do.
 ///
-/// Taking one also spawns an empty task: it takes this thread's LIFO slot,
+/// Each inline run also spawns an empty task first: it takes this thread's LIFO slot,
 /// which other threads cannot steal from, so whatever the runtime had put
 /// there (say the writer of a reply just sent) moves to the queue they do
 /// steal from, and a task that blocks here cannot hold it up.
@@ -177,8 +181,13 @@ impl<'a> InlinePermit<'a> {
                 (n < shared.inline_limit).then_some(n + 1)
             })
             .ok()?;
-        tokio::spawn(async {});
         Some(Self(shared))
+    }
+
+    /// Empties this runtime thread's LIFO slot (see above) just before an
+    /// inline run.
+    fn clear_lifo(&self) {
+        tokio::spawn(async {});
     }
 }
 
@@ -222,34 +231,45 @@ const CONFIRM_PATIENCE: Duration = Duration::from_secs(2);
 /// died (`confirm_start`), waits until the owner has the notice, so a
 /// worker that dies in the task is known to have died running it (see
 /// the owner's crash-loop check).
-fn announce_start(
-    shared: &Shared,
-    reply: &Link,
-    meta: Meta,
-) -> Option<std::sync::mpsc::Receiver<()>> {
+fn announce_start(shared: &Shared, reply: &Link, meta: Meta) -> Option<Confirmation> {
     if !meta.confirm_start {
         let _ = reply.send(Message::Started(meta.id));
         return None;
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    lock(&shared.confirms).insert(meta.id, tx);
+    let nonce = rand::random::<u64>();
+    lock(&shared.confirms).insert(meta.id, (nonce, tx));
     let _ = reply.send(Message::Started(meta.id));
-    Some(rx)
+    Some(Confirmation { nonce, rx })
+}
+
+/// A task's wait for its start confirmation, as kept in `Shared::confirms`:
+/// the wait's nonce and where to send the confirmation.
+pub(crate) type ConfirmSlot = (u64, std::sync::mpsc::SyncSender<()>);
+
+/// A start notice waiting for its owner's confirmation.
+struct Confirmation {
+    /// Tells this wait from another run of the same task here.
+    nonce: u64,
+    rx: std::sync::mpsc::Receiver<()>,
 }
 
 /// The owner confirmed it knows task `id` started.
 pub(crate) fn confirmed(shared: &Shared, id: ObjectId) {
-    if let Some(tx) = lock(&shared.confirms).remove(&id) {
+    if let Some((_, tx)) = lock(&shared.confirms).remove(&id) {
         let _ = tx.try_send(());
     }
 }
 
 /// Waits (bounded) for a start confirmation on a thread that may block.
-fn await_confirmation(shared: &Shared, id: ObjectId, rx: std::sync::mpsc::Receiver<()>) {
-    if rx.recv_timeout(CONFIRM_PATIENCE).is_err() {
+fn await_confirmation(shared: &Shared, id: ObjectId, c: Confirmation) {
+    if c.rx.recv_timeout(CONFIRM_PATIENCE).is_err() {
         tracing::debug!("no start confirmation for {id}; running it anyway");
     }
-    lock(&shared.confirms).remove(&id);
+    let mut confirms = lock(&shared.confirms);
+    if confirms.get(&id).is_some_and(|(n, _)| *n == c.nonce) {
+        confirms.remove(&id);
+    }
 }
 
 /// Whether a queued task was cancelled before it started; if so it is
@@ -442,6 +462,11 @@ impl TaskScope {
     /// The task's wait blocked (`true`) or ended (`false`): tell the owner,
     /// so the task does not count against its admission window meanwhile.
     fn on_wait(&mut self, blocked: bool) {
+        if self.deadline.as_ref().is_some_and(DeadlineWatch::passed) {
+            // Reported as timed out: the owner may already run it again
+            // under the same id, and must not take this for that run.
+            return;
+        }
         if blocked {
             self.entry.mark_blocking();
             if let Some(handoff) = self.handoff.take() {
@@ -520,6 +545,9 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
         return Err(failure(FailureKind::Other, "not a sync function"));
     };
     let _current = crate::context::enter(scope.shared.client.clone());
+    // A helping thread runs this on top of another task: that task's
+    // `Options::call` must not apply to this one's calls.
+    let _options = crate::options::Options::isolate();
     let previous = TASK.with(|t| t.replace(Some(scope)));
     let start = Instant::now();
     let gpu = entry.function.gpu;

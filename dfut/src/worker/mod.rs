@@ -12,6 +12,7 @@ mod config;
 mod deadline;
 mod exec;
 mod monitor;
+mod owners;
 mod runner;
 mod store;
 
@@ -131,8 +132,11 @@ pub(crate) struct Shared {
     pub abandoned: AtomicU32,
     /// Tasks waiting for their owner to confirm their start notice; bounded
     /// by the tasks running here.
-    pub confirms:
-        Mutex<std::collections::HashMap<dfut_net::wire::ObjectId, std::sync::mpsc::SyncSender<()>>>,
+    pub confirms: Mutex<std::collections::HashMap<dfut_net::wire::ObjectId, exec::ConfirmSlot>>,
+    /// The owners served here, by secret.
+    owners: Mutex<owners::Owners>,
+    /// How long an owner may stay disconnected before its objects go.
+    owner_grace: Duration,
     /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -148,7 +152,7 @@ impl Shared {
             tasks_done: self.done.load(Ordering::Relaxed),
             tasks_failed: self.failed.load(Ordering::Relaxed),
             abandoned: self.abandoned.load(Ordering::Relaxed),
-            unhealthy: self.abandoned.load(Ordering::Relaxed) >= deadline::MAX_ABANDONED,
+            unhealthy: self.abandoned.load(Ordering::Relaxed) > deadline::MAX_ABANDONED,
         }
     }
 }
@@ -231,6 +235,8 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         },
         abandoned: AtomicU32::new(0),
         confirms: Mutex::new(std::collections::HashMap::new()),
+        owners: Mutex::new(owners::Owners::default()),
+        owner_grace: Duration::from_millis(config.owner_grace_ms),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     // Heartbeats run on the monitor thread, on an endpoint of their own:
@@ -338,6 +344,7 @@ fn register(link: &Link, info: &WorkerInfo) -> Result<()> {
     link.send(Message::Hello {
         node: info.id,
         role: Role::Worker,
+        secret: 0,
     })?;
     link.send(Message::Register(info.clone()))?;
     Ok(())
@@ -406,11 +413,9 @@ async fn follow_scheduler(
                     if shared.stopping.load(Ordering::Relaxed) {
                         break;
                     }
-                    shared
-                        .store
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .expire(std::time::Instant::now(), AWAIT_PATIENCE);
+                    let now = std::time::Instant::now();
+                    lock(&shared.store).expire(now, AWAIT_PATIENCE);
+                    drop_gone_owners(&shared, now);
                     if link.send(Message::Heartbeat(shared.load())).is_err() {
                         break;
                     }
@@ -459,16 +464,31 @@ async fn serve_link(
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
         let Some(msg) = msg else { break };
         match msg {
-            Ok(Message::Hello { node, .. }) => owner = Some(node),
-            Ok(Message::Submit(tasks)) => serve_batch(&shared, &link, &slot, owner, tasks),
+            Ok(Message::Hello { node, secret, .. }) if owner.is_none() => {
+                if !lock(&shared.owners).claim(node, secret) {
+                    tracing::warn!(peer = %link.peer(), node = format_args!("{node:x}"), "refused a connection naming an owner with the wrong secret");
+                    link.close("wrong owner secret");
+                    break;
+                }
+                owner = Some(node);
+            }
+            // Tasks and objects are acted on only for the owner this
+            // connection proved to be.
+            Ok(Message::Submit(mut tasks)) => {
+                tasks.retain(|t| Some(t.id.owner) == owner);
+                serve_batch(&shared, &link, &slot, owner, tasks);
+            }
             Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
             Ok(Message::Free(ids)) => {
-                let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-                for id in ids {
+                let mut store = lock(&shared.store);
+                for id in ids.into_iter().filter(|id| Some(id.owner) == owner) {
                     store.free(id);
                 }
             }
-            Ok(Message::Cancel(ids)) => exec::cancel(&shared, ids),
+            Ok(Message::Cancel(mut ids)) => {
+                ids.retain(|id| Some(id.owner) == owner);
+                exec::cancel(&shared, ids);
+            }
             Ok(Message::Confirmed(id)) => exec::confirmed(&shared, id),
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
@@ -479,9 +499,23 @@ async fn serve_link(
         }
     }
     if let Some(node) = owner {
-        // The owner is gone: nobody is left to free its objects.
-        let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.free_owner(node);
+        // Its objects stay for the grace period: it may reconnect.
+        lock(&shared.owners).release(node, std::time::Instant::now());
+    }
+}
+
+/// Drops the objects and queued tasks of owners disconnected for longer
+/// than the grace period: nobody is left to free them.
+fn drop_gone_owners(shared: &Shared, now: std::time::Instant) {
+    let gone = lock(&shared.owners).expire(now, shared.owner_grace);
+    for node in gone {
+        let ids = lock(&shared.store).ids_of(node);
+        tracing::info!(
+            owner = format_args!("{node:x}"),
+            objects = ids.len(),
+            "an owner has been gone past the grace period: dropping its objects and tasks"
+        );
+        exec::cancel(shared, ids);
     }
 }
 

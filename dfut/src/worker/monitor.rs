@@ -35,16 +35,28 @@ pub(crate) fn handle() -> Result<tokio::runtime::Handle> {
 }
 
 fn start() -> std::result::Result<tokio::runtime::Handle, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let handle = runtime.handle().clone();
+    // The runtime is built (and, on failure, dropped) on its own thread:
+    // dropping a runtime inside async code would panic.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("dfut-monitor".into())
-        .spawn(move || runtime.block_on(watch_inline_runs()))
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(watch_inline_runs());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        })
         .map_err(|e| e.to_string())?;
-    Ok(handle)
+    rx.recv_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("it did not start: {e}"))?
 }
 
 /// What one thread is running inline right now.

@@ -171,17 +171,13 @@ impl Store {
         self.cancelled.remove(&id)
     }
 
-    /// Drops every object owned by `owner` (whose process is gone).
-    pub fn free_owner(&mut self, owner: u64) {
-        let ids: Vec<_> = self
-            .entries
+    /// The objects of `owner` held, computed or expected here.
+    pub fn ids_of(&self, owner: u64) -> Vec<ObjectId> {
+        self.entries
             .keys()
             .filter(|id| id.owner == owner)
             .copied()
-            .collect();
-        for id in ids {
-            self.free(id);
-        }
+            .collect()
     }
 
     /// Objects held or being computed here (not those only awaited).
@@ -294,13 +290,20 @@ mod tests {
     }
 
     #[test]
-    fn an_owner_that_left_loses_its_objects() {
+    fn an_owner_that_left_loses_its_objects_and_queued_tasks() {
         let mut s = Store::default();
         for seq in 0..3 {
             s.expect(id(1, seq));
             s.expect(id(2, seq));
         }
-        s.free_owner(1);
+        let mut gone = s.ids_of(1);
+        gone.sort();
+        assert_eq!(gone, vec![id(1, 0), id(1, 1), id(1, 2)]);
+        for i in gone {
+            s.cancel(i);
+        }
         assert_eq!(s.len(), 3);
+        assert!(s.take_cancelled(id(1, 0)), "its queued task is skipped");
+        assert!(!s.take_cancelled(id(2, 0)));
     }
 }

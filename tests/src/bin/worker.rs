@@ -12,6 +12,9 @@
 //!   other hosts) and runs independent tasks, a chain of `hop`s that must
 //!   cross between the hosts `host-w1` and `host-w2`, and a nested call;
 //!   prints the chain's trail, then `ok`.
+//! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
+//!   results of 100 KiB that stay on the workers, prints `ready`, and
+//!   waits to be killed (the ownership tests).
 
 use std::time::Duration;
 
@@ -28,8 +31,28 @@ fn main() -> dfut::Result<()> {
         Some("--init-twice") => init_twice(),
         Some("--init-async") => init_async(),
         Some("--multi-host") => multi_host(),
+        Some("--owner") => owner(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+        ),
         Some(mode) => orphan_driver(mode == "--driver-panic"),
     }
+}
+
+fn owner(n: u64) -> dfut::Result<()> {
+    let _rt = dfut::init()?;
+    let held: Vec<_> = (0..n)
+        .map(|i| dfut_tests::bytes(100 << 10, i as u8))
+        .collect();
+    for h in &held {
+        h.get_timeout(Duration::from_secs(30))?;
+    }
+    println!("ready");
+    // Killed by the test; bounded all the same.
+    std::thread::sleep(Duration::from_secs(600));
+    Ok(())
 }
 
 fn init_twice() -> dfut::Result<()> {
