@@ -114,6 +114,12 @@ pub(crate) struct CellState {
     /// The worker that reported it blocked in a nested wait (holding no
     /// slot): it is not counted in flight there meanwhile.
     pub blocked: Option<SocketAddr>,
+    /// A task was sent that reads this object from the worker computing
+    /// it, before it finished there.
+    pub read_while_running: bool,
+    /// The worker whose copy lost a speculation race while a dependent may
+    /// read it there: freed with the object, not cancelled.
+    pub loser: Option<SocketAddr>,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
@@ -155,6 +161,8 @@ impl ObjectCell {
                 task,
                 backup: None,
                 blocked: None,
+                read_while_running: false,
+                loser: None,
                 dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),

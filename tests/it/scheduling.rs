@@ -157,6 +157,33 @@ fn a_worker_that_misses_heartbeats_is_suspect_and_not_chosen() {
 }
 
 #[test]
+fn a_speculation_loser_that_dependents_read_is_not_freed_under_them() {
+    let rt = dfut::Runtime::builder()
+        .worker_program(WORKER)
+        .add_worker(
+            WorkerOptions::default()
+                .max_concurrent(4)
+                .add_delay(3000, 11),
+        )
+        .add_worker(WorkerOptions::default().max_concurrent(4))
+        .policy_name("round-robin")
+        .speculation(dfut::Speculation::default())
+        .start()
+        .unwrap();
+    let _g = rt.enter();
+    // Each consumer is sent while its producer still runs, so it reads the
+    // producer's first copy, wherever a speculative copy then wins.
+    let made: Vec<_> = (0..16).map(|_| made_here(100_000)).collect();
+    let used: Vec<_> = made.iter().map(consumed_where).collect();
+    let pids = rt.worker_pids();
+    for u in &used {
+        let (producer, consumer) = u.get_timeout(Duration::from_secs(90)).unwrap();
+        assert!(pids.contains(&producer) && pids.contains(&consumer));
+    }
+    assert!(rt.client().stats().speculated > 0, "no copy was started");
+}
+
+#[test]
 fn stragglers_are_speculatively_re_executed_and_the_first_result_wins() {
     let rt = dfut::Runtime::builder()
         .worker_program(WORKER)

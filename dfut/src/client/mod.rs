@@ -544,13 +544,17 @@ impl Client {
                 Phase::Finished { holder, .. } => *holder,
                 Phase::Queued | Phase::Failed(_) => None,
             };
-            (holder, st.backup, std::mem::take(&mut st.blocked))
+            (
+                holder,
+                [st.backup, st.loser.take()],
+                std::mem::take(&mut st.blocked),
+            )
         };
         if let Some(h) = blocked {
             // Its completion will count it out of flight once more.
             self.count_in_flight(h, 1);
         }
-        for h in [holder, backup].into_iter().flatten() {
+        for h in std::iter::once(holder).chain(backup).flatten() {
             self.send(h, Message::Free(vec![cell.id]));
         }
     }
@@ -700,6 +704,9 @@ impl Client {
                 if st.backup == Some(addr) {
                     st.backup = None;
                 }
+                if st.loser == Some(addr) {
+                    st.loser = None;
+                }
                 let on_lost = match &st.phase {
                     Phase::Pending(h) | Phase::Running(h) if *h == addr => {
                         let running = matches!(st.phase, Phase::Running(_));
@@ -820,10 +827,16 @@ impl Client {
                     st.backup = None;
                     return;
                 }
-                // First result wins; cancel the other copy.
+                // First result wins. The other copy is cancelled, unless it
+                // is the first one and a dependent may be reading it there:
+                // then it finishes and is freed with the object.
                 st.backup = None;
-                drop(st);
-                self.send(other, Message::Cancel(vec![id]));
+                if !primary && st.read_while_running {
+                    st.loser = Some(other);
+                } else {
+                    drop(st);
+                    self.send(other, Message::Cancel(vec![id]));
+                }
             }
         }
         if self.inner.speculating.load(Ordering::Relaxed) && !matches!(outcome, Outcome::Failed(_))
@@ -1130,6 +1143,16 @@ fn take_retry(st: &mut crate::object::CellState) -> bool {
     }
 }
 
+/// The phase of an argument about to be sent; notes when the reader will
+/// find it on the worker still computing it (see `CellState::loser`).
+fn read_phase(cell: &ObjectCell) -> Phase {
+    let mut st = cell.lock();
+    if matches!(st.phase, Phase::Pending(_) | Phase::Running(_)) {
+        st.read_while_running = true;
+    }
+    st.phase.clone()
+}
+
 /// One argument as sent: its value, or where the worker finds it.
 enum Wired {
     Value(Vec<u8>),
@@ -1146,7 +1169,7 @@ fn wire_one(
         ArgSource::List(_) => Err(Unready::Failed(Error::Encode(
             "a list argument cannot contain another list".into(),
         ))),
-        ArgSource::Future(dep) => match dep.cell.lock().phase.clone() {
+        ArgSource::Future(dep) => match read_phase(&dep.cell) {
             Phase::Failed(e) => Err(Unready::Failed(e)),
             Phase::Queued => Err(Unready::ArgQueued),
             Phase::Finished {
