@@ -79,24 +79,6 @@ fn is_root() -> bool {
     })
 }
 
-/// The `dfut` tool, built next to the test binaries
-/// (`<target>/debug/deps/it-*` → `<target>/debug/dfut`).
-fn dfut_tool() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let tool = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("dfut"))
-        .expect("the test binary lives in <target>/<profile>/deps");
-    assert!(
-        tool.is_file(),
-        "the `dfut` tool is missing at {}: build it with `cargo build -p dfut --bin dfut` \
-         (a workspace build makes it)",
-        tool.display()
-    );
-    tool
-}
-
 /// One started process: its name (for logs) and the files its output goes to.
 struct Proc {
     name: String,
@@ -315,7 +297,7 @@ fn a_cluster_runs_across_hosts() {
         .unwrap_or_else(|e| panic!("wiring the namespaces: {e}"));
 
     // 1. The scheduler, which writes the cluster credential.
-    let dfut = dfut_tool();
+    let dfut = crate::util::dfut_tool();
     let credential = hosts.dir.join("cluster.pem");
     let credential_arg = credential
         .to_str()

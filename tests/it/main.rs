@@ -11,6 +11,7 @@ mod nesting;
 mod objects;
 mod orphans;
 mod ownership;
+mod restart;
 mod scheduling;
 mod security;
 mod tasks;

@@ -35,3 +35,75 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// A generous bound for any single wait in these tests.
 pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// The `dfut` tool, built next to the test binaries
+/// (`<target>/debug/deps/it-*` → `<target>/debug/dfut`).
+pub fn dfut_tool() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let tool = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join("dfut"))
+        .expect("the test binary lives in <target>/<profile>/deps");
+    assert!(
+        tool.is_file(),
+        "the `dfut` tool is missing at {}: build it with `cargo build -p dfut --bin dfut` \
+         (a workspace build makes it)",
+        tool.display()
+    );
+    tool
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, `-KILL`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Child processes killed (by process id) when dropped, so a failing test
+/// leaves none behind.
+#[derive(Default)]
+pub struct Processes(pub Vec<std::process::Child>);
+
+impl Processes {
+    /// Starts `cmd` with its output discarded; returns its process id.
+    pub fn start(&mut self, cmd: &mut std::process::Command) -> u32 {
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let pid = child.id();
+        self.0.push(child);
+        pid
+    }
+
+    /// Kills the process `pid` started here and reaps it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.0.iter().position(|c| c.id() == pid) {
+            let mut child = self.0.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A UDP port free on loopback just now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
