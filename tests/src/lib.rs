@@ -320,3 +320,30 @@ pub fn flaky(path: String, failures: u64) -> Result<u64, String> {
 pub fn aborts_its_worker() -> u32 {
     std::process::abort()
 }
+
+/// Sleeps `ms` milliseconds, then returns `i * 3 + 1` (the fault suite's
+/// independent task).
+#[dfut::remote]
+pub fn chaos_task(i: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    i * 3 + 1
+}
+
+/// The start of a chain of stored results: 10,000 numbers from `seed`
+/// (80 KB: kept on the worker, not sent back inline).
+#[dfut::remote]
+pub fn chain_start(seed: u64) -> Vec<u64> {
+    (0..10_000).map(|k| seed + k).collect()
+}
+
+/// One link of a chain: every number plus one.
+#[dfut::remote]
+pub fn chain_step(v: Vec<u64>) -> Vec<u64> {
+    v.into_iter().map(|x| x + 1).collect()
+}
+
+/// The sum of a chain's numbers.
+#[dfut::remote]
+pub fn chain_sum(v: Vec<u64>) -> u64 {
+    v.iter().sum()
+}

@@ -16,6 +16,10 @@ use super::{Client, lock};
 use crate::Error;
 use crate::object::Phase;
 
+/// A scheduler silent this long (it pushes a view every 100 ms) is taken
+/// for dead, and the client reconnects.
+const SCHEDULER_SILENCE: Duration = Duration::from_secs(2);
+
 pub(super) enum LinkSlot {
     Ready(Link),
     Connecting(Vec<Message>),
@@ -162,7 +166,12 @@ impl Client {
                         }
                     },
                 };
-                while let Some(msg) = inbox.recv().await {
+                // The scheduler sends a view every 100 ms: silence for
+                // `SCHEDULER_SILENCE` means it died (a dead process closes
+                // nothing), so reconnect without waiting for the idle timeout.
+                while let Ok(Some(msg)) =
+                    tokio::time::timeout(SCHEDULER_SILENCE, inbox.recv()).await
+                {
                     match msg {
                         Ok(Message::View { mode, workers }) => client.set_view(mode, workers),
                         Ok(Message::WorkerLost { id }) => {

@@ -12,7 +12,7 @@
 mod links;
 mod view;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,6 +136,11 @@ struct Inner {
     /// weighted), kept only while speculation is on.
     latency: Mutex<HashMap<&'static str, f64>>,
     speculating: std::sync::atomic::AtomicBool,
+    /// Objects this owner gave up on a worker it took for lost (paused, cut
+    /// off): freed there should that worker come back. At most
+    /// `MAX_ORPHAN_WORKERS` workers are remembered; a worker that never
+    /// comes back took its objects with it.
+    orphans: Mutex<VecDeque<(SocketAddr, Vec<ObjectId>)>>,
     /// Set when the runtime that made this client is gone: nothing more is
     /// sent, and every wait ends at once.
     closed: std::sync::atomic::AtomicBool,
@@ -205,6 +210,7 @@ impl Client {
                 speculated: AtomicU64::new(0),
                 latency: Mutex::new(HashMap::new()),
                 speculating: std::sync::atomic::AtomicBool::new(false),
+                orphans: Mutex::new(VecDeque::new()),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -698,9 +704,19 @@ impl Client {
         }
         let cells: Vec<_> = lock(&self.inner.objects).values().cloned().collect();
         let mut rerun = Vec::new();
+        let mut left_there = Vec::new();
         for cell in cells {
             let retry = {
                 let mut st = cell.lock();
+                let there = match &st.phase {
+                    Phase::Pending(h) | Phase::Running(h) => *h == addr,
+                    Phase::Finished { holder, .. } => *holder == Some(addr),
+                    Phase::Queued | Phase::Failed(_) => false,
+                } || st.loser == Some(addr)
+                    || st.backup == Some(addr);
+                if there {
+                    left_there.push(cell.id);
+                }
                 if st.backup == Some(addr) {
                     st.backup = None;
                 }
@@ -764,6 +780,14 @@ impl Client {
                 }
             }
         }
+        if !left_there.is_empty() {
+            let mut orphans = lock(&self.inner.orphans);
+            orphans.retain(|(a, _)| *a != addr);
+            if orphans.len() >= MAX_ORPHAN_WORKERS {
+                orphans.pop_front();
+            }
+            orphans.push_back((addr, left_there));
+        }
         // Oldest first: an argument is always submitted before its consumers.
         rerun.sort_by_key(|c| c.id.seq);
         for cell in rerun {
@@ -812,7 +836,14 @@ impl Client {
             let primary = matches!(st.phase, Phase::Pending(h) | Phase::Running(h) if h == from);
             let backup = st.backup == Some(from);
             if !primary && !backup {
-                return; // a stale report from a worker this task was moved away from
+                // A stale report from a worker this task was moved away
+                // from: its copy there is not wanted (unless dependents
+                // read it there, see `CellState::loser`).
+                if st.loser != Some(from) {
+                    drop(st);
+                    self.send(from, Message::Free(vec![id]));
+                }
+                return;
             }
             if let Some(other) = if primary {
                 st.backup
@@ -1055,6 +1086,22 @@ impl Client {
         }
         drop(cluster);
         self.inner.view_changed.send_modify(|v| *v += 1);
+        // A worker given up on is back: free what this owner left there.
+        let back: VecDeque<(SocketAddr, Vec<ObjectId>)> = {
+            let mut orphans = lock(&self.inner.orphans);
+            let live: Vec<SocketAddr> = lock(&self.inner.cluster)
+                .workers
+                .iter()
+                .map(|w| w.addr)
+                .collect();
+            let (back, rest) = orphans.drain(..).partition(|(a, _)| live.contains(a));
+            *orphans = rest;
+            back
+        };
+        for (addr, ids) in back {
+            tracing::debug!(worker = %addr, objects = ids.len(), "a worker given up on is back: freeing what was left there");
+            self.send(addr, Message::Free(ids));
+        }
         for addr in gone {
             self.worker_lost(addr, "no longer in the scheduler's view");
         }
@@ -1125,6 +1172,9 @@ fn requeue_from(
 fn retries_on_error(st: &mut crate::object::CellState) -> bool {
     st.task.as_ref().is_some_and(|t| t.retry_on_error) && take_retry(st)
 }
+
+/// Workers given up on whose leftover objects an owner remembers.
+const MAX_ORPHAN_WORKERS: usize = 64;
 
 /// A task is given up once this many workers died while it was known to
 /// be running on them: it is most likely what kills them. External kills

@@ -373,7 +373,15 @@ async fn follow_scheduler(
             Ok::<_, Error>((link, inbox))
         }
     };
-    let first = match Endpoint::bind(bind, &credential, EndpointOptions::default()) {
+    // A scheduler that died sends nothing: with keep-alives every 500 ms,
+    // 2 s of silence means it is gone, and we reconnect (to its restarted
+    // self, say) at once instead of after the default 10 s.
+    let options = EndpointOptions {
+        idle_timeout: Duration::from_secs(2),
+        keep_alive: Duration::from_millis(500),
+        ..EndpointOptions::default()
+    };
+    let first = match Endpoint::bind(bind, &credential, options) {
         Ok(endpoint) => connect(endpoint.clone()).await.map(|s| (endpoint, s)),
         Err(e) => Err(e.into()),
     };
