@@ -11,7 +11,14 @@ fn the_quick_fault_scenarios_pass() {
     // the worker program next to itself.
     crate::util::dfut_tool();
     let out = Command::new(env!("CARGO_BIN_EXE_dfut-chaos"))
-        .args(["--tasks", "1000", "kill", "kill-noretry", "pause", "partition"])
+        .args([
+            "--tasks",
+            "1000",
+            "kill",
+            "kill-noretry",
+            "pause",
+            "partition",
+        ])
         .args(["scheduler-restart", "lossy"])
         .output()
         .expect("the fault suite runs");

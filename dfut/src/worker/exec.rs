@@ -58,10 +58,23 @@ fn runs_inline(entry: &Entry) -> bool {
 /// task running inline on its reader may block without stalling it.
 pub(crate) type Handoff = Arc<dyn Fn() + Send + Sync>;
 
+/// What a connection's reader tells [`accept`] about the batch it serves.
+pub(crate) struct Reader<'a> {
+    /// Moves the connection to a new reader (and sends `replies` first).
+    pub handoff: &'a Handoff,
+    /// Whether this thread's LIFO slot may hold a task woken or spawned
+    /// earlier in the reader's current poll: cleared before an inline run
+    /// only then (see [`InlinePermit`]).
+    pub lifo_dirty: bool,
+    /// Where inline tasks leave their replies (see `worker::Replies`).
+    pub replies: &'a super::Replies,
+}
+
 /// Takes a task from an owner. A short sync task whose arguments are all
 /// here runs at once on this thread if a slot is free; a sync task goes to
 /// the slots once its arguments are resolved; an async task is spawned.
-pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff: &Handoff) {
+///
+pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: &mut Reader<'_>) {
     shared
         .store
         .lock()
@@ -79,7 +92,10 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
         && let Some(permit) = InlinePermit::take(shared)
         && shared.runner.try_take_slot()
     {
-        permit.clear_lifo();
+        if reader.lifo_dirty {
+            permit.clear_lifo();
+        }
+        let handoff = reader.handoff;
         let args = task
             .args
             .into_iter()
@@ -100,7 +116,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             deadline: None,
         };
         // Should it run long, the watchdog moves this reader away.
-        let watch = monitor::inline_run(entry, Some(handoff));
+        let watch = monitor::inline_run(start);
         let result = call_sync(scope, args);
         drop(watch);
         let took = start.elapsed();
@@ -110,11 +126,16 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
         }
         shared.runner.give_back_slot();
         shared.running.fetch_sub(1, Ordering::Relaxed);
-        finish(shared, &reply, task.id, task.inline_max, result, took);
+        let (done, woke) = settle(shared, task.id, task.inline_max, result, took);
+        lock(reader.replies).push(done);
+        // A task woken by the result waits in this thread's LIFO slot.
+        reader.lifo_dirty |= woke;
         return;
     }
     shared.queued.fetch_add(1, Ordering::Relaxed);
     let shared = shared.clone();
+    // The spawned task goes to this thread's LIFO slot.
+    reader.lifo_dirty = true;
     tokio::spawn(async move {
         let (id, inline_max) = (meta.id, meta.inline_max);
         let args = resolve_args(&shared, task.args).await;
@@ -138,10 +159,9 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
             // free: a chain of short tasks then costs no thread wake-up.
             Invoke::Sync(_) if shared.delay.is_none() && meta.plain() && runs_inline(entry) => {
                 let permit = InlinePermit::take(&shared);
-                if let Some(p) = permit.as_ref()
-                    && shared.runner.try_take_slot()
-                {
-                    p.clear_lifo();
+                // This task's poll began with an empty LIFO slot and has
+                // woken nothing yet: no need to clear it.
+                if permit.is_some() && shared.runner.try_take_slot() {
                     run_sync(&shared, reply, meta, entry, args, false);
                     shared.runner.give_back_slot();
                 } else {
@@ -167,10 +187,16 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, handoff:
 /// `Shared::inline_limit` (the runtime's threads less one) are out at once,
 /// so a thread is always free for messages whatever inline tasks do.
 ///
-/// Each inline run also spawns an empty task first: it takes this thread's LIFO slot,
-/// which other threads cannot steal from, so whatever the runtime had put
-/// there (say the writer of a reply just sent) moves to the queue they do
-/// steal from, and a task that blocks here cannot hold it up.
+/// An inline run on a reader whose poll already woke or spawned a task
+/// first spawns an empty task: it takes this thread's LIFO slot, which
+/// other threads cannot steal from, so whatever the runtime had put there
+/// (say the writer of a reply just sent) moves to the queue they do steal
+/// from, and a task that blocks here cannot hold it up. A poll almost
+/// always starts with an empty slot (tokio empties it to poll a task from
+/// its local queues; only a task taken from the shared queue may find it
+/// occupied), so the first inline run of a poll, the common case for a
+/// single call, skips this: the empty task costs a wake-up of another
+/// thread once the slot is taken again (W2 measured it).
 struct InlinePermit<'a>(&'a Shared);
 
 impl<'a> InlinePermit<'a> {
@@ -320,17 +346,19 @@ fn run_sync(
         handoff: None,
         deadline: deadline.as_ref().map(Deadline::watch),
     };
-    // On a runtime thread (not announced): the watchdog marks a long run.
-    let watch = (!announce).then(|| monitor::inline_run(entry, None));
     let result = call_sync(scope, args);
-    drop(watch);
+    let took = start.elapsed();
+    if !announce && took > monitor::SLOW_INLINE {
+        // It held up a runtime thread: never inline again.
+        entry.mark_blocking();
+    }
     shared.running.fetch_sub(1, Ordering::Relaxed);
     if let Some(d) = deadline
         && !d.disarm(shared)
     {
         return; // reported as timed out; this result is discarded
     }
-    finish(shared, &reply, id, inline_max, result, start.elapsed());
+    finish(shared, &reply, id, inline_max, result, took);
 }
 
 /// Runs an async task on the worker's runtime. Async tasks take no slot:
@@ -417,6 +445,19 @@ pub(super) fn finish(
     result: Result<Blob, Failure>,
     exec: Duration,
 ) {
+    let (done, _) = settle(shared, id, inline_max, result, exec);
+    let _ = reply.send(done);
+}
+
+/// Stores a task's result; returns the report for its owner and whether a
+/// task waiting for the result was woken.
+fn settle(
+    shared: &Shared,
+    id: ObjectId,
+    inline_max: u32,
+    result: Result<Blob, Failure>,
+    exec: Duration,
+) -> (Message, bool) {
     let outcome = match &result {
         Ok(blob) if blob.len() <= inline_max as usize => Outcome::Inline(blob.to_vec()),
         Ok(blob) => Outcome::Stored(blob.len() as u64),
@@ -428,14 +469,20 @@ pub(super) fn finish(
         &shared.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    lock(&shared.store).complete(id, result);
-    let _ = reply.send(Message::Done {
+    let woke = {
+        let mut store = lock(&shared.store);
+        let woke = store.has_waiters(id);
+        store.complete(id, result);
+        woke
+    };
+    let done = Message::Done {
         id,
         outcome,
         running: shared.running.load(Ordering::Relaxed),
         queued: shared.queued.load(Ordering::Relaxed),
         exec_us: u64::try_from(exec.as_micros()).unwrap_or(u64::MAX),
-    });
+    };
+    (done, woke)
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {

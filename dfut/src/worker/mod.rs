@@ -80,12 +80,11 @@ fn load_credential(config: &WorkerConfig) -> Result<ClusterCredential> {
 /// A multi-thread runtime whose threads see `client` as the current client
 /// once one is set.
 pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runtime> {
-    // One more thread than tasks may run inline at once (see
-    // `exec::InlinePermit`), so one is always free for messages.
-    let threads = crate::runtime::runtime_threads(
-        "DFUT_WORKER_THREADS",
-        config.slots().clamp(1, 4) as usize + 1,
-    );
+    // At least two: tasks run inline on all but one (see
+    // `exec::InlinePermit`), so one is always free for messages. A third
+    // thread for two slots cost W3 about 7 % on two cores.
+    let threads =
+        crate::runtime::runtime_threads("DFUT_WORKER_THREADS", config.slots().clamp(2, 4) as usize);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("dfut-worker")
@@ -307,12 +306,20 @@ fn serve_batch(
     slot: &Arc<Mutex<Option<Inbox>>>,
     owner: Option<u64>,
     tasks: Vec<TaskSpec>,
+    replies: &Replies,
+    lifo_dirty: &mut bool,
 ) {
     let batch = Arc::new(Mutex::new(std::collections::VecDeque::from(tasks)));
     let handoff: exec::Handoff = {
-        let (shared, link, slot, batch) =
-            (shared.clone(), link.clone(), slot.clone(), batch.clone());
+        let (shared, link, slot, batch, replies) = (
+            shared.clone(),
+            link.clone(),
+            slot.clone(),
+            batch.clone(),
+            replies.clone(),
+        );
         Arc::new(move || {
+            send_replies(&link, &replies);
             if let Some(inbox) = take(&slot) {
                 let rest: Vec<TaskSpec> = lock(&batch).drain(..).collect();
                 let next = serve_boxed(shared.clone(), link.clone(), inbox, owner, rest);
@@ -320,12 +327,43 @@ fn serve_batch(
             }
         })
     };
+    let _serving = monitor::serving(&handoff);
+    let mut reader = exec::Reader {
+        handoff: &handoff,
+        lifo_dirty: *lifo_dirty,
+        replies,
+    };
     loop {
         let Some(task) = lock(&batch).pop_front() else {
             break;
         };
-        exec::accept(shared, link.clone(), task, &handoff);
+        exec::accept(shared, link.clone(), task, &mut reader);
     }
+    *lifo_dirty = reader.lifo_dirty;
+    if lock(replies).len() >= MAX_HELD_REPLIES {
+        // The writer it wakes waits in this thread's LIFO slot.
+        *lifo_dirty |= send_replies(link, replies);
+    }
+}
+
+/// Replies of tasks run inline on a connection's reader, held until the
+/// reader waits for its next message (or is handed off, or holds
+/// [`MAX_HELD_REPLIES`]): the connection's writer is then woken once per
+/// burst, when the reader yields, so no inline run finds it waiting in
+/// its thread's LIFO slot (see `exec::InlinePermit`).
+pub(crate) type Replies = Arc<Mutex<Vec<Message>>>;
+
+/// Replies a reader holds at most before it sends them.
+const MAX_HELD_REPLIES: usize = 256;
+
+/// Sends the replies held; whether there were any.
+fn send_replies(link: &Link, replies: &Mutex<Vec<Message>>) -> bool {
+    let out: Vec<Message> = lock(replies).drain(..).collect();
+    let sent = !out.is_empty();
+    for m in out {
+        let _ = link.send(m);
+    }
+    sent
 }
 
 /// [`serve_link`] as a boxed future, for a reader that hands itself off.
@@ -461,14 +499,46 @@ async fn serve_link(
     first: Vec<TaskSpec>,
 ) {
     let slot = Arc::new(Mutex::new(Some(inbox)));
+    let replies = Replies::default();
+    // Whether this thread's LIFO slot may hold a task woken or spawned
+    // during this poll (see `exec::InlinePermit`): unknown at first.
+    let mut lifo_dirty = true;
     if !first.is_empty() {
-        serve_batch(&shared, &link, &slot, owner, first);
+        serve_batch(
+            &shared,
+            &link,
+            &slot,
+            owner,
+            first,
+            &replies,
+            &mut lifo_dirty,
+        );
     }
     loop {
         let Some(mut inbox) = take(&slot) else {
-            return; // handed to another reader
+            // Handed to another reader; the task running here as that
+            // happened may have left its reply.
+            send_replies(&link, &replies);
+            return;
         };
-        let msg = inbox.recv().await;
+        let mut yielded = false;
+        let msg = {
+            let mut recv = std::pin::pin!(inbox.recv());
+            std::future::poll_fn(|cx| {
+                let p = recv.as_mut().poll(cx);
+                if p.is_pending() {
+                    // About to yield: the writer runs next, on this thread.
+                    send_replies(&link, &replies);
+                    yielded = true;
+                }
+                p
+            })
+            .await
+        };
+        if yielded {
+            // A task polled afresh starts with an empty LIFO slot.
+            lifo_dirty = false;
+        }
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
         let Some(msg) = msg else { break };
         match msg {
@@ -484,7 +554,15 @@ async fn serve_link(
             // connection proved to be.
             Ok(Message::Submit(mut tasks)) => {
                 tasks.retain(|t| Some(t.id.owner) == owner);
-                serve_batch(&shared, &link, &slot, owner, tasks);
+                serve_batch(
+                    &shared,
+                    &link,
+                    &slot,
+                    owner,
+                    tasks,
+                    &replies,
+                    &mut lifo_dirty,
+                );
             }
             Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
             Ok(Message::Free(ids)) => {
@@ -506,6 +584,7 @@ async fn serve_link(
             }
         }
     }
+    send_replies(&link, &replies);
     if let Some(node) = owner {
         // Its objects stay for the grace period: it may reconnect.
         lock(&shared.owners).release(node, std::time::Instant::now());

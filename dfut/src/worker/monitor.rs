@@ -11,19 +11,22 @@
 //! thread that ever ran a task inline (a runtime thread), pruned when the
 //! thread exits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::exec::Handoff;
-use crate::registry::Entry;
 use crate::{Error, Result};
 
 /// An inline task running longer than this is moved off its reader, and
 /// its function never runs inline again.
 pub(crate) const SLOW_INLINE: Duration = Duration::from_millis(2);
 
-/// How often the watchdog looks at the inline runs.
-const WATCH_EVERY: Duration = Duration::from_millis(2);
+/// How often the watchdog looks at the inline runs. Each look wakes the
+/// monitor thread: at 2 ms that cost W1 a measurable share of its
+/// throughput on two cores, so a slow inline task holds its connection
+/// for at most about 12 ms.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
 
 /// The monitor's runtime, started on first use.
 pub(crate) fn handle() -> Result<tokio::runtime::Handle> {
@@ -59,26 +62,38 @@ fn start() -> std::result::Result<tokio::runtime::Handle, String> {
         .map_err(|e| format!("it did not start: {e}"))?
 }
 
-/// What one thread is running inline right now.
-struct InlineRun {
-    since: Instant,
-    entry: &'static Entry,
-    /// Moves the reader the task arrived on to a new task; taken once.
-    handoff: Option<Handoff>,
+/// One runtime thread's inline state, shared with the watchdog.
+struct RunSlot {
+    /// When the current inline run started, in nanoseconds since [`epoch`]
+    /// (never 0); 0 while none runs.
+    since: AtomicU64,
+    /// The hand-off of the connection whose batch this thread serves.
+    handoff: Mutex<Option<Handoff>>,
 }
-
-/// One thread's current inline run, shared with the watchdog.
-type RunSlot = Mutex<Option<InlineRun>>;
 
 /// Every thread's slot; dead ones are pruned by the watchdog.
 static SLOTS: Mutex<Vec<Weak<RunSlot>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static MINE: Arc<RunSlot> = {
-        let slot = Arc::new(Mutex::new(None));
+        let slot = Arc::new(RunSlot {
+            since: AtomicU64::new(0),
+            handoff: Mutex::new(None),
+        });
         lock(&SLOTS).push(Arc::downgrade(&slot));
         slot
     };
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,17 +101,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Marks this thread as running a task of `entry` inline until the guard
-/// drops; should it run past [`SLOW_INLINE`], the watchdog calls
-/// `handoff` and marks the function as never to run inline again.
-pub(crate) fn inline_run(entry: &'static Entry, handoff: Option<&Handoff>) -> InlineGuard {
-    MINE.with(|slot| {
-        *lock(slot) = Some(InlineRun {
-            since: Instant::now(),
-            entry,
-            handoff: handoff.cloned(),
-        });
-    });
+/// This thread serves a batch of the connection that `handoff` moves,
+/// until the guard drops.
+pub(crate) fn serving(handoff: &Handoff) -> ServingGuard {
+    MINE.with(|slot| *lock(&slot.handoff) = Some(handoff.clone()));
+    ServingGuard(())
+}
+
+/// Ends [`serving`] when dropped.
+pub(crate) struct ServingGuard(());
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        MINE.with(|slot| *lock(&slot.handoff) = None);
+    }
+}
+
+/// Marks this thread as running a task inline since `start`, until the
+/// guard drops: should it run past [`SLOW_INLINE`], the watchdog calls the
+/// hand-off of the batch being served (see [`serving`]). Two atomic
+/// stores: this is on every inline task's path.
+pub(crate) fn inline_run(start: Instant) -> InlineGuard {
+    MINE.with(|slot| slot.since.store(nanos(start), Ordering::Release));
     InlineGuard(())
 }
 
@@ -105,12 +131,12 @@ pub(crate) struct InlineGuard(());
 
 impl Drop for InlineGuard {
     fn drop(&mut self) {
-        MINE.with(|slot| *lock(slot) = None);
+        MINE.with(|slot| slot.since.store(0, Ordering::Release));
     }
 }
 
-/// The watchdog: every [`WATCH_EVERY`], hands off the reader of any inline
-/// run older than [`SLOW_INLINE`].
+/// The watchdog: every [`WATCH_EVERY`], hands off the connection of any
+/// inline run older than [`SLOW_INLINE`].
 async fn watch_inline_runs() {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,17 +147,14 @@ async fn watch_inline_runs() {
             all.retain(|w| w.strong_count() > 0);
             all.iter().filter_map(Weak::upgrade).collect()
         };
+        let now = nanos(Instant::now());
+        let slow = u64::try_from(SLOW_INLINE.as_nanos()).unwrap_or(u64::MAX);
         for slot in slots {
-            let handoff = {
-                let mut run = lock(&slot);
-                match run.as_mut() {
-                    Some(r) if r.since.elapsed() > SLOW_INLINE => {
-                        r.entry.mark_blocking();
-                        r.handoff.take()
-                    }
-                    _ => None,
-                }
-            };
+            let since = slot.since.load(Ordering::Acquire);
+            if since == 0 || now.saturating_sub(since) <= slow {
+                continue;
+            }
+            let handoff = lock(&slot.handoff).take();
             if let Some(handoff) = handoff {
                 tracing::debug!("an inline task runs long: moving its connection to a new reader");
                 handoff();

@@ -75,6 +75,11 @@ impl Store {
         }
     }
 
+    /// Whether a reader waits for `id` (completing it will wake one).
+    pub fn has_waiters(&self, id: ObjectId) -> bool {
+        matches!(self.entries.get(&id), Some(Entry::Pending(w)) if !w.is_empty())
+    }
+
     /// Stores the outcome of `id` and answers its waiters. Returns whether it
     /// was kept: an object freed before it finished is dropped.
     pub fn complete(&mut self, id: ObjectId, outcome: Settled) -> bool {
