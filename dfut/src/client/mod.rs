@@ -10,7 +10,9 @@
 //! in [`links`]; this module holds the object logic.
 
 mod links;
+mod loss;
 mod view;
+use loss::Loss;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -706,71 +708,17 @@ impl Client {
         let mut rerun = Vec::new();
         let mut left_there = Vec::new();
         for cell in cells {
-            let retry = {
-                let mut st = cell.lock();
-                let there = match &st.phase {
-                    Phase::Pending(h) | Phase::Running(h) => *h == addr,
-                    Phase::Finished { holder, .. } => *holder == Some(addr),
-                    Phase::Queued | Phase::Failed(_) => false,
-                } || st.loser == Some(addr)
-                    || st.backup == Some(addr);
-                if there {
-                    left_there.push(cell.id);
-                }
-                if st.backup == Some(addr) {
-                    st.backup = None;
-                }
-                if st.loser == Some(addr) {
-                    st.loser = None;
-                }
-                let on_lost = match &st.phase {
-                    Phase::Pending(h) | Phase::Running(h) if *h == addr => {
-                        let running = matches!(st.phase, Phase::Running(_));
-                        if let Some(t) = st.task.as_mut() {
-                            t.lost_runs += 1;
-                            t.crashes += u32::from(running);
-                        }
-                        match st.backup.take() {
-                            // A speculative copy carries on alone.
-                            Some(b) => {
-                                st.phase = Phase::Running(b);
-                                false
-                            }
-                            None => true,
-                        }
-                    }
-                    Phase::Finished {
-                        holder: Some(h),
-                        inline,
-                    } if *h == addr => {
-                        if let Some(blob) = inline.clone() {
-                            st.phase = Phase::Finished {
-                                holder: None,
-                                inline: Some(blob),
-                            };
-                            false
-                        } else {
-                            true
-                        }
-                    }
-                    _ => false,
-                };
-                if !on_lost {
-                    continue;
-                }
-                match st.task.as_ref().map(|t| t.crashes) {
-                    Some(deaths) if deaths >= CRASH_LIMIT => Err(deaths),
-                    _ => Ok(take_retry(&mut st)),
-                }
-            };
-            match retry {
-                Ok(true) => {
-                    // Queued at once, so that dependents re-run after it.
-                    cell.set(Phase::Queued);
-                    rerun.push(cell);
-                }
-                Ok(false) => self.settle(&cell, Phase::Failed(lost())),
-                Err(deaths) => {
+            // Decided and applied under the cell's lock: a completion
+            // handled meanwhile cannot queue it a second time.
+            let (what, left_copy) = loss::on_worker_lost(&mut cell.lock(), addr);
+            if left_copy {
+                left_there.push(cell.id);
+            }
+            match what {
+                Loss::Untouched | Loss::Kept => {}
+                Loss::Rerun => rerun.push(cell),
+                Loss::Fail => self.settle(&cell, Phase::Failed(lost())),
+                Loss::CrashLoop(deaths) => {
                     tracing::error!(object = %cell.id, function = cell.function, deaths, "this task's workers keep dying while it runs: not retrying it");
                     let e = Error::CrashLoop {
                         function: cell.function.to_owned(),
