@@ -229,6 +229,9 @@ pub enum Message {
         mode: String,
         /// Live workers.
         workers: Vec<WorkerState>,
+        /// Milliseconds between views: a client that hears nothing for
+        /// many of them takes the scheduler for dead.
+        tick_ms: u32,
     },
     /// Scheduler → client: this worker is gone.
     WorkerLost {
@@ -279,6 +282,9 @@ pub enum Message {
     Blocked(ObjectId),
     /// Worker → owner: this task's nested wait ended; it runs again.
     Resumed(ObjectId),
+    /// Scheduler → worker: your heartbeat arrived (a worker that hears
+    /// nothing for many heartbeats takes the scheduler for dead).
+    HeartbeatAck,
     /// Scheduler → worker: your heartbeat names no member (you were
     /// dropped while alive, or the scheduler restarted): register again.
     RegisterAgain,

@@ -16,8 +16,9 @@ use super::{Client, lock};
 use crate::Error;
 use crate::object::Phase;
 
-/// A scheduler silent this long (it pushes a view every 100 ms) is taken
-/// for dead, and the client reconnects.
+/// A scheduler silent this long, or for 20 of its ticks if that is longer
+/// (it pushes a view every tick, 100 ms by default), is taken for dead,
+/// and the client reconnects.
 const SCHEDULER_SILENCE: Duration = Duration::from_secs(2);
 
 pub(super) enum LinkSlot {
@@ -166,14 +167,21 @@ impl Client {
                         }
                     },
                 };
-                // The scheduler sends a view every 100 ms: silence for
-                // `SCHEDULER_SILENCE` means it died (a dead process closes
-                // nothing), so reconnect without waiting for the idle timeout.
-                while let Ok(Some(msg)) =
-                    tokio::time::timeout(SCHEDULER_SILENCE, inbox.recv()).await
-                {
+                // The scheduler sends a view every tick: silence for many
+                // ticks means it died (a dead process closes nothing), so
+                // reconnect without waiting for the idle timeout.
+                let mut silence = SCHEDULER_SILENCE;
+                while let Ok(Some(msg)) = tokio::time::timeout(silence, inbox.recv()).await {
                     match msg {
-                        Ok(Message::View { mode, workers }) => client.set_view(mode, workers),
+                        Ok(Message::View {
+                            mode,
+                            workers,
+                            tick_ms,
+                        }) => {
+                            silence = SCHEDULER_SILENCE
+                                .max(Duration::from_millis(u64::from(tick_ms)) * 20);
+                            client.set_view(mode, workers);
+                        }
                         Ok(Message::WorkerLost { id }) => {
                             if let Some(a) = client.worker_addr(id) {
                                 client.worker_lost(a, "missed its heartbeats");

@@ -730,11 +730,14 @@ impl Client {
         }
         if !left_there.is_empty() {
             let mut orphans = lock(&self.inner.orphans);
-            orphans.retain(|(a, _)| *a != addr);
-            if orphans.len() >= MAX_ORPHAN_WORKERS {
-                orphans.pop_front();
+            if let Some((_, ids)) = orphans.iter_mut().find(|(a, _)| *a == addr) {
+                ids.extend(left_there);
+            } else {
+                if orphans.len() >= MAX_ORPHAN_WORKERS {
+                    orphans.pop_front();
+                }
+                orphans.push_back((addr, left_there));
             }
-            orphans.push_back((addr, left_there));
         }
         // Oldest first: an argument is always submitted before its consumers.
         rerun.sort_by_key(|c| c.id.seq);
@@ -785,9 +788,14 @@ impl Client {
             let backup = st.backup == Some(from);
             if !primary && !backup {
                 // A stale report from a worker this task was moved away
-                // from: its copy there is not wanted (unless dependents
-                // read it there, see `CellState::loser`).
-                if st.loser != Some(from) {
+                // from: its copy there is not wanted, unless that worker
+                // holds the object now (the task ran there twice), the
+                // task waits to be placed (a new run replaces the copy), or
+                // dependents read it there (see `CellState::loser`).
+                let holds =
+                    matches!(st.phase, Phase::Finished { holder: Some(h), .. } if h == from);
+                let keep = holds || st.loser == Some(from) || matches!(st.phase, Phase::Queued);
+                if !keep {
                     drop(st);
                     self.send(from, Message::Free(vec![id]));
                 }
@@ -811,7 +819,15 @@ impl Client {
                 // then it finishes and is freed with the object.
                 st.backup = None;
                 if !primary && st.read_while_running {
-                    st.loser = Some(other);
+                    // An earlier loser's copy is read by nobody now.
+                    let earlier = st
+                        .loser
+                        .replace(other)
+                        .filter(|l| *l != other && *l != from);
+                    drop(st);
+                    if let Some(l) = earlier {
+                        self.send(l, Message::Free(vec![id]));
+                    }
                 } else {
                     drop(st);
                     self.send(other, Message::Cancel(vec![id]));
@@ -984,6 +1000,27 @@ impl Client {
 
     /// Replaces the view of the cluster with what the scheduler sent.
     fn set_view(&self, mode: String, workers: Vec<WorkerState>) {
+        // A worker given up on is back: free what this owner left there
+        // before it is in the view again, so no new task can be placed on
+        // it ahead of the free.
+        let back: VecDeque<(SocketAddr, Vec<ObjectId>)> = {
+            let mut orphans = lock(&self.inner.orphans);
+            if orphans.is_empty() {
+                VecDeque::new()
+            } else {
+                let listed: Vec<SocketAddr> = workers
+                    .iter()
+                    .filter_map(|w| w.info.addr.parse().ok())
+                    .collect();
+                let (back, rest) = orphans.drain(..).partition(|(a, _)| listed.contains(a));
+                *orphans = rest;
+                back
+            }
+        };
+        for (addr, ids) in back {
+            tracing::debug!(worker = %addr, objects = ids.len(), "a worker given up on is back: freeing what was left there");
+            self.send(addr, Message::Free(ids));
+        }
         let mut cluster = lock(&self.inner.cluster);
         let old: Vec<WorkerView> = cluster.workers.clone();
         let inflight: HashMap<u64, u32> = old.iter().map(|w| (w.id, w.inflight)).collect();
@@ -1034,22 +1071,6 @@ impl Client {
         }
         drop(cluster);
         self.inner.view_changed.send_modify(|v| *v += 1);
-        // A worker given up on is back: free what this owner left there.
-        let back: VecDeque<(SocketAddr, Vec<ObjectId>)> = {
-            let mut orphans = lock(&self.inner.orphans);
-            let live: Vec<SocketAddr> = lock(&self.inner.cluster)
-                .workers
-                .iter()
-                .map(|w| w.addr)
-                .collect();
-            let (back, rest) = orphans.drain(..).partition(|(a, _)| live.contains(a));
-            *orphans = rest;
-            back
-        };
-        for (addr, ids) in back {
-            tracing::debug!(worker = %addr, objects = ids.len(), "a worker given up on is back: freeing what was left there");
-            self.send(addr, Message::Free(ids));
-        }
         for addr in gone {
             self.worker_lost(addr, "no longer in the scheduler's view");
         }

@@ -74,6 +74,7 @@ struct State {
     membership: Membership,
     subscribers: Vec<Link>,
     mode: String,
+    tick_ms: u32,
 }
 
 impl State {
@@ -81,6 +82,7 @@ impl State {
         Message::View {
             mode: self.mode.clone(),
             workers: self.membership.view(Instant::now()),
+            tick_ms: self.tick_ms,
         }
     }
 
@@ -114,6 +116,7 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
         membership: Membership::new(config.suspect_after, config.heartbeat_timeout),
         subscribers: Vec::new(),
         mode: config.mode.clone(),
+        tick_ms: u32::try_from(config.tick.as_millis()).unwrap_or(u32::MAX),
     }));
     let ticker = state.clone();
     let tick = config.tick;
@@ -184,11 +187,13 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
             (Some(Role::Worker), Message::Heartbeat(load)) => {
                 let known = worker
                     .is_some_and(|id| lock(&state).membership.heartbeat(id, load, Instant::now()));
-                if !known {
+                let _ = link.send(if known {
+                    Message::HeartbeatAck
+                } else {
                     // Dropped while alive (paused, cut off) or never known
                     // here (this scheduler restarted).
-                    let _ = link.send(Message::RegisterAgain);
-                }
+                    Message::RegisterAgain
+                });
             }
             (Some(Role::Client), Message::Subscribe) => {
                 let mut st = lock(&state);

@@ -411,15 +411,7 @@ async fn follow_scheduler(
             Ok::<_, Error>((link, inbox))
         }
     };
-    // A scheduler that died sends nothing: with keep-alives every 500 ms,
-    // 2 s of silence means it is gone, and we reconnect (to its restarted
-    // self, say) at once instead of after the default 10 s.
-    let options = EndpointOptions {
-        idle_timeout: Duration::from_secs(2),
-        keep_alive: Duration::from_millis(500),
-        ..EndpointOptions::default()
-    };
-    let first = match Endpoint::bind(bind, &credential, options) {
+    let first = match Endpoint::bind(bind, &credential, EndpointOptions::default()) {
         Ok(endpoint) => connect(endpoint.clone()).await.map(|s| (endpoint, s)),
         Err(e) => Err(e.into()),
     };
@@ -453,10 +445,16 @@ async fn follow_scheduler(
             },
         };
         let mut tick = tokio::time::interval(interval);
+        // The scheduler acknowledges each heartbeat: a dead one sends
+        // nothing (and closes nothing), so silence for 10 heartbeats (at
+        // least 2 s) means it is gone, and we reconnect (to its restarted
+        // self, say) at once instead of after the 10 s idle timeout.
+        let silence = (interval * 10).max(Duration::from_secs(2));
+        let mut heard = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if shared.stopping.load(Ordering::Relaxed) {
+                    if shared.stopping.load(Ordering::Relaxed) || heard.elapsed() > silence {
                         break;
                     }
                     let now = std::time::Instant::now();
@@ -467,7 +465,9 @@ async fn follow_scheduler(
                     }
                 }
                 msg = inbox.recv() => match msg {
+                    Some(Ok(Message::HeartbeatAck)) => heard = std::time::Instant::now(),
                     Some(Ok(Message::RegisterAgain)) => {
+                        heard = std::time::Instant::now();
                         tracing::warn!("the scheduler had dropped this worker; registering again");
                         if register(&link, &info).is_err() {
                             break;
@@ -564,16 +564,21 @@ async fn serve_link(
                     &mut lifo_dirty,
                 );
             }
-            Ok(Message::Fetch { req, id }) => exec::serve_fetch(&shared, link.clone(), req, id),
+            Ok(Message::Fetch { req, id }) => {
+                exec::serve_fetch(&shared, link.clone(), req, id);
+                lifo_dirty = true; // the task serving it
+            }
             Ok(Message::Free(ids)) => {
                 let mut store = lock(&shared.store);
                 for id in ids.into_iter().filter(|id| Some(id.owner) == owner) {
                     store.free(id);
                 }
+                lifo_dirty = true; // readers told it is gone
             }
             Ok(Message::Cancel(mut ids)) => {
                 ids.retain(|id| Some(id.owner) == owner);
                 exec::cancel(&shared, ids);
+                lifo_dirty = true; // tasks aborted or woken
             }
             Ok(Message::Confirmed(id)) => exec::confirmed(&shared, id),
             Ok(Message::Goodbye) => break,

@@ -154,7 +154,17 @@ async fn watch_inline_runs() {
             if since == 0 || now.saturating_sub(since) <= slow {
                 continue;
             }
-            let handoff = lock(&slot.handoff).take();
+            let handoff = {
+                let mut h = lock(&slot.handoff);
+                // Still the same run (it started at a unique instant): the
+                // batch it belongs to cannot have changed, since ending a
+                // batch takes this lock.
+                if slot.since.load(Ordering::Acquire) == since {
+                    h.take()
+                } else {
+                    None
+                }
+            };
             if let Some(handoff) = handoff {
                 tracing::debug!("an inline task runs long: moving its connection to a new reader");
                 handoff();
