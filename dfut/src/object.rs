@@ -120,6 +120,9 @@ pub(crate) struct CellState {
     /// The worker whose copy lost a speculation race while a dependent may
     /// read it there: freed with the object, not cancelled.
     pub loser: Option<SocketAddr>,
+    /// The worker that reported the task failed (it keeps the failure for
+    /// dependents there): freed with the object, like a result.
+    pub failed_at: Option<SocketAddr>,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
@@ -163,6 +166,7 @@ impl ObjectCell {
                 blocked: None,
                 read_while_running: false,
                 loser: None,
+                failed_at: None,
                 dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),
@@ -306,5 +310,41 @@ impl Drop for ObjectRef {
         if let Some(client) = &self.client {
             client.release(&self.cell);
         }
+        // The last reference to a settled object: nothing will re-run its
+        // task, so its lineage goes now, iteratively (a long chain would
+        // otherwise recurse once per link as each drops the previous).
+        if self.cell.is_settled() {
+            let lineage = self.cell.lock().task.take();
+            if let Some(lineage) = lineage {
+                drop_iteratively(lineage);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Lineages waiting to be dropped by the outermost drop on this
+    /// thread; holds at most the chain being dropped.
+    static DEFERRED: std::cell::RefCell<Vec<TaskRecord>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether a drop further up this thread's stack is draining them.
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Drops `lineage`; the lineages its arguments release in turn are queued
+/// and dropped by the same loop, so the stack stays flat.
+fn drop_iteratively(lineage: TaskRecord) {
+    DEFERRED.with(|d| d.borrow_mut().push(lineage));
+    if DRAINING.with(|f| f.replace(true)) {
+        return;
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            DRAINING.with(|f| f.set(false));
+        }
+    }
+    let _done = Done;
+    while let Some(next) = DEFERRED.with(|d| d.borrow_mut().pop()) {
+        drop(next);
     }
 }

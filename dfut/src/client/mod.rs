@@ -545,24 +545,29 @@ impl Client {
     pub(crate) fn release(&self, cell: &Arc<ObjectCell>) {
         lock(&self.inner.objects).remove(&cell.id);
         cell.released.store(true, Ordering::Release);
-        let (holder, backup, blocked) = {
+        let (copies, blocked) = {
             let mut st = cell.lock();
             let holder = match &st.phase {
                 Phase::Pending(h) | Phase::Running(h) => Some(*h),
                 Phase::Finished { holder, .. } => *holder,
                 Phase::Queued | Phase::Failed(_) => None,
             };
-            (
-                holder,
-                [st.backup, st.loser.take()],
-                std::mem::take(&mut st.blocked),
-            )
+            // Every worker that may keep something of it: the holder, a
+            // speculative copy or loser, a failed run's record.
+            let mut copies: Vec<SocketAddr> =
+                [holder, st.backup, st.loser.take(), st.failed_at.take()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            copies.sort_unstable();
+            copies.dedup();
+            (copies, std::mem::take(&mut st.blocked))
         };
         if let Some(h) = blocked {
             // Its completion will count it out of flight once more.
             self.count_in_flight(h, 1);
         }
-        for h in std::iter::once(holder).chain(backup).flatten() {
+        for h in copies {
             self.send(h, Message::Free(vec![cell.id]));
         }
     }
@@ -844,7 +849,8 @@ impl Client {
         match &outcome {
             Outcome::Inline(bytes) => cell.set_size(bytes.len() as u64),
             Outcome::Stored(size) => cell.set_size(*size),
-            Outcome::Failed(_) => {}
+            // The worker keeps the failure until the object is freed.
+            Outcome::Failed(_) => cell.lock().failed_at = Some(from),
         }
         let phase = match outcome {
             Outcome::Inline(bytes) => Phase::Finished {

@@ -1,0 +1,74 @@
+//! `dfut::put`: a value stored in the cluster once, to pass by reference
+//! to many tasks.
+//!
+//! A put is an ordinary task of a built-in function that returns its
+//! argument's bytes: the value travels to one worker (chosen by the
+//! placement policy), lives in its store like any result, and every task
+//! that takes the handle reads it there (or fetches it from there) instead
+//! of receiving its own copy from the driver.
+
+use crate::IntoArg;
+use crate::client::FnSpec;
+use crate::data::Data;
+use crate::future::DistFuture;
+use crate::registry::{ArgBytes, Args, Invoke, RemoteFn, TaskResult};
+use dfut_net::wire::{Failure, FailureKind};
+
+/// The registered name of the built-in put function.
+const NAME: &str = "dfut::put";
+
+static SPEC: FnSpec = FnSpec {
+    name: NAME,
+    retries: 0,
+    gpu: false,
+    cost: None,
+    timeout_ms: 0,
+    retry_on_error: false,
+};
+
+inventory::submit! {
+    RemoteFn {
+        name: NAME,
+        invoke: Invoke::Sync(stored),
+        gpu: false,
+    }
+}
+
+/// The worker's side: the result is the argument, byte for byte (both are
+/// the archive of the same value).
+fn stored(args: Args) -> TaskResult {
+    match args.first() {
+        Some(ArgBytes::One(bytes)) if args.len() == 1 => Ok(bytes.to_vec()),
+        _ => Err(Failure {
+            kind: FailureKind::Decode,
+            message: "put takes exactly one value".into(),
+        }),
+    }
+}
+
+/// Stores `value` on a worker once and returns its handle at once; pass
+/// the handle (or `&handle`) to as many calls as need the value, and none
+/// of them sends it again.
+///
+/// The value is lost with its worker unless the put has retries (for
+/// example `dfut::Options::new().retries(1).call(|| dfut::put(v))`), in
+/// which case the driver keeps its bytes to place it again.
+///
+/// ```
+/// #[dfut::remote]
+/// fn nth(table: Vec<u64>, i: u64) -> u64 {
+///     table[i as usize]
+/// }
+///
+/// let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+/// let _ctx = rt.enter();
+/// let table = dfut::put((0..100_000u64).map(|x| x * 2).collect::<Vec<u64>>());
+/// let picks: Vec<_> = (0..10).map(|i| nth(&table, i * 1000)).collect();
+/// for (i, p) in picks.iter().enumerate() {
+///     assert_eq!(p.get()?, i as u64 * 2000);
+/// }
+/// # Ok::<(), dfut::Error>(())
+/// ```
+pub fn put<T: Data>(value: T) -> DistFuture<T> {
+    crate::__private::submit::<T>(&SPEC, vec![IntoArg::<T>::into_arg(value)])
+}
