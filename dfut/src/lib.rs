@@ -33,6 +33,7 @@ mod context;
 mod data;
 mod error;
 mod future;
+mod limits;
 mod local;
 mod mapreduce;
 pub mod matrix;

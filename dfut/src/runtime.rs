@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dfut_net::{ClusterCredential, Endpoint, EndpointOptions};
+use dfut_net::{ClusterCredential, Endpoint};
 
 use crate::client::Client;
 use crate::context::{self, EnterGuard};
@@ -371,7 +371,7 @@ impl Builder {
         };
         let client = {
             let _enter = rt.enter();
-            let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
+            let endpoint = Endpoint::bind(bind, &credential, crate::limits::endpoint_options())?;
             tracing::info!(listen = %endpoint.local_addr()?, scheduler = %scheduler_addr, "driver started");
             let node = rand::random::<u64>();
             Client::new(node, endpoint, rt.handle().clone(), policy)

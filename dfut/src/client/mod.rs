@@ -412,6 +412,9 @@ impl Client {
         if self.is_closed() {
             return DistFuture::from_ref(Arc::new(ObjectRef::failed(spec.name, Error::NoRuntime)));
         }
+        if let Some(e) = oversized(spec.name, &args) {
+            return DistFuture::from_ref(Arc::new(ObjectRef::failed(spec.name, e)));
+        }
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = ObjectId {
             owner: self.inner.node,
@@ -1141,6 +1144,24 @@ fn requeue_from(
     } else {
         false
     }
+}
+
+/// The error for a call whose values do not fit in one message, if so.
+fn oversized(function: &str, args: &[ArgSource]) -> Option<Error> {
+    fn bytes(a: &ArgSource) -> usize {
+        match a {
+            ArgSource::Value(blob) => blob.len(),
+            ArgSource::Future(_) => 0,
+            ArgSource::List(items) => items.iter().map(bytes).sum(),
+        }
+    }
+    let total: usize = args.iter().map(bytes).sum();
+    (total > crate::limits::max_value()).then(|| {
+        Error::Encode(crate::limits::too_large(
+            &format!("the arguments of `{function}`"),
+            total,
+        ))
+    })
 }
 
 /// Uses up one retry of a task that retries on error, if it has any left.

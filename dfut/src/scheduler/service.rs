@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dfut_net::wire::{ClusterStatus, Message, Role};
-use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
+use dfut_net::{ClusterCredential, Endpoint, Inbox, Link};
 
 use super::membership::Membership;
 use crate::Result;
@@ -110,7 +110,7 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
 /// # Ok::<(), dfut::Error>(()) }).unwrap();
 /// ```
 pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<SchedulerHandle> {
-    let endpoint = Endpoint::bind(config.addr, credential, EndpointOptions::default())?;
+    let endpoint = Endpoint::bind(config.addr, credential, crate::limits::endpoint_options())?;
     let addr = endpoint.local_addr()?;
     let state: Shared = Arc::new(Mutex::new(State {
         membership: Membership::new(config.suspect_after, config.heartbeat_timeout),
@@ -243,7 +243,7 @@ pub async fn query_status(
     let endpoint = Endpoint::bind(
         SocketAddr::from(([0, 0, 0, 0], 0)),
         credential,
-        EndpointOptions::default(),
+        crate::limits::endpoint_options(),
     )?;
     let (link, mut inbox) = endpoint.connect(addr).await?;
     link.send(Message::Hello {

@@ -458,6 +458,14 @@ fn settle(
     result: Result<Blob, Failure>,
     exec: Duration,
 ) -> (Message, bool) {
+    let result = match result {
+        // It could never be sent to anyone: fail the task, not the link.
+        Ok(blob) if blob.len() > crate::limits::max_value() => Err(failure(
+            FailureKind::Encode,
+            crate::limits::too_large("the result", blob.len()),
+        )),
+        r => r,
+    };
     let outcome = match &result {
         Ok(blob) if blob.len() <= inline_max as usize => Outcome::Inline(blob.to_vec()),
         Ok(blob) => Outcome::Stored(blob.len() as u64),

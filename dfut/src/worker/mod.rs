@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dfut_net::wire::{Message, Role, TaskSpec, WorkerInfo, WorkerLoad};
-use dfut_net::{ClusterCredential, Endpoint, EndpointOptions, Inbox, Link};
+use dfut_net::{ClusterCredential, Endpoint, Inbox, Link};
 
 pub use config::{WorkerConfig, host_id};
 pub use exec::cancelled;
@@ -173,7 +173,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
                 config.host, config.port
             ))
         })?;
-    let endpoint = Endpoint::bind(bind, &credential, EndpointOptions::default())?;
+    let endpoint = Endpoint::bind(bind, &credential, crate::limits::endpoint_options())?;
     let local = endpoint.local_addr()?;
     let id = rand::random::<u64>();
     let addr: SocketAddr = match &config.advertise {
@@ -411,7 +411,7 @@ async fn follow_scheduler(
             Ok::<_, Error>((link, inbox))
         }
     };
-    let first = match Endpoint::bind(bind, &credential, EndpointOptions::default()) {
+    let first = match Endpoint::bind(bind, &credential, crate::limits::endpoint_options()) {
         Ok(endpoint) => connect(endpoint.clone()).await.map(|s| (endpoint, s)),
         Err(e) => Err(e.into()),
     };

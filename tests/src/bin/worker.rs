@@ -12,6 +12,9 @@
 //!   other hosts) and runs independent tasks, a chain of `hop`s that must
 //!   cross between the hosts `host-w1` and `host-w2`, and a nested call;
 //!   prints the chain's trail, then `ok`.
+//! - `--too-large`: with `DFUT_MAX_MESSAGE_BYTES=1048576`, sends an
+//!   argument and makes a result larger than a message may carry, checks
+//!   each fails its own call, and that the cluster still works; prints `ok`;
 //! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
 //!   results of 100 KiB that stay on the workers, prints `ready`, and
 //!   waits to be killed (the ownership tests).
@@ -31,6 +34,7 @@ fn main() -> dfut::Result<()> {
         Some("--init-twice") => init_twice(),
         Some("--init-async") => init_async(),
         Some("--multi-host") => multi_host(),
+        Some("--too-large") => too_large(),
         Some("--owner") => owner(
             std::env::args()
                 .nth(2)
@@ -39,6 +43,31 @@ fn main() -> dfut::Result<()> {
         ),
         Some(mode) => orphan_driver(mode == "--driver-panic"),
     }
+}
+
+fn too_large() -> dfut::Result<()> {
+    let limit = Duration::from_secs(30);
+    let _rt = dfut::init()?;
+    let big = 2 << 20;
+    let arg = dfut_tests::sum_bytes(vec![1u8; big]).get_timeout(limit);
+    assert!(
+        matches!(&arg, Err(dfut::Error::Encode(m)) if m.contains("more than")),
+        "an oversized argument fails its call: {arg:?}"
+    );
+    let result = dfut_tests::bytes(big as u64, 1).get_timeout(limit);
+    assert!(
+        matches!(&result, Err(dfut::Error::Encode(m)) if m.contains("the result is")),
+        "an oversized result fails its task: {result:?}"
+    );
+    // Nothing else was disturbed: the same links carry values that fit.
+    let fits = dfut_tests::bytes(500_000, 2);
+    assert_eq!(dfut_tests::sum_bytes(&fits).get_timeout(limit)?, 1_000_000);
+    assert_eq!(
+        dfut_tests::sum_bytes(vec![3u8; 500_000]).get_timeout(limit)?,
+        1_500_000
+    );
+    println!("ok");
+    Ok(())
 }
 
 fn owner(n: u64) -> dfut::Result<()> {
