@@ -156,20 +156,26 @@ fn a_worker_that_misses_heartbeats_is_suspect_and_not_chosen() {
     }));
 }
 
-#[test]
-fn a_speculation_loser_that_dependents_read_is_not_freed_under_them() {
-    let rt = dfut::Runtime::builder()
+/// Two 4-slot workers, round-robin, speculation on; the first (started
+/// first) delays each task by up to `delay_ms` (seeded).
+fn straggler_and_healthy(delay_ms: u64, seed: u64) -> dfut::Runtime {
+    dfut::Runtime::builder()
         .worker_program(WORKER)
         .add_worker(
             WorkerOptions::default()
                 .max_concurrent(4)
-                .add_delay(3000, 11),
+                .add_delay(delay_ms, seed),
         )
         .add_worker(WorkerOptions::default().max_concurrent(4))
         .policy_name("round-robin")
         .speculation(dfut::Speculation::default())
         .start()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_speculation_loser_that_dependents_read_is_not_freed_under_them() {
+    let rt = straggler_and_healthy(3000, 11);
     let _g = rt.enter();
     // Each consumer is sent while its producer still runs, so it reads the
     // producer's first copy, wherever a speculative copy then wins.
@@ -185,18 +191,7 @@ fn a_speculation_loser_that_dependents_read_is_not_freed_under_them() {
 
 #[test]
 fn stragglers_are_speculatively_re_executed_and_the_first_result_wins() {
-    let rt = dfut::Runtime::builder()
-        .worker_program(WORKER)
-        .add_worker(
-            WorkerOptions::default()
-                .max_concurrent(4)
-                .add_delay(4000, 7),
-        )
-        .add_worker(WorkerOptions::default().max_concurrent(4))
-        .policy_name("round-robin")
-        .speculation(dfut::Speculation::default())
-        .start()
-        .unwrap();
+    let rt = straggler_and_healthy(4000, 7);
     let _g = rt.enter();
     // Workers start in the order added: the first one has the delay.
     let (straggler, healthy) = (rt.worker_pids()[0], rt.worker_pids()[1]);

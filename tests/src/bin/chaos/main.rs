@@ -203,30 +203,13 @@ async fn run(name: &str, tasks: u64, seed: u64) -> Result<Report, String> {
             d.wait_for("submitted")?;
             d.still_running()?;
             let pid = c.workers[0];
-            signal(pid, "-STOP");
-            c.until(
-                |s| !s.workers.iter().any(|w| w.info.pid == pid),
-                "the paused worker is dropped",
-            )
-            .await?;
-            signal(pid, "-CONT");
-            let t = Instant::now();
-            c.until(
-                |s| s.workers.iter().any(|w| w.info.pid == pid),
-                "the paused worker comes back",
-            )
-            .await?;
-            let heal = t.elapsed();
+            let heal = c
+                .drop_and_heal(pid, || signal(pid, "-STOP"), || signal(pid, "-CONT"))
+                .await?;
             let r = d.result()?;
             r.check(false)?;
-            (
-                1,
-                r,
-                format!(
-                    "; back in the cluster {:.2} s after SIGCONT",
-                    heal.as_secs_f64()
-                ),
-            )
+            let note = format!("; back in the cluster {heal:.2} s after SIGCONT");
+            (1, r, note)
         }
         "partition" => {
             let mut d = c.driver(&job("10"), seed)?;
@@ -234,30 +217,13 @@ async fn run(name: &str, tasks: u64, seed: u64) -> Result<Report, String> {
             d.still_running()?;
             let cut = c.cut_worker.as_ref().ok_or("no cut relay")?;
             let pid = c.workers[0];
-            cut.set_cut(true);
-            c.until(
-                |s| !s.workers.iter().any(|w| w.info.pid == pid),
-                "the cut worker is dropped",
-            )
-            .await?;
-            cut.set_cut(false);
-            let t = Instant::now();
-            c.until(
-                |s| s.workers.iter().any(|w| w.info.pid == pid),
-                "the cut worker comes back",
-            )
-            .await?;
-            let heal = t.elapsed();
+            let heal = c
+                .drop_and_heal(pid, || cut.set_cut(true), || cut.set_cut(false))
+                .await?;
             let r = d.result()?;
             r.check(false)?;
-            (
-                1,
-                r,
-                format!(
-                    "; back in the cluster {:.2} s after the link healed",
-                    heal.as_secs_f64()
-                ),
-            )
+            let note = format!("; back in the cluster {heal:.2} s after the link healed");
+            (1, r, note)
         }
         "driver-pause" => {
             let mut d = c.driver(&job("10"), seed)?;
@@ -584,6 +550,24 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(format!("{what}: not within {PATIENCE:?}"))
+    }
+
+    /// Applies `fault` to worker `pid` until the scheduler drops it, then
+    /// `heal`; returns the seconds until it is back in the cluster.
+    async fn drop_and_heal(
+        &self,
+        pid: u32,
+        fault: impl FnOnce(),
+        heal: impl FnOnce(),
+    ) -> Result<f64, String> {
+        fault();
+        let listed =
+            |s: &dfut::scheduler::ClusterStatus| s.workers.iter().any(|w| w.info.pid == pid);
+        self.until(|s| !listed(s), "the worker is dropped").await?;
+        heal();
+        let t = Instant::now();
+        self.until(listed, "the worker comes back").await?;
+        Ok(t.elapsed().as_secs_f64())
     }
 
     /// Starts a driver process joined to this cluster.
