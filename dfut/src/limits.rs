@@ -13,7 +13,7 @@ use dfut_net::EndpointOptions;
 const HEADROOM: usize = 64 << 10;
 
 /// The largest message any process accepts: `DFUT_MAX_MESSAGE_BYTES` if set
-/// (at least 1 MiB), else 1 GiB. Every process of a cluster must use the
+/// (at least 1 MiB, below 4 GiB), else 1 GiB. Every process of a cluster must use the
 /// same limit; a local cluster's workers inherit the driver's environment.
 pub(crate) fn max_message() -> usize {
     static MAX: OnceLock<usize> = OnceLock::new();
@@ -21,7 +21,8 @@ pub(crate) fn max_message() -> usize {
         std::env::var("DFUT_MAX_MESSAGE_BYTES")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .map(|n| n.max(1 << 20))
+            // Frames carry a 32-bit length.
+            .map(|n| n.clamp(1 << 20, u32::MAX as usize - HEADROOM))
             .unwrap_or(dfut_net::frame::DEFAULT_MAX_FRAME)
     })
 }

@@ -120,9 +120,10 @@ pub(crate) struct CellState {
     /// The worker whose copy lost a speculation race while a dependent may
     /// read it there: freed with the object, not cancelled.
     pub loser: Option<SocketAddr>,
-    /// The worker that reported the task failed (it keeps the failure for
-    /// dependents there): freed with the object, like a result.
-    pub failed_at: Option<SocketAddr>,
+    /// Workers that reported a run of the task failed (each keeps the
+    /// failure for dependents there): freed with the object, like a
+    /// result. At most one entry per worker; bounded by the retries.
+    pub failed_at: Vec<SocketAddr>,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
     wakers: Vec<Waker>,
@@ -166,7 +167,7 @@ impl ObjectCell {
                 blocked: None,
                 read_while_running: false,
                 loser: None,
-                failed_at: None,
+                failed_at: Vec::new(),
                 dispatched: std::time::Instant::now(),
                 wakers: Vec::new(),
             }),
@@ -333,18 +334,28 @@ thread_local! {
 /// Drops `lineage`; the lineages its arguments release in turn are queued
 /// and dropped by the same loop, so the stack stays flat.
 fn drop_iteratively(lineage: TaskRecord) {
-    DEFERRED.with(|d| d.borrow_mut().push(lineage));
-    if DRAINING.with(|f| f.replace(true)) {
+    // While this thread's locals are being destroyed, drop it directly.
+    let mut lineage = Some(lineage);
+    let _ = DEFERRED.try_with(|d| {
+        if let Some(l) = lineage.take() {
+            d.borrow_mut().push(l);
+        }
+    });
+    if let Some(l) = lineage {
+        drop(l);
+        return;
+    }
+    if DRAINING.try_with(|f| f.replace(true)).unwrap_or(true) {
         return;
     }
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
-            DRAINING.with(|f| f.set(false));
+            let _ = DRAINING.try_with(|f| f.set(false));
         }
     }
     let _done = Done;
-    while let Some(next) = DEFERRED.with(|d| d.borrow_mut().pop()) {
+    while let Some(next) = DEFERRED.try_with(|d| d.borrow_mut().pop()).ok().flatten() {
         drop(next);
     }
 }

@@ -112,6 +112,7 @@ pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
     TABLE
         .get_or_init(|| {
             crate::matrix::link();
+            crate::put::link();
             inventory::iter::<RemoteFn>
                 .into_iter()
                 .map(|f| {

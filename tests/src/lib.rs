@@ -347,3 +347,9 @@ pub fn chain_step(v: Vec<u64>) -> Vec<u64> {
 pub fn chain_sum(v: Vec<u64>) -> u64 {
     v.iter().sum()
 }
+
+/// The total length of its parts.
+#[dfut::remote]
+pub fn total_len(parts: dfut::Many<Vec<u8>>) -> u64 {
+    parts.iter().map(|p| p.len() as u64).sum()
+}

@@ -43,7 +43,9 @@ pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr) -> (Loss, boo
         Phase::Finished { holder, .. } => *holder == Some(addr),
         Phase::Queued | Phase::Failed(_) => false,
     };
-    let left_copy = held_there || st.loser == Some(addr) || st.backup == Some(addr);
+    let failed_there = st.failed_at.contains(&addr);
+    st.failed_at.retain(|a| *a != addr);
+    let left_copy = held_there || failed_there || st.loser == Some(addr) || st.backup == Some(addr);
     if st.backup == Some(addr) {
         st.backup = None;
     }
@@ -152,7 +154,11 @@ mod tests {
             Phase::Finished { holder, .. } => *holder == Some(a),
             _ => false,
         };
-        in_phase || st.backup == Some(a) || st.loser == Some(a) || st.blocked == Some(a)
+        in_phase
+            || st.backup == Some(a)
+            || st.loser == Some(a)
+            || st.blocked == Some(a)
+            || st.failed_at.contains(&a)
     }
 
     #[test]

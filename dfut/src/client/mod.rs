@@ -557,11 +557,11 @@ impl Client {
             };
             // Every worker that may keep something of it: the holder, a
             // speculative copy or loser, a failed run's record.
-            let mut copies: Vec<SocketAddr> =
-                [holder, st.backup, st.loser.take(), st.failed_at.take()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let mut copies: Vec<SocketAddr> = [holder, st.backup, st.loser.take()]
+                .into_iter()
+                .flatten()
+                .chain(std::mem::take(&mut st.failed_at))
+                .collect();
             copies.sort_unstable();
             copies.dedup();
             (copies, std::mem::take(&mut st.blocked))
@@ -816,6 +816,7 @@ impl Client {
             } {
                 if matches!(outcome, Outcome::Failed(_)) {
                     // The other copy may still succeed: let it run alone.
+                    note_failed_at(&mut st, from);
                     if primary {
                         st.phase = Phase::Running(other);
                     }
@@ -853,7 +854,7 @@ impl Client {
             Outcome::Inline(bytes) => cell.set_size(bytes.len() as u64),
             Outcome::Stored(size) => cell.set_size(*size),
             // The worker keeps the failure until the object is freed.
-            Outcome::Failed(_) => cell.lock().failed_at = Some(from),
+            Outcome::Failed(_) => note_failed_at(&mut cell.lock(), from),
         }
         let phase = match outcome {
             Outcome::Inline(bytes) => Phase::Finished {
@@ -1146,6 +1147,30 @@ fn requeue_from(
     }
 }
 
+/// About how many bytes `arg` takes in a message: its values, and a
+/// reference's id and holder address.
+fn wired_bytes(arg: &Arg) -> usize {
+    const REF: usize = 64;
+    match arg {
+        Arg::Value(v) => v.len(),
+        Arg::Ref { .. } => REF,
+        Arg::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Item::Value(v) => v.len(),
+                Item::Ref { .. } => REF,
+            })
+            .sum(),
+    }
+}
+
+/// Remembers that `from` keeps a failure record of this object.
+fn note_failed_at(st: &mut crate::object::CellState, from: SocketAddr) {
+    if !st.failed_at.contains(&from) {
+        st.failed_at.push(from);
+    }
+}
+
 /// The error for a call whose values do not fit in one message, if so.
 fn oversized(function: &str, args: &[ArgSource]) -> Option<Error> {
     fn bytes(a: &ArgSource) -> usize {
@@ -1280,6 +1305,14 @@ fn prepare(
                 },
             },
         });
+    }
+    // Results read inline count too: a task must fit in one message.
+    let wired: usize = args.iter().map(wired_bytes).sum();
+    if wired > crate::limits::max_value() {
+        return Err(Unready::Failed(Error::Encode(crate::limits::too_large(
+            &format!("the arguments of `{}`, as sent", task.spec.name),
+            wired,
+        ))));
     }
     let spec = TaskSpec {
         id: cell.id,

@@ -449,6 +449,9 @@ pub(super) fn finish(
     let _ = reply.send(done);
 }
 
+/// Longest failure message sent (a panic or error text can be any size).
+const MAX_FAILURE_MESSAGE: usize = 64 << 10;
+
 /// Stores a task's result; returns the report for its owner and whether a
 /// task waiting for the result was woken.
 fn settle(
@@ -464,6 +467,15 @@ fn settle(
             FailureKind::Encode,
             crate::limits::too_large("the result", blob.len()),
         )),
+        Err(mut f) if f.message.len() > MAX_FAILURE_MESSAGE => {
+            let mut end = MAX_FAILURE_MESSAGE;
+            while !f.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            f.message.truncate(end);
+            f.message.push_str(" [truncated]");
+            Err(f)
+        }
         r => r,
     };
     let outcome = match &result {

@@ -59,6 +59,21 @@ fn too_large() -> dfut::Result<()> {
         matches!(&result, Err(dfut::Error::Encode(m)) if m.contains("the result is")),
         "an oversized result fails its task: {result:?}"
     );
+    // Results that come back inline count once a task reads them: twenty
+    // of 60 KB do not fit in one 1 MiB message together.
+    let parts: Vec<_> = (0..20).map(|i| dfut_tests::bytes(60_000, i)).collect();
+    for p in &parts {
+        p.get_timeout(limit)?;
+    }
+    let together = dfut_tests::total_len(&parts[..]).get_timeout(limit);
+    assert!(
+        matches!(&together, Err(dfut::Error::Encode(m)) if m.contains("as sent")),
+        "inline results that do not fit fail the call that reads them: {together:?}"
+    );
+    assert_eq!(
+        dfut_tests::total_len(&parts[..10]).get_timeout(limit)?,
+        600_000
+    );
     // Nothing else was disturbed: the same links carry values that fit.
     let fits = dfut_tests::bytes(500_000, 2);
     assert_eq!(dfut_tests::sum_bytes(&fits).get_timeout(limit)?, 1_000_000);
