@@ -59,7 +59,8 @@ pub(crate) fn link() -> usize {
 
 /// Stores `value` on a worker once and returns its handle at once; pass
 /// the handle (or `&handle`) to as many calls as need the value, and none
-/// of them sends it again.
+/// of them sends it again (a value of 64 KiB or less comes back to the
+/// driver too and travels inline with each call, as any small result).
 ///
 /// The value is lost with its worker unless the put has retries (for
 /// example `dfut::Options::new().retries(1).call(|| dfut::put(v))`), in
