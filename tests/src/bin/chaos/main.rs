@@ -162,8 +162,11 @@ async fn run(name: &str, tasks: u64, seed: u64) -> Result<Report, String> {
             d.wait_for("submitted")?;
             let mut kills = 0u64;
             let (mut drops, mut joins) = (Vec::new(), Vec::new());
+            // The first kill after 1 s, then one every 2 s.
+            let mut pause = Duration::from_secs(1);
             while !d.finished() {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(pause).await;
+                pause = Duration::from_secs(2);
                 if d.finished() {
                     break;
                 }
@@ -184,6 +187,9 @@ async fn run(name: &str, tasks: u64, seed: u64) -> Result<Report, String> {
                 )
                 .await?;
                 drops.push(t.elapsed());
+            }
+            if kills == 0 {
+                return Err("the job ended before the first kill; use more --tasks".into());
             }
             let r = d.result()?;
             let allowed_lost = retries == 0;
@@ -249,7 +255,7 @@ async fn run(name: &str, tasks: u64, seed: u64) -> Result<Report, String> {
             // No retries: the restart itself must fail no task.
             let mut d = c.driver(&job("0"), seed)?;
             d.wait_for("submitted")?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             d.still_running()?;
             c.restart_scheduler().await?;
             let t = Instant::now();
