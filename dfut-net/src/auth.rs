@@ -76,12 +76,36 @@ impl ClusterCredential {
         })
     }
 
-    /// Reads a credential from a PEM file.
+    /// Reads a credential from a PEM file. On Unix a file its group or
+    /// others may read is refused (with the `chmod` that fixes it): it
+    /// holds the cluster's private key.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, NetError> {
-        let path = path.as_ref();
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| NetError::Credential(format!("{}: {e}", path.display())))?;
-        Self::from_pem(&pem)
+        Self::from_pem(&crate::keyfile::read(path.as_ref())?)
+    }
+
+    /// Writes the credential to a new file readable only by its owner
+    /// (mode 0600), atomically and without following a symlink. An existing
+    /// file is an error unless `overwrite`.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("dfut-doc-save-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("cluster.pem");
+    /// let credential = dfut_net::ClusterCredential::generate()?;
+    /// credential.save(&path, false)?;
+    /// assert!(credential.save(&path, false).is_err(), "never replaced by accident");
+    /// let again = dfut_net::ClusterCredential::from_file(&path)?;
+    /// assert_eq!(again.to_pem(), credential.to_pem());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>, overwrite: bool) -> Result<(), NetError> {
+        crate::keyfile::write(path.as_ref(), &self.pem, overwrite)
+    }
+
+    /// Whether `e`, from [`save`](Self::save), says the file already existed.
+    pub fn exists_error(e: &NetError) -> bool {
+        crate::keyfile::already_exists(e)
     }
 
     /// The credential as PEM text, to write to a file or an environment variable.

@@ -35,6 +35,7 @@ mod auth;
 mod endpoint;
 mod error;
 pub mod frame;
+mod keyfile;
 // rkyv's archived twins of tuple variants have no doc slot of their own;
 // every hand-written item in `wire` is documented.
 #[allow(missing_docs)]

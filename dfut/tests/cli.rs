@@ -39,7 +39,7 @@ fn status_lists_the_live_workers() {
     let _g = rt.enter();
     assert_eq!(triple(2).get(), Ok(6));
     let pem = temp_file("status");
-    std::fs::write(&pem, rt.credential().to_pem()).unwrap();
+    rt.credential().save(&pem, true).unwrap();
     let out = status(&rt, &pem);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -138,4 +138,42 @@ fn an_unknown_scheduler_mode_is_refused_with_the_valid_ones() {
         ),
         "{err}"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn the_credential_is_kept_like_a_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let pem = temp_file("key");
+    let make = |force: bool| {
+        let mut cmd = Command::new(DFUT);
+        cmd.args(["credential", "--out"]).arg(&pem);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    assert!(make(false).status.success());
+    let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only its owner may read it");
+    let first = std::fs::read_to_string(&pem).unwrap();
+    let again = make(false);
+    assert!(!again.status.success(), "an existing credential is kept");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&pem).unwrap(), first);
+    assert!(make(true).status.success());
+    assert_ne!(
+        std::fs::read_to_string(&pem).unwrap(),
+        first,
+        "--force replaces it"
+    );
+    // A copy others may read is refused, with the fix.
+    std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let rt = dfut::Runtime::builder()
+        .in_process_workers(1)
+        .start()
+        .unwrap();
+    let out = status(&rt, &pem);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }

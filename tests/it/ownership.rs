@@ -97,7 +97,7 @@ fn a_dead_owners_objects_are_freed_after_the_grace_period() {
     let dir = std::env::temp_dir().join(format!("dfut-owner-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pem = dir.join("cluster.pem");
-    std::fs::write(&pem, rt.credential().to_pem()).unwrap();
+    rt.credential().save(&pem, true).unwrap();
     let mut owner = Command::new(WORKER)
         .args(["--owner", "20"])
         .env("DFUT_SCHEDULER", rt.scheduler_addr().to_string())

@@ -49,11 +49,15 @@ enum Command {
         #[arg(long, env = "DFUT_CREDENTIAL_FILE", default_value = "dfut-cluster.pem")]
         credential_file: PathBuf,
     },
-    /// Write a new cluster credential to a file.
+    /// Write a new cluster credential to a file (mode 0600).
     Credential {
         /// Where to write it.
         #[arg(long, default_value = "dfut-cluster.pem")]
         out: PathBuf,
+        /// Replace an existing file (every process of the cluster then
+        /// needs the new one).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -73,10 +77,11 @@ fn runtime() -> dfut::Result<tokio::runtime::Runtime> {
         .map_err(|e| dfut::Error::Process(e.to_string()))
 }
 
-fn write_credential(path: &Path) -> dfut::Result<ClusterCredential> {
+/// Writes a new credential to `path` (mode 0600, never following a
+/// symlink); an existing file is replaced only with `force`.
+fn write_credential(path: &Path, force: bool) -> dfut::Result<ClusterCredential> {
     let credential = ClusterCredential::generate()?;
-    std::fs::write(path, credential.to_pem())
-        .map_err(|e| dfut::Error::Config(format!("{}: {e}", path.display())))?;
+    credential.save(path, force)?;
     Ok(credential)
 }
 
@@ -90,15 +95,21 @@ fn run(cli: Cli) -> dfut::Result<()> {
             heartbeat_timeout_ms,
         } => {
             dfut::scheduler::policy_by_name(&mode)?;
-            let credential = if credential_file.exists() {
-                ClusterCredential::from_file(&credential_file)?
-            } else {
-                let c = write_credential(&credential_file)?;
-                eprintln!(
-                    "wrote a new cluster credential to {}",
-                    credential_file.display()
-                );
-                c
+            // Create it unless it exists, in one step: no window for a
+            // planted file between a check and the write.
+            let fresh = ClusterCredential::generate()?;
+            let credential = match fresh.save(&credential_file, false) {
+                Ok(()) => {
+                    eprintln!(
+                        "wrote a new cluster credential to {}",
+                        credential_file.display()
+                    );
+                    fresh
+                }
+                Err(e) if ClusterCredential::exists_error(&e) => {
+                    ClusterCredential::from_file(&credential_file)?
+                }
+                Err(e) => return Err(e.into()),
             };
             let addr: SocketAddr = format!("{host}:{port}")
                 .parse()
@@ -122,8 +133,8 @@ fn run(cli: Cli) -> dfut::Result<()> {
             print!("{}", render(scheduler, &status));
             Ok(())
         }
-        Command::Credential { out } => {
-            write_credential(&out)?;
+        Command::Credential { out, force } => {
+            write_credential(&out, force)?;
             println!("wrote a new cluster credential to {}", out.display());
             Ok(())
         }

@@ -420,7 +420,9 @@ impl Cluster {
             cut_worker: None,
             seed,
         };
-        std::fs::write(&c.pem, c.credential.to_pem()).map_err(|e| e.to_string())?;
+        c.credential
+            .save(&c.pem, false)
+            .map_err(|e| e.to_string())?;
         c.scheduler = c.spawn_scheduler()?;
         if let Some(imp) = impairment {
             let r = Relay::start(c.sched_addr, imp, seed ^ 0x5c).await;
