@@ -33,7 +33,7 @@ use crate::{Error, Result};
 /// # Ok::<(), dfut::Error>(())
 /// ```
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[rkyv(crate = rkyv)]
+#[rkyv(crate = rkyv, bytecheck(verify))]
 pub struct Matrix {
     rows: u32,
     cols: u32,
@@ -309,8 +309,42 @@ impl ArchivedMatrix {
 
 const _: () = {
     assert!(std::mem::size_of::<rkyv::rend::f32_le>() == std::mem::size_of::<f32>());
-    assert!(std::mem::align_of::<rkyv::rend::f32_le>() <= std::mem::align_of::<f32>());
+    // The cast in `view` reads `f32`s where `f32_le`s are: the archive's
+    // elements must be at least as aligned as `f32` needs.
+    assert!(std::mem::align_of::<rkyv::rend::f32_le>() >= std::mem::align_of::<f32>());
 };
+
+/// A matrix whose shape disagrees with its number of elements.
+#[derive(Debug, thiserror::Error)]
+#[error("a {rows}x{cols} matrix cannot hold {len} elements")]
+struct ShapeMismatch {
+    rows: u32,
+    cols: u32,
+    len: usize,
+}
+
+// SAFETY: `verify` only reads fields that bytecheck has already checked and
+// fails unless the shape matches the data, the invariant `view` and every
+// operation rely on; it makes no other claim.
+unsafe impl<C> rkyv::bytecheck::Verify<C> for ArchivedMatrix
+where
+    C: rkyv::rancor::Fallible + ?Sized,
+    C::Error: rkyv::rancor::Source,
+{
+    fn verify(&self, _: &mut C) -> std::result::Result<(), C::Error> {
+        let (rows, cols) = (self.rows.to_native(), self.cols.to_native());
+        let len = self.data.len();
+        if u64::from(rows) * u64::from(cols) == len as u64 {
+            Ok(())
+        } else {
+            Err(<C::Error as rkyv::rancor::Source>::new(ShapeMismatch {
+                rows,
+                cols,
+                len,
+            }))
+        }
+    }
+}
 
 impl Matrix {
     /// This matrix as a [`MatrixRef`].
@@ -452,4 +486,42 @@ pub(crate) enum Elementwise {
     Add,
     Sub,
     Mul,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Data;
+
+    /// The same layout as `Matrix`, without its invariant.
+    #[derive(Archive, Serialize)]
+    #[rkyv(crate = rkyv)]
+    struct Unchecked {
+        rows: u32,
+        cols: u32,
+        data: Vec<f32>,
+    }
+
+    fn bytes_of(rows: u32, cols: u32, len: usize) -> Vec<u8> {
+        let m = Unchecked {
+            rows,
+            cols,
+            data: vec![1.0; len],
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&m).unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_shape_that_disagrees_with_the_data_is_refused_on_decoding() {
+        let good = bytes_of(2, 3, 6);
+        assert_eq!(Matrix::decode(&good).unwrap().shape(), (2, 3));
+        for (rows, cols, len) in [(2, 3, 5), (1 << 20, 1 << 20, 4), (0, 7, 1)] {
+            let bad = bytes_of(rows, cols, len);
+            assert!(Matrix::decode(&bad).is_err(), "{rows}x{cols} with {len}");
+            assert!(
+                crate::Archived::<Matrix>::new(std::sync::Arc::new(bad)).is_err(),
+                "read in place too"
+            );
+        }
+    }
 }
