@@ -75,7 +75,7 @@ fn argmin(
 
 /// Queue per unit of capacity, the worker's speed counting as capacity.
 fn weighted_load(w: &WorkerView, speed: f64) -> f64 {
-    f64::from(w.queue() + 1) / (f64::from(w.max_concurrent.max(1)) * speed.max(1e-6))
+    f64::from(w.queue().saturating_add(1)) / (f64::from(w.max_concurrent.max(1)) * speed.max(1e-6))
 }
 
 /// A uniformly random eligible worker.
@@ -205,7 +205,8 @@ impl Scheduler for PowerOfTwo {
                     .min_by(|&a, &b| {
                         let load = |j: usize| {
                             let w = &workers[probes[j]];
-                            f64::from(w.queue() + extra[j]) / f64::from(w.max_concurrent.max(1))
+                            f64::from(w.queue().saturating_add(extra[j]))
+                                / f64::from(w.max_concurrent.max(1))
                         };
                         load(a).total_cmp(&load(b))
                     })
@@ -315,7 +316,7 @@ fn held_bytes(task: &TaskNeeds<'_>, workers: &[WorkerView]) -> Vec<u64> {
     let mut held = vec![0u64; workers.len()];
     for arg in task.args {
         if let Some(i) = workers.iter().position(|w| w.addr == arg.holder) {
-            held[i] += arg.bytes.unwrap_or(1).max(1);
+            held[i] = held[i].saturating_add(arg.bytes.unwrap_or(1).max(1));
         }
     }
     held
@@ -417,6 +418,30 @@ mod tests {
             gpu,
             inflight,
             load: WorkerLoad::default(),
+        }
+    }
+
+    #[test]
+    fn loads_reported_by_a_hostile_peer_never_overflow_placement() {
+        let mut workers = vec![w(0, u32::MAX, false), w(1, 0, false), w(2, 7, true)];
+        workers[0].load.running = u32::MAX;
+        workers[0].load.queued = u32::MAX;
+        workers[1].load.queued = u32::MAX;
+        workers[2].max_concurrent = u32::MAX;
+        workers[2].speed = f64::MAX;
+        let big = |seq| ArgPlacement {
+            id: ObjectId { owner: 1, seq },
+            holder: workers[0].addr,
+            bytes: Some(u64::MAX),
+            readers: u32::MAX,
+        };
+        let args = [big(1), big(2)];
+        for name in NAMES {
+            let mut p = by_name(name, 1).unwrap();
+            for _ in 0..10 {
+                // Any answer will do; it must not panic.
+                let _ = p.place(&cpu(&args), &workers);
+            }
         }
     }
 
