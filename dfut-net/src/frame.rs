@@ -88,6 +88,9 @@ pub struct FrameReader<R> {
     buf: AlignedVec<16>,
 }
 
+/// How far ahead of the bytes received a frame's buffer may grow.
+const READ_CHUNK: usize = 1 << 20;
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads from `inner`, refusing frames longer than `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
@@ -139,15 +142,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
+        // Grown as the bytes arrive: a peer that announces a large frame
+        // and then stalls pins a chunk, not the announced length.
         self.buf.clear();
-        self.buf.resize(len, 0);
-        self.inner
-            .read_exact(&mut self.buf[..])
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-                _ => FrameError::Io(e.to_string()),
-            })?;
+        while self.buf.len() < len {
+            let start = self.buf.len();
+            // At most as much again as has arrived (and at least a chunk):
+            // the buffer is never more than twice what the peer sent.
+            let want = (len - start).min(start.max(READ_CHUNK));
+            self.buf.resize(start + want, 0);
+            self.inner
+                .read_exact(&mut self.buf[start..])
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+                    _ => FrameError::Io(e.to_string()),
+                })?;
+        }
         let msg = decode_aligned(&self.buf)?;
         if self.buf.capacity() > 1 << 20 {
             // Do not keep a huge buffer alive for the small frames that follow.
@@ -256,6 +267,20 @@ mod tests {
                 len: u32::MAX as usize,
                 max: 1024
             })]
+        );
+    }
+
+    #[test]
+    fn an_announced_length_is_not_allocated_before_it_arrives() {
+        // 512 MiB announced (under the limit), 10 bytes sent, then the end.
+        let mut bytes = (512u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let mut reader = FrameReader::new(&bytes[..], 1 << 30);
+        assert_eq!(block_on(reader.next()), Err(FrameError::Truncated));
+        assert!(
+            reader.buf.capacity() <= 2 * READ_CHUNK,
+            "buffer grew to {} bytes",
+            reader.buf.capacity()
         );
     }
 
