@@ -36,9 +36,19 @@ impl Membership {
         }
     }
 
-    /// A worker joins (or re-joins) on connection `session`.
-    pub fn register(&mut self, info: WorkerInfo, now: Instant, session: u64) {
+    /// A worker joins (or re-joins) on connection `session`. Refused
+    /// (false) while another connection holds the id and its heartbeats
+    /// are on time: no member can replace a live worker's entry.
+    pub fn register(&mut self, info: WorkerInfo, now: Instant, session: u64) -> bool {
         let id = info.id;
+        if let Some(m) = self.members.get(&id)
+            && m.session != session
+            && now.saturating_duration_since(m.last_seen) <= self.suspect_after
+        {
+            // Another connection holds this id and its heartbeats are on
+            // time: a duplicate (or a member posing as it), not a rejoin.
+            return false;
+        }
         self.members.insert(
             id,
             Member {
@@ -51,17 +61,19 @@ impl Membership {
                 session,
             },
         );
+        true
     }
 
-    /// A worker reports its load. Returns false for an unknown worker.
-    pub fn heartbeat(&mut self, id: u64, load: WorkerLoad, now: Instant) -> bool {
+    /// The worker registered on `session` reports its load. Returns false
+    /// for an unknown worker, or one registered on another connection.
+    pub fn heartbeat(&mut self, id: u64, session: u64, load: WorkerLoad, now: Instant) -> bool {
         match self.members.get_mut(&id) {
-            Some(m) => {
+            Some(m) if m.session == session => {
                 m.state.load = load;
                 m.last_seen = now;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -130,14 +142,14 @@ mod tests {
         m.register(info(2), t0, 2);
         assert!(m.view(t0 + s(200)).iter().all(|w| !w.suspect));
         assert!(m.view(t0 + s(400)).iter().all(|w| w.suspect));
-        assert!(m.heartbeat(1, WorkerLoad::default(), t0 + s(900)));
+        assert!(m.heartbeat(1, 1, WorkerLoad::default(), t0 + s(900)));
         let view = m.view(t0 + s(950));
         assert!(!view[0].suspect && view[1].suspect, "{view:?}");
         assert_eq!(m.expire(t0 + s(1500)), vec![2]);
         assert_eq!(m.view(t0 + s(1500)).len(), 1);
         assert_eq!(m.expire(t0 + s(1800)), Vec::<u64>::new());
         assert_eq!(m.expire(t0 + s(2000)), vec![1]);
-        assert!(!m.heartbeat(1, WorkerLoad::default(), t0 + s(2001)));
+        assert!(!m.heartbeat(1, 1, WorkerLoad::default(), t0 + s(2001)));
     }
 
     #[test]
@@ -150,7 +162,7 @@ mod tests {
             objects: 9,
             ..WorkerLoad::default()
         };
-        m.heartbeat(1, load.clone(), t0);
+        m.heartbeat(1, 1, load.clone(), t0);
         assert_eq!(m.view(t0)[0].load, load);
         assert!(m.remove(1, 1));
         assert!(!m.remove(1, 1));
@@ -164,12 +176,35 @@ mod tests {
         m.register(info(1), t0, 1);
         assert_eq!(m.expire(t0 + s(1500)), vec![1], "paused past the timeout");
         assert!(
-            !m.heartbeat(1, WorkerLoad::default(), t0 + s(1600)),
+            !m.heartbeat(1, 1, WorkerLoad::default(), t0 + s(1600)),
             "unknown now"
         );
         m.register(info(1), t0 + s(1600), 2);
         assert!(!m.remove(1, 1), "the first connection closing later");
         assert_eq!(m.view(t0 + s(1700)).len(), 1);
         assert!(m.remove(1, 2));
+    }
+
+    #[test]
+    fn a_live_workers_id_cannot_be_taken_by_another_connection() {
+        let t0 = Instant::now();
+        let s = Duration::from_millis;
+        let mut m = Membership::new(s(300), s(1000));
+        assert!(m.register(info(1), t0, 1));
+        let mut fake = info(1);
+        fake.addr = "127.0.0.1:9".into();
+        assert!(
+            !m.register(fake.clone(), t0 + s(100), 2),
+            "refused while live"
+        );
+        assert!(
+            !m.heartbeat(1, 2, WorkerLoad::default(), t0 + s(150)),
+            "nor can it beat for it"
+        );
+        assert!(m.heartbeat(1, 1, WorkerLoad::default(), t0 + s(200)));
+        assert_eq!(m.view(t0 + s(250))[0].info.addr, info(1).addr);
+        // Silent past the suspect time: a new connection may take over (the
+        // worker reconnected).
+        assert!(m.register(fake, t0 + s(600), 2));
     }
 }

@@ -172,21 +172,26 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
         match (role, msg) {
             (None, Message::Hello { role: r, .. }) => role = Some(r),
             (Some(Role::Worker), Message::Register(info)) => {
-                worker = Some(info.id);
+                let (id, addr, host, gpu) =
+                    (info.id, info.addr.clone(), info.host.clone(), info.gpu);
                 let mut st = lock(&state);
-                tracing::info!(
-                    addr = info.addr,
-                    host = info.host,
-                    gpu = info.gpu,
-                    "worker registered"
-                );
-                st.membership.register(info, Instant::now(), session);
+                if !st.membership.register(info, Instant::now(), session) {
+                    drop(st);
+                    tracing::warn!(peer = %link.peer(), id = format_args!("{id:x}"), "refused a registration: a live worker holds that id");
+                    link.close("a live worker holds that id");
+                    break;
+                }
+                worker = Some(id);
+                tracing::info!(addr, host, gpu, "worker registered");
                 let view = st.view();
                 st.broadcast(&view);
             }
             (Some(Role::Worker), Message::Heartbeat(load)) => {
-                let known = worker
-                    .is_some_and(|id| lock(&state).membership.heartbeat(id, load, Instant::now()));
+                let known = worker.is_some_and(|id| {
+                    lock(&state)
+                        .membership
+                        .heartbeat(id, session, load, Instant::now())
+                });
                 let _ = link.send(if known {
                     Message::HeartbeatAck
                 } else {
