@@ -41,6 +41,7 @@ mod object;
 mod options;
 mod progress;
 mod put;
+mod refusals;
 mod registry;
 mod runtime;
 pub mod scheduler;

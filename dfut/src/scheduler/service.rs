@@ -147,7 +147,7 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
                     Ok((link, inbox)) => serve_link(state, link, inbox).await,
-                    Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
+                    Err(e) => crate::refusals::refused(peer, &e),
                 }
             });
         }

@@ -268,7 +268,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
                     Ok((link, inbox)) => serve_link(shared, link, inbox, None, Vec::new()).await,
-                    Err(e) => tracing::warn!(%peer, "refused a connection: {e}"),
+                    Err(e) => crate::refusals::refused(peer, &e),
                 }
             });
         }
