@@ -25,8 +25,15 @@
 // Lets `#[dfut::remote]` functions inside this crate name it `::dfut`.
 extern crate self as dfut;
 
+/// Locks `m`, carrying on past a poisoned lock: every critical section in
+/// this crate leaves its data consistent before anything that can panic.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 mod archived;
 mod arg;
+mod backoff;
 mod client;
 mod combinators;
 mod context;

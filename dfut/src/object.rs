@@ -308,17 +308,11 @@ impl ObjectRef {
 
 impl Drop for ObjectRef {
     fn drop(&mut self) {
-        if let Some(client) = &self.client {
-            client.release(&self.cell);
-        }
         // The last reference to a settled object: nothing will re-run its
         // task, so its lineage goes now, iteratively (a long chain would
         // otherwise recurse once per link as each drops the previous).
-        if self.cell.is_settled() {
-            let lineage = self.cell.lock().task.take();
-            if let Some(lineage) = lineage {
-                drop_iteratively(lineage);
-            }
+        if let Some(lineage) = self.client.as_ref().and_then(|c| c.release(&self.cell)) {
+            drop_iteratively(lineage);
         }
     }
 }

@@ -36,7 +36,7 @@ pub(crate) fn refused(peer: SocketAddr, why: &dyn std::fmt::Display) {
 /// Whether a line may be logged at `now`: if so, how many refusals went
 /// unlogged before it.
 fn take_turn(now: Instant) -> Option<u64> {
-    let mut b = BUDGET.lock().unwrap_or_else(|p| p.into_inner());
+    let mut b = crate::lock(&BUDGET);
     match b.last {
         Some(t) if now.saturating_duration_since(t) < EVERY => {
             b.quiet += 1;

@@ -53,7 +53,7 @@ pub fn init() -> Result<Runtime> {
     }
     static RUNNING: Mutex<std::sync::Weak<Inner>> = Mutex::new(std::sync::Weak::new());
     // Held while starting, so concurrent callers share one cluster.
-    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut running = crate::lock(&RUNNING);
     if let Some(inner) = running.upgrade() {
         return Ok(Runtime { inner });
     }

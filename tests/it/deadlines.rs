@@ -6,14 +6,7 @@ use std::time::Duration;
 use dfut::{Error, Options, Status};
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster_with, eventually};
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfut-deadline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::util::{LIMIT, cluster_with, eventually, tempdir};
 
 #[test]
 fn a_sync_task_past_its_deadline_fails_and_gives_its_slot_back() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use dfut::{Error, Status};
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster_with, eventually};
+use crate::util::{LIMIT, cluster_with, eventually, tempdir};
 
 /// A bound for the big recursive cases, which run thousands of tasks in a
 /// debug build.
@@ -184,11 +184,4 @@ fn init_is_idempotent_and_works_from_async_code() {
         );
         assert!(stdout.contains("ok"), "{mode}: {stdout}");
     }
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("dfut-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

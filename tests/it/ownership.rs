@@ -94,8 +94,7 @@ fn a_dead_owners_objects_are_freed_after_the_grace_period() {
     // Our own object, which must survive the other owner's cleanup.
     let ours = bytes(100 << 10, 3);
     assert!(ours.get_timeout(LIMIT).is_ok());
-    let dir = std::env::temp_dir().join(format!("dfut-owner-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::tempdir("owner");
     let pem = dir.join("cluster.pem");
     rt.credential().save(&pem, true).unwrap();
     let mut owner = Command::new(WORKER)

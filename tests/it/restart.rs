@@ -32,9 +32,7 @@ fn workers_seen(addr: SocketAddr, credential: &ClusterCredential) -> usize {
 
 #[test]
 fn a_restarted_scheduler_rebuilds_membership_and_no_task_fails() {
-    let dir = std::env::temp_dir().join(format!("dfut-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::tempdir("restart");
     let pem = dir.join("cluster.pem");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

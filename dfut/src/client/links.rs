@@ -143,10 +143,8 @@ impl Client {
         let first = self.subscribe(addr).await?;
         let client = self.clone();
         self.inner.handle.spawn(async move {
-            const BACKOFF: (Duration, Duration) =
-                (Duration::from_millis(100), Duration::from_secs(2));
             let mut session = Some(first);
-            let mut backoff = BACKOFF.0;
+            let mut backoff = crate::backoff::Backoff::new();
             while !client.is_closed() {
                 let (_link, mut inbox) = match session.take() {
                     Some(s) => s,
@@ -156,13 +154,12 @@ impl Client {
                             // A restarted scheduler knows no worker until
                             // they register again: keep ours meanwhile.
                             client.keep_workers_for(super::REJOIN_GRACE);
-                            backoff = BACKOFF.0;
+                            backoff.reset();
                             s
                         }
                         Err(e) => {
                             tracing::debug!(scheduler = %addr, "cannot reach the scheduler: {e}");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(BACKOFF.1);
+                            backoff.wait().await;
                             continue;
                         }
                     },

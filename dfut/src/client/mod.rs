@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::data::Data;
 use crate::future::DistFuture;
+use crate::lock;
 use crate::object::{ArgSource, Blob, ObjectCell, ObjectRef, Phase, TaskRecord};
 use crate::scheduler::{ArgPlacement, DefaultPolicy, Scheduler, TaskNeeds, WorkerView};
 use crate::{Error, Result};
@@ -174,12 +175,6 @@ pub struct ClientStats {
 struct PendingFetch {
     holder: SocketAddr,
     reply: oneshot::Sender<Result<Blob>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here leaves its data consistent before any
-    // call that could panic, so a poisoned lock still holds valid data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Client {
@@ -412,9 +407,6 @@ impl Client {
         if self.is_closed() {
             return DistFuture::from_ref(Arc::new(ObjectRef::failed(spec.name, Error::NoRuntime)));
         }
-        if let Some(e) = oversized(spec.name, &args) {
-            return DistFuture::from_ref(Arc::new(ObjectRef::failed(spec.name, e)));
-        }
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
         let id = ObjectId {
             owner: self.inner.node,
@@ -544,12 +536,19 @@ impl Client {
 
     /// Called when the last reference to `cell` is dropped. A submitted
     /// task is not cancelled (it may run for its side effects, as in Ray):
-    /// its worker frees the result when it finishes.
-    pub(crate) fn release(&self, cell: &Arc<ObjectCell>) {
+    /// its worker frees the result when it finishes. Returns the lineage
+    /// of a settled object, which nothing will re-run, for the caller to
+    /// drop outside every lock.
+    pub(crate) fn release(&self, cell: &Arc<ObjectCell>) -> Option<crate::object::TaskRecord> {
         lock(&self.inner.objects).remove(&cell.id);
         cell.released.store(true, Ordering::Release);
-        let (copies, blocked) = {
+        let (copies, blocked, lineage) = {
             let mut st = cell.lock();
+            let lineage = if cell.is_settled() {
+                st.task.take()
+            } else {
+                None
+            };
             let holder = match &st.phase {
                 Phase::Pending(h) | Phase::Running(h) => Some(*h),
                 Phase::Finished { holder, .. } => *holder,
@@ -564,7 +563,7 @@ impl Client {
                 .collect();
             copies.sort_unstable();
             copies.dedup();
-            (copies, std::mem::take(&mut st.blocked))
+            (copies, std::mem::take(&mut st.blocked), lineage)
         };
         if let Some(h) = blocked {
             // Its completion will count it out of flight once more.
@@ -573,6 +572,7 @@ impl Client {
         for h in copies {
             self.send(h, Message::Free(vec![cell.id]));
         }
+        lineage
     }
 
     /// Cancels the task of `cell` (see [`DistFuture::cancel`]).
@@ -1171,24 +1171,6 @@ fn note_failed_at(st: &mut crate::object::CellState, from: SocketAddr) {
     }
 }
 
-/// The error for a call whose values do not fit in one message, if so.
-fn oversized(function: &str, args: &[ArgSource]) -> Option<Error> {
-    fn bytes(a: &ArgSource) -> usize {
-        match a {
-            ArgSource::Value(blob) => blob.len(),
-            ArgSource::Future(_) => 0,
-            ArgSource::List(items) => items.iter().map(bytes).sum(),
-        }
-    }
-    let total: usize = args.iter().map(bytes).sum();
-    (total > crate::limits::max_value()).then(|| {
-        Error::Encode(crate::limits::too_large(
-            &format!("the arguments of `{function}`"),
-            total,
-        ))
-    })
-}
-
 /// Uses up one retry of a task that retries on error, if it has any left.
 fn retries_on_error(st: &mut crate::object::CellState) -> bool {
     st.task.as_ref().is_some_and(|t| t.retry_on_error) && take_retry(st)
@@ -1306,7 +1288,8 @@ fn prepare(
             },
         });
     }
-    // Results read inline count too: a task must fit in one message.
+    // Everything it carries counts, results read inline too: a task that
+    // would not fit in one message fails here, before it is sent.
     let wired: usize = args.iter().map(wired_bytes).sum();
     if wired > crate::limits::max_value() {
         return Err(Unready::Failed(Error::Encode(crate::limits::too_large(

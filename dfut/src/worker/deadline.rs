@@ -20,6 +20,7 @@ use dfut_net::Link;
 use dfut_net::wire::{Failure, FailureKind, ObjectId};
 
 use super::Shared;
+use crate::lock;
 
 /// Abandoned sync threads a worker lends slots for; past this it is
 /// unhealthy.
@@ -47,11 +48,6 @@ enum State {
 pub(crate) struct Deadline {
     state: Arc<Mutex<State>>,
     timer: tokio::task::AbortHandle,
-}
-
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    // A plain enum: always consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Deadline {

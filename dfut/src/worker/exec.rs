@@ -16,6 +16,7 @@ use super::Shared;
 use super::deadline::{self, Deadline, DeadlineWatch};
 use super::monitor;
 use super::store::Lookup;
+use crate::lock;
 use crate::object::Blob;
 
 use crate::registry::{self, ArgBytes, Args, Entry, Invoke};
@@ -38,7 +39,7 @@ impl Delay {
     }
 
     fn sample(&self) -> Duration {
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = lock(&self.rng);
         Duration::from_millis(rng.random_range(0..=self.max_ms))
     }
 }
@@ -73,13 +74,8 @@ pub(crate) struct Reader<'a> {
 /// Takes a task from an owner. A short sync task whose arguments are all
 /// here runs at once on this thread if a slot is free; a sync task goes to
 /// the slots once its arguments are resolved; an async task is spawned.
-///
 pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: &mut Reader<'_>) {
-    shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .expect(task.id);
+    lock(&shared.store).expect(task.id);
     let entry = registry::lookup(&task.function);
     let meta = Meta::of(&task);
     let fast = entry.filter(|e| {
@@ -155,12 +151,13 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
             }
         };
         match entry.function.invoke {
-            // A short one runs here, on this runtime thread, if a slot is
-            // free: a chain of short tasks then costs no thread wake-up.
-            Invoke::Sync(_) if shared.delay.is_none() && meta.plain() && runs_inline(entry) => {
-                let permit = InlinePermit::take(&shared);
-                // This task's poll began with an empty LIFO slot and has
-                // woken nothing yet: no need to clear it.
+            Invoke::Sync(_) => {
+                // A short one runs here, on this runtime thread, if a slot
+                // is free: a chain of short tasks then costs no thread
+                // wake-up. This task's poll began with an empty LIFO slot
+                // and has woken nothing yet: no need to clear it.
+                let short = shared.delay.is_none() && meta.plain() && runs_inline(entry);
+                let permit = short.then(|| InlinePermit::take(&shared)).flatten();
                 if permit.is_some() && shared.runner.try_take_slot() {
                     run_sync(&shared, reply, meta, entry, args, false);
                     shared.runner.give_back_slot();
@@ -171,12 +168,6 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                         run_sync(&shared, reply, meta, entry, args, true);
                     }));
                 }
-            }
-            Invoke::Sync(_) => {
-                let runner = shared.runner.clone();
-                runner.submit(Box::new(move || {
-                    run_sync(&shared, reply, meta, entry, args, true);
-                }));
             }
             Invoke::Async(f) => run_async(&shared, reply, meta, entry, f, args).await,
         }
@@ -302,11 +293,7 @@ fn await_confirmation(shared: &Shared, id: ObjectId, c: Confirmation) {
 /// reported and skipped.
 fn skip_cancelled(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32) -> bool {
     shared.queued.fetch_sub(1, Ordering::Relaxed);
-    let cancelled = shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take_cancelled(id);
+    let cancelled = lock(&shared.store).take_cancelled(id);
     if cancelled {
         let f = failure(FailureKind::Other, "cancelled before it started");
         finish(shared, reply, id, inline_max, Err(f), Duration::ZERO);
@@ -387,41 +374,35 @@ async fn run_async(
     let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
     let mut task = tokio::spawn(fut);
     lock(&shared.aborts).insert(id, task.abort_handle());
-    let r = if meta.timeout_ms == 0 {
-        (&mut task).await
+    // `None`: past its deadline.
+    let ended = if meta.timeout_ms == 0 {
+        Some((&mut task).await)
     } else {
         let limit = Duration::from_millis(u64::from(meta.timeout_ms));
-        match tokio::time::timeout(limit, &mut task).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Dropped at its next await.
-                task.abort();
-                lock(&shared.aborts).remove(&id);
-                shared.running.fetch_sub(1, Ordering::Relaxed);
-                let f = deadline::timed_out(meta.timeout_ms);
-                finish(shared, &reply, id, inline_max, Err(f), start.elapsed());
-                return;
-            }
-        }
+        tokio::time::timeout(limit, &mut task).await.ok()
     };
     lock(&shared.aborts).remove(&id);
     let took = start.elapsed();
-    entry.record(took);
     shared.running.fetch_sub(1, Ordering::Relaxed);
-    let result = match r {
-        Ok(r) => r.map(Arc::new),
-        Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
-        Err(e) => Err(match e.try_into_panic() {
-            Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
-            Err(e) => failure(FailureKind::Other, e.to_string()),
-        }),
+    let result = match ended {
+        None => {
+            // Dropped at its next await.
+            task.abort();
+            Err(deadline::timed_out(meta.timeout_ms))
+        }
+        Some(r) => {
+            entry.record(took);
+            match r {
+                Ok(r) => r.map(Arc::new),
+                Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
+                Err(e) => Err(match e.try_into_panic() {
+                    Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
+                    Err(e) => failure(FailureKind::Other, e.to_string()),
+                }),
+            }
+        }
     };
     finish(shared, &reply, id, inline_max, result, took);
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves its map consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Cancels tasks at their owner's request: a queued one never runs, a
@@ -693,11 +674,7 @@ async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result
 
 /// Waits for object `id` in this worker's store.
 async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
-    let lookup = shared
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .lookup(id, Instant::now());
+    let lookup = lock(&shared.store).lookup(id, Instant::now());
     match lookup {
         Lookup::Settled(r) => r,
         Lookup::Wait(rx) => rx.await.unwrap_or_else(|_| {

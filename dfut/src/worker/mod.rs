@@ -31,7 +31,7 @@ use runner::Runner;
 use store::Store;
 
 use crate::client::Client;
-use crate::{Error, Result};
+use crate::{Error, Result, lock};
 
 /// How long a reader waits for an object whose task has not reached this
 /// worker before it is told the object is not here.
@@ -142,7 +142,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn load(&self) -> WorkerLoad {
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let store = lock(&self.store);
         WorkerLoad {
             running: self.running.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
@@ -288,11 +288,6 @@ fn route_source(peer: SocketAddr) -> std::io::Result<std::net::IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn take(slot: &Mutex<Option<Inbox>>) -> Option<Inbox> {
     lock(slot).take()
 }
@@ -402,7 +397,6 @@ async fn follow_scheduler(
     interval: Duration,
     registered: tokio::sync::oneshot::Sender<Result<()>>,
 ) {
-    const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
     let connect = |endpoint: Endpoint| {
         let info = info.clone();
         async move {
@@ -426,20 +420,19 @@ async fn follow_scheduler(
         }
     };
     let mut session = Some(first);
-    let mut backoff = BACKOFF.0;
+    let mut backoff = crate::backoff::Backoff::new();
     while !shared.stopping.load(Ordering::Relaxed) {
         let (link, mut inbox) = match session.take() {
             Some(s) => s,
             None => match connect(endpoint.clone()).await {
                 Ok(s) => {
                     tracing::info!(%scheduler, "registered with the scheduler again");
-                    backoff = BACKOFF.0;
+                    backoff.reset();
                     s
                 }
                 Err(e) => {
                     tracing::debug!(%scheduler, "cannot reach the scheduler: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF.1);
+                    backoff.wait().await;
                     continue;
                 }
             },
@@ -539,7 +532,7 @@ async fn serve_link(
             // A task polled afresh starts with an empty LIFO slot.
             lifo_dirty = false;
         }
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox);
+        *lock(&slot) = Some(inbox);
         let Some(msg) = msg else { break };
         match msg {
             Ok(Message::Hello { node, secret, .. }) if owner.is_none() => {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::exec::Handoff;
-use crate::{Error, Result};
+use crate::{Error, Result, lock};
 
 /// An inline task running longer than this is moved off its reader, and
 /// its function never runs inline again.
@@ -94,11 +94,6 @@ fn nanos(t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch()).as_nanos())
         .unwrap_or(u64::MAX)
         .max(1)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// This thread serves a batch of the connection that `handoff` moves,
