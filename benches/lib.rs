@@ -3,6 +3,7 @@
 //! plain functions shared by the criterion benches and the workloads runner.
 
 pub mod matmul;
+pub mod objects;
 pub mod wordcount;
 
 use std::time::{Duration, Instant};

@@ -59,6 +59,12 @@ pub fn w4_multiply_gpu(pair: Archived<(Matrix, Matrix)>) -> dfut::Result<Matrix>
     Backend::current().matmul(&pair.0, &pair.1)
 }
 
+/// The product of two matrices sent by the driver, read in place.
+#[dfut::remote]
+pub fn w4_multiply_sent(a: Archived<Matrix>, b: Archived<Matrix>) -> dfut::Result<Matrix> {
+    Backend::current().matmul(&*a, &*b)
+}
+
 /// Runs `count` small products directly on `threads` threads of this
 /// process (no dfut); returns the elapsed time.
 pub fn direct_small(count: u64, n: u32, threads: usize) -> Duration {

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const KNOWN: [&str; 5] = ["w1", "w2", "w3", "w4", "w5"];
+const KNOWN: [&str; 6] = ["w1", "w2", "w3", "w4", "w5", "w6"];
 const RUNS: usize = 5;
 
 /// `x` rounded to `digits` decimals, for readable JSON.
@@ -111,6 +111,28 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
         json!(rounded(dfut_gflops / direct_gflops, 3)),
     );
     eprintln!("w4 large: dfut {dfut_gflops:.1} GFLOP/s, direct {direct_gflops:.1} GFLOP/s");
+
+    // End to end: the operands sent from here, the product fetched back.
+    let a = dfut::matrix::Matrix::random(n as usize, n as usize, 1);
+    let b = dfut::matrix::Matrix::random(n as usize, n as usize, 2);
+    let reference = dfut::matrix::Backend::Cpu.matmul(&a, &b)?;
+    let mut ratios = Vec::new();
+    for _ in 0..RUNS {
+        let (a2, b2) = (a.clone(), b.clone());
+        let start = Instant::now();
+        let c = dfut_benches::matmul::w4_multiply_sent(a2, b2).get()?;
+        let e2e = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let direct = dfut::matrix::Backend::Cpu.matmul(&a, &b)?;
+        let direct_s = start.elapsed().as_secs_f64();
+        std::hint::black_box(direct);
+        if c.max_abs_diff(&reference)? > 1e-2 {
+            return Err(dfut::Error::Decode("w4 e2e: wrong product".into()));
+        }
+        ratios.push(direct_s / e2e);
+    }
+    eprintln!("w4 e2e vs direct: {ratios:?}");
+    out.insert("w4_e2e_vs_direct".into(), json!(rounded(median(ratios), 3)));
     if rt.client().workers().iter().any(|w| w.gpu) {
         let gpu_gflops = median((0..3).map(|_| large(true)).collect::<dfut::Result<_>>()?);
         out.insert("w4_large_gpu_gflops".into(), json!(rounded(gpu_gflops, 1)));
@@ -120,6 +142,105 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
             json!(rounded(gpu_small, 1)),
         );
         eprintln!("w4 gpu: {gpu_gflops:.1} GFLOP/s large, {gpu_small:.1} small tasks/s");
+    }
+    Ok(())
+}
+
+/// Bytes per second made usable to a reader of `bytes` taking `secs`, in GB/s.
+fn gb_per_s(bytes: u64, secs: f64) -> f64 {
+    rounded(bytes as f64 / secs / 1e9, 2)
+}
+
+/// W6 between processes without shared memory (run with `DFUT_SHM=0`):
+/// a 256 MiB argument sent to a task that sums it, and a 256 MiB result
+/// fetched here and summed.
+fn w6_net(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
+    use dfut_benches::objects::{W6_LEN, expected_sum, sum, w6_make, w6_sum};
+    let bytes = W6_LEN * 8;
+    let expected = expected_sum(W6_LEN);
+    let value: Vec<u64> = (0..W6_LEN).collect();
+    let mut arg = Vec::new();
+    for _ in 0..RUNS {
+        let v = value.clone();
+        let start = Instant::now();
+        let s = w6_sum(v).get()?;
+        arg.push(start.elapsed().as_secs_f64());
+        if s != expected {
+            return Err(dfut::Error::Decode(format!(
+                "w6 arg: sum {s}, expected {expected}"
+            )));
+        }
+    }
+    let made = w6_make(W6_LEN);
+    rt.block_on(made.settled());
+    let mut fetch = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let s = sum(made.get_archived()?.as_slice());
+        fetch.push(start.elapsed().as_secs_f64());
+        if s != expected {
+            return Err(dfut::Error::Decode(format!(
+                "w6 fetch: sum {s}, expected {expected}"
+            )));
+        }
+    }
+    eprintln!("w6 over QUIC: arg {arg:?} s, fetch {fetch:?} s");
+    out.insert(
+        "w6_arg_gb_per_s".into(),
+        json!(gb_per_s(bytes, median(arg))),
+    );
+    out.insert(
+        "w6_fetch_gb_per_s".into(),
+        json!(gb_per_s(bytes, median(fetch))),
+    );
+    Ok(())
+}
+
+/// W6 through shared memory: a 256 MiB object made by a worker, mapped
+/// and summed here (a second process of the same host), and the same
+/// figures over QUIC from a copy of this runner without shared memory.
+fn w6(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
+    use dfut_benches::objects::{W6_LEN, expected_sum, sum, w6_make};
+    let made = w6_make(W6_LEN);
+    rt.block_on(made.settled());
+    let expected = expected_sum(W6_LEN);
+    let before = rt.client().stats().shared_bytes;
+    let mut shm = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let s = sum(made.get_archived()?.as_slice());
+        shm.push(start.elapsed().as_secs_f64());
+        if s != expected {
+            return Err(dfut::Error::Decode(format!(
+                "w6 shm: sum {s}, expected {expected}"
+            )));
+        }
+    }
+    if rt.client().stats().shared_bytes == before {
+        return Err(dfut::Error::Config(
+            "w6: the object was not read through shared memory (is /dev/shm there?)".into(),
+        ));
+    }
+    eprintln!("w6 shared memory: {shm:?} s");
+    out.insert(
+        "w6_shm_gb_per_s".into(),
+        json!(gb_per_s(W6_LEN * 8, median(shm))),
+    );
+    // The network figures come from a cluster without shared memory.
+    let exe = std::env::current_exe().map_err(|e| dfut::Error::Process(e.to_string()))?;
+    let child = std::process::Command::new(exe)
+        .arg("w6-net")
+        .env("DFUT_SHM", "0")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| dfut::Error::Process(format!("w6-net: {e}")))?;
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let Ok(Value::Object(net)) = serde_json::from_str::<Value>(last) else {
+        return Err(dfut::Error::Process(format!("w6-net printed `{last}`")));
+    };
+    for (k, v) in net.into_iter().filter(|(k, _)| k.starts_with("w6_")) {
+        out.insert(k, v);
     }
     Ok(())
 }
@@ -145,6 +266,12 @@ fn main() -> dfut::Result<()> {
     let rt = builder.start()?;
     let _guard = rt.enter();
     let asked: Vec<String> = std::env::args().skip(1).collect();
+    if asked == ["w6-net"] {
+        let mut out = Map::new();
+        w6_net(&rt, &mut out)?;
+        println!("{}", Value::Object(out));
+        return Ok(());
+    }
     for name in &asked {
         if !KNOWN.contains(&name.as_str()) {
             eprintln!("unknown or not yet implemented workload `{name}`; known: {KNOWN:?}");
@@ -226,6 +353,9 @@ fn main() -> dfut::Result<()> {
         out.insert("w5_total_words".into(), json!(total(counts)));
         out.insert("w5_distinct_words".into(), json!(counts.len()));
         out.insert("w5_floor_s".into(), json!(rounded(floor_s, 3)));
+    }
+    if wants("w6") {
+        w6(&rt, &mut out)?;
     }
     println!("{}", Value::Object(out));
     Ok(())

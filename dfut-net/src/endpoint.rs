@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::SERVER_NAME;
 use crate::frame::{self, FrameReader};
-use crate::wire::Message;
+use crate::wire::{Message, Payload};
 use crate::{ClusterCredential, NetError};
 
 /// Application close code for a connection closed because of a bad frame.
@@ -29,6 +29,14 @@ const CLOSE_NORMAL: u32 = 0;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Received messages buffered per link before the reader waits.
 const INBOX_DEPTH: usize = 8192;
+/// Bulk streams a peer may have open towards us at once: with the
+/// connection's receive window (64 MiB), what bounds the memory one
+/// connection's bulk transfers can pin before dfut reads them.
+const MAX_BULK_STREAMS: u32 = 16;
+/// Largest datagram MTU discovery probes for.
+const MAX_DATAGRAM: u16 = 16 * 1024;
+/// Bytes of a bulk stream's header: the request number and the length.
+const BULK_HEADER: usize = 16;
 
 /// Tunables of an endpoint.
 #[derive(Debug, Clone)]
@@ -39,6 +47,8 @@ pub struct EndpointOptions {
     pub idle_timeout: Duration,
     /// Interval of keep-alive packets on idle connections.
     pub keep_alive: Duration,
+    /// Largest bulk payload ([`Message::Bulk`]) accepted from a peer.
+    pub max_bulk: u64,
 }
 
 impl Default for EndpointOptions {
@@ -47,6 +57,7 @@ impl Default for EndpointOptions {
             max_frame: frame::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
+            max_bulk: u64::MAX,
         }
     }
 }
@@ -71,7 +82,16 @@ impl Endpoint {
         server.transport_config(transport.clone());
         let mut client = quinn::ClientConfig::new(Arc::new(credential.client_config()?));
         client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::server(server, addr)
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|e| NetError::Endpoint(format!("bind {addr}: {e}")))?;
+        let mut config = quinn::EndpointConfig::default();
+        // Accept datagrams as large as MTU discovery may find (below).
+        config
+            .max_udp_payload_size(MAX_DATAGRAM)
+            .map_err(|e| NetError::Endpoint(format!("datagram size: {e}")))?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| NetError::Endpoint("no async runtime".into()))?;
+        let mut endpoint = quinn::Endpoint::new(config, Some(server), socket, runtime)
             .map_err(|e| NetError::Endpoint(format!("bind {addr}: {e}")))?;
         endpoint.set_default_client_config(client);
         Ok(Self {
@@ -168,6 +188,7 @@ impl Link {
         let (tx, rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(INBOX_DEPTH);
         tokio::spawn(write_loop(rx, send, conn.clone()));
+        tokio::spawn(bulk_loop(conn.clone(), in_tx.clone(), options.max_bulk));
         tokio::spawn(read_loop(recv, conn.clone(), in_tx, options.max_frame));
         (
             Link {
@@ -247,6 +268,13 @@ fn transport_config(options: &EndpointOptions) -> Result<TransportConfig, NetErr
     t.stream_receive_window(VarInt::from_u32(16 << 20));
     t.receive_window(VarInt::from_u32(64 << 20));
     t.send_window(64 << 20);
+    t.max_concurrent_uni_streams(VarInt::from_u32(MAX_BULK_STREAMS));
+    // Probe for datagrams up to 16 KiB where the path allows (loopback,
+    // jumbo frames): fewer packets to encrypt and send per byte. Paths
+    // with a 1500-byte MTU simply stay at the default.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_DATAGRAM);
+    t.mtu_discovery_config(Some(mtu));
     Ok(t)
 }
 
@@ -289,7 +317,9 @@ async fn write_loop(
         buf.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            if let Err(e) = frame::encode(&msg, &mut buf) {
+            if let Message::Bulk { req, payload } = msg {
+                tokio::spawn(send_bulk(conn.clone(), req, payload));
+            } else if let Err(e) = frame::encode(&msg, &mut buf) {
                 tracing::error!(peer = %conn.remote_address(), "dropping a message: {e}");
             }
             if buf.len() < MAX_BATCH_BYTES {
@@ -305,6 +335,96 @@ async fn write_loop(
         }
     }
     let _ = send.finish();
+}
+
+/// Writes one bulk payload on a unidirectional stream of its own: the
+/// request number and length (u64, little-endian), then the bytes, under
+/// the stream's flow control.
+async fn send_bulk(conn: quinn::Connection, req: u64, payload: Payload) {
+    let bytes = payload.as_slice();
+    let mut header = [0u8; BULK_HEADER];
+    header[..8].copy_from_slice(&req.to_le_bytes());
+    header[8..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    let sent = async {
+        let mut send = conn.open_uni().await?;
+        send.write_all(&header).await?;
+        send.write_all(bytes).await?;
+        send.finish()?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    if let Err(e) = sent.await {
+        tracing::debug!(peer = %conn.remote_address(), "bulk {req} not sent: {e}");
+    }
+}
+
+/// Accepts the peer's bulk streams and hands each payload to the inbox as
+/// a [`Message::Bulk`]. A stream announcing more than `max_bulk` bytes, or
+/// ending early, is a bad frame: the connection closes.
+async fn bulk_loop(
+    conn: quinn::Connection,
+    inbox: mpsc::Sender<Result<Message, NetError>>,
+    max_bulk: u64,
+) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let conn = conn.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            match read_bulk(recv, max_bulk).await {
+                Ok(msg) => {
+                    let _ = inbox.send(Ok(msg)).await;
+                }
+                Err(source) => {
+                    if conn.close_reason().is_some() {
+                        return; // the connection's end is reported by its reader
+                    }
+                    let peer = conn.remote_address();
+                    tracing::warn!(%peer, "closing connection: bad bulk stream: {source}");
+                    conn.close(VarInt::from_u32(CLOSE_BAD_FRAME), b"bad bulk stream");
+                    let _ = inbox.send(Err(NetError::Frame { peer, source })).await;
+                }
+            }
+        });
+    }
+}
+
+async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame::FrameError> {
+    use frame::FrameError;
+    let mut header = [0u8; BULK_HEADER];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| FrameError::Io(e.to_string()))?;
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&header[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let (req, len) = (word(0), word(8));
+    if len > max_bulk {
+        return Err(FrameError::TooLarge {
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            max: usize::try_from(max_bulk).unwrap_or(usize::MAX),
+        });
+    }
+    let len = usize::try_from(len).map_err(|_| FrameError::Malformed("bulk too long".into()))?;
+    // Reserved whole, so the bytes are copied once: a reservation is
+    // address space only (pages are backed as the bytes arrive and are
+    // written), so announcing a length still pins nothing the peer has not
+    // sent; one that cannot be reserved is refused, not an abort.
+    let mut data: Vec<u8> = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|e| FrameError::Malformed(format!("bulk of {len} bytes: {e}")))?;
+    while data.len() < len {
+        let want = len - data.len();
+        match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(FrameError::Truncated),
+            Err(e) => return Err(FrameError::Io(e.to_string())),
+        }
+    }
+    Ok(Message::Bulk {
+        req,
+        payload: Payload::new(Arc::new(data)),
+    })
 }
 
 async fn read_loop(

@@ -6,7 +6,56 @@
 //! and results travel as opaque byte vectors: their types are the business of
 //! `dfut`, not of the transport.
 
+use std::sync::Arc;
+
 use rkyv::{Archive, Deserialize, Serialize};
+
+/// The bytes of a [`Message::Bulk`]: shared, never copied to be sent.
+///
+/// A payload never travels inside a frame. The link writes it on a QUIC
+/// stream of its own, in chunks under the stream's flow control, so a value
+/// of any size moves without a whole-object frame and without holding up
+/// the small messages behind it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dfut_net::wire::Payload;
+///
+/// let p = Payload::new(Arc::new(vec![1u8, 2, 3]));
+/// assert_eq!(p.as_slice(), &[1, 2, 3]);
+/// assert!(Payload::default().as_slice().is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Payload(Option<Arc<dyn AsRef<[u8]> + Send + Sync>>);
+
+impl Payload {
+    /// Wraps shared bytes.
+    pub fn new(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
+        Self(Some(bytes))
+    }
+
+    /// The bytes (empty for a default payload).
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |b| (**b).as_ref())
+    }
+
+    /// The shared bytes themselves, without a copy.
+    pub fn into_shared(self) -> Option<Arc<dyn AsRef<[u8]> + Send + Sync>> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.as_slice().len())
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
 
 /// Identifies one object (a task's result) cluster-wide: the node that owns
 /// it and a sequence number unique within that owner.
@@ -59,8 +108,14 @@ pub struct WorkerLoad {
     pub queued: u32,
     /// Objects held in its store.
     pub objects: u64,
-    /// Bytes held in its store.
+    /// Bytes held in its store, wherever they are.
     pub object_bytes: u64,
+    /// Of those, bytes in this host's shared memory.
+    pub shared_bytes: u64,
+    /// Of those, bytes spilled to disk.
+    pub spilled_bytes: u64,
+    /// Objects spilled to disk.
+    pub spilled_objects: u64,
     /// Tasks finished successfully since start.
     pub tasks_done: u64,
     /// Tasks failed since start.
@@ -99,6 +154,14 @@ pub enum Arg {
     },
     /// A list of values and references, for a `dfut::Many<T>` parameter.
     List(Vec<Item>),
+    /// A large value the owner sends on a stream of its own as a
+    /// [`Message::Bulk`] with this `req`, on the same connection.
+    Pushed {
+        /// The bulk message's number, unique per owner.
+        req: u64,
+        /// The value's length in bytes.
+        len: u64,
+    },
 }
 
 /// One element of an [`Arg::List`].
@@ -158,6 +221,9 @@ pub enum FailureKind {
     /// The task ran past its deadline; the message is the deadline in
     /// milliseconds.
     TimedOut,
+    /// The worker cannot keep the object: its store is full and the
+    /// object could not be spilled to disk.
+    StoreFull,
     /// Some other failure.
     Other,
 }
@@ -265,6 +331,31 @@ pub enum Message {
         req: u64,
         /// The object wanted.
         id: ObjectId,
+        /// The fetcher's host identity when it can map this host's shared
+        /// memory (empty otherwise): a holder on the same host answers
+        /// with [`Message::FetchedShared`] instead of the bytes.
+        host: String,
+    },
+    /// Worker → fetcher on the same host: the object is sealed in this
+    /// shared-memory file; map it read-only.
+    FetchedShared {
+        /// The request number.
+        req: u64,
+        /// The file's path.
+        path: String,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// Bytes sent on a stream of their own, never inside a frame: the
+    /// value of a fetch (`req` is its request number) or an argument
+    /// pushed ahead of its task (`req` names it in [`Arg::Pushed`]).
+    /// Arriving as a frame, its payload is empty.
+    Bulk {
+        /// What the bytes answer or carry.
+        req: u64,
+        /// The bytes.
+        #[rkyv(with = rkyv::with::Skip)]
+        payload: Payload,
     },
     /// Worker → fetcher: the object, or why not.
     Fetched {

@@ -9,6 +9,7 @@ pub use inventory;
 use crate::archived::Archived;
 use crate::arg::Many;
 pub use crate::arg::RawArg;
+pub use crate::blob::Bytes;
 pub use crate::client::FnSpec;
 use crate::data::Data;
 use crate::future::DistFuture;

@@ -1,8 +1,6 @@
 //! What a remote function's parameters accept: a value of the declared type,
 //! or a [`DistFuture`] of it.
 
-use std::sync::Arc;
-
 use crate::Result;
 use crate::data::Data;
 use crate::future::DistFuture;
@@ -40,7 +38,7 @@ pub struct RawArg(pub(crate) ArgSource);
 
 impl<T: Data> IntoArg<T> for T {
     fn into_arg(self) -> Result<RawArg> {
-        Ok(RawArg(ArgSource::Value(Arc::new(self.encode()?))))
+        Ok(RawArg(ArgSource::Value(crate::blob::blob(self.encode()?))))
     }
 }
 
@@ -121,7 +119,7 @@ fn values<T: Data>(values: &[T]) -> Result<RawArg> {
     Ok(RawArg(ArgSource::List(
         values
             .iter()
-            .map(|v| Ok(ArgSource::Value(Arc::new(v.encode()?))))
+            .map(|v| Ok(ArgSource::Value(crate::blob::blob(v.encode()?))))
             .collect::<Result<_>>()?,
     )))
 }

@@ -65,6 +65,10 @@ pub enum Error {
     /// (`#[remote(timeout_ms = ..)]` or [`Options::timeout`](crate::Options::timeout)).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A worker could not keep a result: its object store was full and the
+    /// object could not be spilled to disk.
+    #[error("object store full: {0}")]
+    StoreFull(String),
     /// No live worker can run the task.
     #[error("no eligible worker: {0}")]
     NoEligibleWorker(String),
@@ -148,6 +152,9 @@ impl Error {
                 worker: worker.to_owned(),
                 reason: message,
             },
+            FailureKind::StoreFull => {
+                Error::StoreFull(format!("{function} on {worker}: {message}"))
+            }
             FailureKind::TimedOut => {
                 Error::Timeout(Duration::from_millis(message.parse().unwrap_or(0)))
             }
@@ -165,6 +172,7 @@ impl Error {
             Error::ObjectUnavailable(_) => FailureKind::NoSuchObject,
             Error::WorkerLost { .. } => FailureKind::WorkerLost,
             Error::Timeout(_) => FailureKind::TimedOut,
+            Error::StoreFull(_) => FailureKind::StoreFull,
             _ => FailureKind::Other,
         };
         let message = match self {

@@ -117,7 +117,34 @@ impl<T: Data> DistFuture<T> {
     ///
     /// Inside async code, `.await` the future instead.
     pub fn get(&self) -> Result<T> {
-        self.wait(None)
+        T::decode(&self.wait(None)?)
+    }
+
+    /// Waits for the value and returns its archived form, read in place
+    /// instead of decoded: from this host's shared memory when the value
+    /// lives on a worker of this host (no copy at all), else from the bytes
+    /// fetched. Blocks this thread.
+    ///
+    /// ```
+    /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// # let _guard = rt.enter();
+    /// #[dfut::remote]
+    /// fn squares(n: u64) -> Vec<u64> { (0..n).map(|i| i * i).collect() }
+    ///
+    /// let v = squares(100_000).get_archived()?;
+    /// assert_eq!(v.len(), 100_000);
+    /// assert_eq!(v[3].to_native(), 9);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn get_archived(&self) -> Result<crate::Archived<T>>
+    where
+        T: rkyv::Archive,
+        T::Archived: rkyv::Portable
+            + for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::BoxedError>,
+            >,
+    {
+        crate::Archived::new(self.wait(None)?)
     }
 
     /// Like [`DistFuture::get`], but gives up with [`Error::Timeout`] after
@@ -135,10 +162,11 @@ impl<T: Data> DistFuture<T> {
     /// # Ok::<(), dfut::Error>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.wait(Some(timeout))
+        T::decode(&self.wait(Some(timeout))?)
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> Result<T> {
+    /// The value's bytes, once it is ready.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Blob> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timed_out = || Error::Timeout(timeout.unwrap_or_default());
         let cell = &self.obj.cell;
@@ -169,7 +197,7 @@ impl<T: Data> DistFuture<T> {
                 client.block_on(fetch)??
             }
         };
-        T::decode(&blob)
+        Ok(blob)
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod archived;
 mod arg;
 mod backoff;
+mod blob;
 mod client;
 mod combinators;
 mod context;
@@ -52,6 +53,7 @@ mod refusals;
 mod registry;
 mod runtime;
 pub mod scheduler;
+mod shm;
 pub mod worker;
 
 #[doc(hidden)]
@@ -98,4 +100,13 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A fresh, empty directory for one unit test.
+#[cfg(test)]
+pub(crate) fn testing_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dfut-unit-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
 }

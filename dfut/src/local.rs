@@ -121,12 +121,35 @@ impl LocalWorker {
         }
     }
 
+    /// Asks a worker process to exit (its standard input closes), so it
+    /// removes its shared memory itself; see [`LocalWorker::stop`].
+    pub fn ask_to_exit(&mut self) {
+        if let LocalWorker::Process(child) = self {
+            drop(child.stdin.take());
+        }
+    }
+
+    /// Waits until `deadline` for a worker asked to exit, then kills it.
+    pub fn stop(&mut self, deadline: std::time::Instant) {
+        if let LocalWorker::Process(child) = self {
+            while std::time::Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let _ = self.kill();
+    }
+
     /// Stops the worker at once.
     pub fn kill(&mut self) -> Result<()> {
         match self {
             LocalWorker::Process(child) => {
                 let killed = child.kill();
                 let _ = child.wait();
+                // It left its shared memory behind: remove it now.
+                crate::shm::sweep_all();
                 killed.map_err(|e| Error::Process(format!("cannot kill worker: {e}")))
             }
             LocalWorker::InProcess { worker, rt } => {
@@ -158,6 +181,7 @@ pub(crate) fn worker_main() -> ! {
             1
         }
     };
+    crate::shm::remove_own();
     std::process::exit(code)
 }
 
@@ -185,6 +209,7 @@ fn serve_as_child() -> Result<()> {
             // Nothing more is written; end of file means the driver is gone.
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            crate::shm::remove_own();
             std::process::exit(0);
         })
         .map_err(|e| Error::Process(format!("cannot watch the driver: {e}")))?;

@@ -20,8 +20,7 @@ use crate::client::Client;
 /// How long a blocking wait polls before it sleeps.
 const SPIN_BEFORE_SLEEP: std::time::Duration = std::time::Duration::from_micros(150);
 
-/// Encoded bytes of a value, shared without copying.
-pub type Blob = Arc<Vec<u8>>;
+pub use crate::blob::Blob;
 
 /// Where a task stands, as seen by the owner.
 ///

@@ -40,9 +40,8 @@ fn stored(args: Args) -> TaskResult {
     let mut args = args.into_iter();
     match (args.next(), args.next()) {
         // The worker holds the only reference: no copy.
-        (Some(ArgBytes::One(bytes)), None) => {
-            Ok(std::sync::Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.to_vec()))
-        }
+        (Some(ArgBytes::One(bytes)), None) => Ok(std::sync::Arc::try_unwrap(bytes)
+            .map_or_else(|shared| shared.to_vec(), |b| b.into_vec())),
         _ => Err(Failure {
             kind: FailureKind::Decode,
             message: "put takes exactly one value".into(),

@@ -374,7 +374,13 @@ impl Builder {
             let endpoint = Endpoint::bind(bind, &credential, crate::limits::endpoint_options())?;
             tracing::info!(listen = %endpoint.local_addr()?, scheduler = %scheduler_addr, "driver started");
             let node = rand::random::<u64>();
-            Client::new(node, endpoint, rt.handle().clone(), policy)
+            Client::new(
+                node,
+                endpoint,
+                rt.handle().clone(),
+                policy,
+                crate::shm::root().map(|_| crate::worker::host_id()),
+            )
         };
         if let Some(n) = self.window_per_slot {
             client.set_window_per_slot(n);
@@ -614,8 +620,15 @@ impl Drop for Inner {
     fn drop(&mut self) {
         context::clear_default(&self.client);
         self.client.close();
-        for mut w in self.lock_workers().drain(..) {
-            let _ = w.kill();
+        // Asked first, so they remove their shared memory as they exit;
+        // killed if they take longer than a second.
+        let mut workers: Vec<_> = self.lock_workers().drain(..).collect();
+        for w in &mut workers {
+            w.ask_to_exit();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        for mut w in workers {
+            w.stop(deadline);
         }
         if let Some(s) = &self.scheduler {
             s.shutdown();

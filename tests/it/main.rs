@@ -15,6 +15,7 @@ mod ownership;
 mod restart;
 mod scheduling;
 mod security;
+mod shared_memory;
 mod tasks;
 mod tidy;
 mod util;

@@ -118,18 +118,22 @@ fn dropping_the_end_of_a_long_chain_does_not_recurse() {
 }
 
 #[test]
-fn a_value_larger_than_a_message_fails_its_own_call_only() {
-    // A driver process (and its local workers) with a 1 MiB message limit.
-    let out = std::process::Command::new(crate::util::WORKER)
-        .arg("--too-large")
-        .env("DFUT_MAX_MESSAGE_BYTES", "1048576")
-        .env("DFUT_WORKERS", "2")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim() == "ok",
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn values_larger_than_a_message_stream_and_only_lists_that_do_not_fit_fail() {
+    // A driver process (and its local workers) with a 1 MiB message limit,
+    // with this host's shared memory and without (as between hosts).
+    for shm in ["1", "0"] {
+        let out = std::process::Command::new(crate::util::WORKER)
+            .arg("--too-large")
+            .env("DFUT_MAX_MESSAGE_BYTES", "1048576")
+            .env("DFUT_WORKERS", "2")
+            .env("DFUT_SHM", shm)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == "ok",
+            "DFUT_SHM={shm}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -152,7 +152,7 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>8} {:>6}",
+        "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>10} {:>10} {:>7} {:>8} {:>6}",
         "WORKER",
         "PID",
         "SLOTS",
@@ -161,7 +161,10 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
         "RUNNING",
         "QUEUED",
         "OBJECTS",
-        "BYTES",
+        "HEAP",
+        "SHM",
+        "SPILLED",
+        "(OBJS)",
         "DONE",
         "FAILED"
     );
@@ -170,7 +173,7 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
         let (i, l) = (&w.info, &w.load);
         let _ = writeln!(
             out,
-            "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>8} {:>6}",
+            "{:<22} {:>8} {:>5} {:>3} {:>3} {:>7} {:>6} {:>7} {:>10} {:>10} {:>10} {:>7} {:>8} {:>6}",
             i.addr,
             i.pid,
             i.max_concurrent,
@@ -179,7 +182,12 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
             l.running,
             l.queued,
             l.objects,
-            l.object_bytes,
+            l.object_bytes
+                .saturating_sub(l.shared_bytes)
+                .saturating_sub(l.spilled_bytes),
+            l.shared_bytes,
+            l.spilled_bytes,
+            l.spilled_objects,
             l.tasks_done,
             l.tasks_failed
         );

@@ -12,7 +12,7 @@ use std::time::Duration;
 use dfut_net::wire::{Message, Role};
 use dfut_net::{Inbox, Link};
 
-use super::{Client, lock};
+use super::{Client, Fetched, lock};
 use crate::Error;
 use crate::object::Phase;
 
@@ -87,6 +87,14 @@ impl Client {
         self.worker_lost(addr, "connection closed");
     }
 
+    /// Hands a fetch's answer to whoever asked for it.
+    fn fetched(&self, req: u64, result: crate::Result<Fetched>) {
+        let pending = lock(&self.inner.fetches).remove(&req);
+        if let Some(p) = pending {
+            let _ = p.reply.send(result);
+        }
+    }
+
     async fn serve_inbox(&self, addr: SocketAddr, mut inbox: Inbox) {
         while let Some(msg) = inbox.recv().await {
             match msg {
@@ -115,13 +123,20 @@ impl Client {
                 Ok(Message::Blocked(id)) => self.task_blocked(addr, id, true),
                 Ok(Message::Resumed(id)) => self.task_blocked(addr, id, false),
                 Ok(Message::Fetched { req, result }) => {
-                    let pending = lock(&self.inner.fetches).remove(&req);
-                    if let Some(p) = pending {
-                        let result = result
-                            .map(Arc::new)
-                            .map_err(|f| Error::from_failure("fetch", &addr.to_string(), &f));
-                        let _ = p.reply.send(result);
-                    }
+                    let result = result
+                        .map(|b| Fetched::Bytes(crate::blob::blob(b)))
+                        .map_err(|f| Error::from_failure("fetch", &addr.to_string(), &f));
+                    self.fetched(req, result);
+                }
+                Ok(Message::FetchedShared { req, path, len }) => {
+                    self.fetched(req, Ok(Fetched::Shared { path, len }));
+                }
+                Ok(Message::Bulk { req, payload }) => {
+                    let result = match payload.into_shared() {
+                        Some(bytes) => Ok(Fetched::Bytes(Arc::new(bytes.into()))),
+                        None => Err(Error::Decode("an empty bulk payload".into())),
+                    };
+                    self.fetched(req, result);
                 }
                 Ok(Message::Goodbye) => return,
                 Ok(other) => {

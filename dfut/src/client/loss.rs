@@ -109,7 +109,6 @@ pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr) -> (Loss, boo
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use dfut_net::wire::ObjectId;
 
@@ -227,7 +226,7 @@ mod tests {
                     }
                     3 => {
                         if let Phase::Pending(h) | Phase::Running(h) = st.phase {
-                            let inline = (rng.below(2) == 0).then(|| Arc::new(vec![1u8]));
+                            let inline = (rng.below(2) == 0).then(|| crate::blob::blob(vec![1u8]));
                             st.phase = Phase::Finished {
                                 holder: Some(h),
                                 inline,

@@ -131,7 +131,13 @@ struct Inner {
     view_changed: watch::Sender<usize>,
     links: Mutex<HashMap<SocketAddr, links::LinkSlot>>,
     fetches: Mutex<HashMap<u64, PendingFetch>>,
+    fetching: Mutex<Fetching>,
+    /// This host's identity, when this process can map its shared memory.
+    shm_host: Option<String>,
+    shared_bytes: AtomicU64,
     fetch_seq: AtomicU64,
+    /// Numbers of pushed arguments (see `Arg::Pushed`).
+    push_seq: AtomicU64,
     submitted: AtomicU64,
     fetched_bytes: AtomicU64,
     speculated: AtomicU64,
@@ -166,15 +172,53 @@ struct Inner {
 pub struct ClientStats {
     /// Tasks submitted (retries not counted).
     pub submitted: u64,
-    /// Bytes of objects this client fetched from workers.
+    /// Bytes of objects this client fetched from workers over the network.
     pub fetched_bytes: u64,
+    /// Bytes of objects this client mapped from its host's shared memory
+    /// instead (read in place, never copied).
+    pub shared_bytes: u64,
     /// Speculative copies started for stragglers.
     pub speculated: u64,
 }
 
 struct PendingFetch {
     holder: SocketAddr,
-    reply: oneshot::Sender<Result<Blob>>,
+    reply: oneshot::Sender<Result<Fetched>>,
+}
+
+/// A holder's answer to a fetch.
+pub(crate) enum Fetched {
+    /// The bytes themselves (inline, or from a bulk stream).
+    Bytes(Blob),
+    /// The object's file in this host's shared memory.
+    Shared { path: String, len: u64 },
+}
+
+/// Readers of one object fetching now, beyond the first (which fetches for
+/// all of them); bounded by the tasks and `get`s waiting on this client.
+type Fetching = HashMap<(SocketAddr, ObjectId), Vec<oneshot::Sender<Result<Blob>>>>;
+
+/// Ends a deduplicated fetch when its fetcher is dropped midway: the
+/// other readers then fetch for themselves.
+struct FetchTurn<'a> {
+    fetching: &'a Mutex<Fetching>,
+    key: (SocketAddr, ObjectId),
+}
+
+impl FetchTurn<'_> {
+    fn finish(self, result: &Result<Blob>) {
+        let waiters = lock(self.fetching).remove(&self.key).unwrap_or_default();
+        std::mem::forget(self);
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Drop for FetchTurn<'_> {
+    fn drop(&mut self) {
+        lock(self.fetching).remove(&self.key);
+    }
 }
 
 impl Client {
@@ -184,6 +228,7 @@ impl Client {
         endpoint: Endpoint,
         handle: tokio::runtime::Handle,
         policy: Option<Box<dyn Scheduler>>,
+        shm_host: Option<String>,
     ) -> Self {
         let explicit_policy = policy.is_some();
         let policy = policy.unwrap_or_else(|| Box::new(DefaultPolicy::default()));
@@ -201,7 +246,11 @@ impl Client {
                 view_changed,
                 links: Mutex::new(HashMap::new()),
                 fetches: Mutex::new(HashMap::new()),
+                fetching: Mutex::new(HashMap::new()),
+                shm_host,
+                shared_bytes: AtomicU64::new(0),
                 fetch_seq: AtomicU64::new(1),
+                push_seq: AtomicU64::new(1),
                 submitted: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
                 speculated: AtomicU64::new(0),
@@ -272,6 +321,7 @@ impl Client {
         ClientStats {
             submitted: self.inner.submitted.load(Ordering::Relaxed),
             fetched_bytes: self.inner.fetched_bytes.load(Ordering::Relaxed),
+            shared_bytes: self.inner.shared_bytes.load(Ordering::Relaxed),
             speculated: self.inner.speculated.load(Ordering::Relaxed),
         }
     }
@@ -475,9 +525,9 @@ impl Client {
             let Some(task) = &st.task else {
                 return Sent::Done;
             };
-            prepare(cell, task, self.inner.inline_max)
+            prepare(cell, task, self.inner.inline_max, &self.inner.push_seq)
         };
-        let (spec, needs, fn_spec) = match prepared {
+        let (spec, needs, fn_spec, pushes) = match prepared {
             Ok(p) => p,
             Err(Unready::Failed(e)) => {
                 self.settle(cell, Phase::Failed(e));
@@ -505,7 +555,7 @@ impl Client {
                     }
                 }
                 cell.set(Phase::Pending(addr));
-                self.send(addr, Message::Submit(vec![spec]));
+                self.send_task(addr, spec, pushes);
                 if cell.released.load(Ordering::Acquire) {
                     // Detached before it was sent: it runs, and its result
                     // is freed when it finishes.
@@ -519,6 +569,16 @@ impl Client {
                 Sent::Done
             }
         }
+    }
+
+    /// Sends a task to `addr`, its large arguments first, each on a stream
+    /// of its own.
+    fn send_task(&self, addr: SocketAddr, spec: TaskSpec, pushes: Vec<(u64, Blob)>) {
+        for (req, blob) in pushes {
+            let payload = dfut_net::wire::Payload::new(blob);
+            self.send(addr, Message::Bulk { req, payload });
+        }
+        self.send(addr, Message::Submit(vec![spec]));
     }
 
     /// Sets a final phase; drops the lineage unless a retry may need it.
@@ -661,24 +721,80 @@ impl Client {
         }
     }
 
-    /// Asks the worker at `holder` for object `id`, waiting until it is ready.
+    /// Asks the worker at `holder` for object `id`, waiting until it is
+    /// ready. Concurrent fetches of one object share one transfer.
     pub(crate) async fn fetch(&self, holder: SocketAddr, id: ObjectId) -> Result<Blob> {
+        let key = (holder, id);
+        let waiting = {
+            let mut fetching = lock(&self.inner.fetching);
+            match fetching.get_mut(&key) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    fetching.insert(key, Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = waiting {
+            return match rx.await {
+                Ok(shared) => shared,
+                // Its fetcher gave up midway.
+                Err(_) => self.fetch_once(holder, id).await,
+            };
+        }
+        let turn = FetchTurn {
+            fetching: &self.inner.fetching,
+            key,
+        };
+        let result = self.fetch_once(holder, id).await;
+        turn.finish(&result);
+        result
+    }
+
+    /// One fetch: mapped from this host's shared memory when the holder
+    /// offers it, else the bytes over the connection.
+    async fn fetch_once(&self, holder: SocketAddr, id: ObjectId) -> Result<Blob> {
+        let host = self.inner.shm_host.clone().unwrap_or_default();
+        let mut reply = self.request(holder, id, host).await?;
+        if let Fetched::Shared { path, len } = &reply {
+            match crate::blob::Bytes::mapped(path.into(), false) {
+                Ok(b) if b.len() as u64 == *len => {
+                    self.inner.shared_bytes.fetch_add(*len, Ordering::Relaxed);
+                    return Ok(Arc::new(b));
+                }
+                // Freed meanwhile, or not visible here (another mount
+                // namespace): ask for the bytes.
+                _ => reply = self.request(holder, id, String::new()).await?,
+            }
+        }
+        match reply {
+            Fetched::Bytes(blob) => {
+                self.inner
+                    .fetched_bytes
+                    .fetch_add(blob.len() as u64, Ordering::Relaxed);
+                Ok(blob)
+            }
+            Fetched::Shared { .. } => Err(Error::ObjectUnavailable(format!(
+                "{id}: offered through shared memory twice"
+            ))),
+        }
+    }
+
+    async fn request(&self, holder: SocketAddr, id: ObjectId, host: String) -> Result<Fetched> {
         let req = self.inner.fetch_seq.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         lock(&self.inner.fetches).insert(req, PendingFetch { holder, reply });
-        self.send(holder, Message::Fetch { req, id });
-        let fetched = rx.await.unwrap_or_else(|_| {
+        self.send(holder, Message::Fetch { req, id, host });
+        rx.await.unwrap_or_else(|_| {
             Err(Error::WorkerLost {
                 worker: holder.to_string(),
                 reason: "connection closed during a fetch".into(),
             })
-        });
-        if let Ok(blob) = &fetched {
-            self.inner
-                .fetched_bytes
-                .fetch_add(blob.len() as u64, Ordering::Relaxed);
-        }
-        fetched
+        })
     }
 
     /// Handles the loss of the worker at `addr`: retries what may be retried
@@ -859,7 +975,7 @@ impl Client {
         let phase = match outcome {
             Outcome::Inline(bytes) => Phase::Finished {
                 holder: Some(from),
-                inline: Some(Arc::new(bytes)),
+                inline: Some(crate::blob::blob(bytes)),
             },
             Outcome::Stored(_) => Phase::Finished {
                 holder: Some(from),
@@ -985,7 +1101,9 @@ impl Client {
             if st.dispatched.elapsed() < limit {
                 continue;
             }
-            let Ok((spec, _, fn_spec)) = prepare(&cell, task, self.inner.inline_max) else {
+            let Ok((spec, _, fn_spec, pushes)) =
+                prepare(&cell, task, self.inner.inline_max, &self.inner.push_seq)
+            else {
                 continue;
             };
             let needs = TaskNeeds {
@@ -1004,7 +1122,7 @@ impl Client {
             tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
             self.inner.speculated.fetch_add(1, Ordering::Relaxed);
             budget -= 1;
-            self.send(backup, Message::Submit(vec![spec]));
+            self.send_task(backup, spec, pushes);
         }
     }
 
@@ -1153,7 +1271,7 @@ fn wired_bytes(arg: &Arg) -> usize {
     const REF: usize = 64;
     match arg {
         Arg::Value(v) => v.len(),
-        Arg::Ref { .. } => REF,
+        Arg::Ref { .. } | Arg::Pushed { .. } => REF,
         Arg::List(items) => items
             .iter()
             .map(|i| match i {
@@ -1256,15 +1374,35 @@ fn wire_one(
 
 /// The wire form of a task and where its arguments live; fails if an
 /// argument already failed.
+#[allow(clippy::type_complexity)]
 fn prepare(
     cell: &ObjectCell,
     task: &TaskRecord,
     inline_max: u32,
-) -> std::result::Result<(TaskSpec, Vec<ArgPlacement>, &'static FnSpec), Unready> {
+    push_seq: &AtomicU64,
+) -> std::result::Result<
+    (
+        TaskSpec,
+        Vec<ArgPlacement>,
+        &'static FnSpec,
+        Vec<(u64, Blob)>,
+    ),
+    Unready,
+> {
     let mut args = Vec::with_capacity(task.args.len());
     let mut placements = Vec::new();
+    let mut pushes = Vec::new();
     for arg in &task.args {
         args.push(match arg {
+            // Large values go on streams of their own, beside the task.
+            ArgSource::Value(blob) if blob.len() > PUSH_MIN => {
+                let req = push_seq.fetch_add(1, Ordering::Relaxed);
+                pushes.push((req, blob.clone()));
+                Arg::Pushed {
+                    req,
+                    len: blob.len() as u64,
+                }
+            }
             ArgSource::List(items) => Arg::List(
                 items
                     .iter()
@@ -1305,5 +1443,9 @@ fn prepare(
         timeout_ms: task.timeout_ms,
         confirm_start: task.lost_runs > 0,
     };
-    Ok((spec, placements, task.spec))
+    Ok((spec, placements, task.spec, pushes))
 }
+
+/// Argument values larger than this are pushed on a stream of their own
+/// rather than sent inside the task's message.
+const PUSH_MIN: usize = 64 << 10;

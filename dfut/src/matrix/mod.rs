@@ -519,7 +519,7 @@ mod tests {
             let bad = bytes_of(rows, cols, len);
             assert!(Matrix::decode(&bad).is_err(), "{rows}x{cols} with {len}");
             assert!(
-                crate::Archived::<Matrix>::new(std::sync::Arc::new(bad)).is_err(),
+                crate::Archived::<Matrix>::new(crate::blob::blob(bad)).is_err(),
                 "read in place too"
             );
         }

@@ -81,6 +81,16 @@ pub struct WorkerConfig {
     /// for less keeps everything).
     #[arg(long, env = "DFUT_OWNER_GRACE_MS", default_value_t = 30_000)]
     pub owner_grace_ms: u64,
+    /// Bytes of objects kept in memory (heap and shared memory together);
+    /// past it, the oldest are spilled to disk (default: 30 % of the
+    /// machine's memory; 0: no limit).
+    #[arg(long, env = "DFUT_OBJECT_STORE_BYTES")]
+    pub object_store_bytes: Option<u64>,
+    /// Directory objects are spilled to past the store's limit (default:
+    /// the system's temporary directory; `off`: no spilling, and a result
+    /// that does not fit fails its task with a `StoreFull` error).
+    #[arg(long, env = "DFUT_SPILL_DIR")]
+    pub spill_dir: Option<String>,
 }
 
 impl WorkerConfig {
@@ -100,6 +110,36 @@ impl WorkerConfig {
             heartbeat_ms: 200,
             host_id: None,
             owner_grace_ms: 30_000,
+            object_store_bytes: None,
+            spill_dir: None,
+        }
+    }
+
+    /// Sets the bytes of objects kept in memory before spilling (0: no
+    /// limit).
+    pub fn object_store_bytes(mut self, bytes: u64) -> Self {
+        self.object_store_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the spill directory (`"off"`: no spilling).
+    pub fn spill_dir(mut self, dir: impl Into<String>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// The store's memory limit: the configured one, else 30 % of memory.
+    pub(crate) fn store_limit(&self) -> u64 {
+        self.object_store_bytes
+            .unwrap_or_else(|| total_memory().map_or(0, |m| m / 10 * 3))
+    }
+
+    /// Where spilled objects go, unless spilling is off.
+    pub(crate) fn spill_root(&self) -> Option<PathBuf> {
+        match self.spill_dir.as_deref() {
+            Some("off" | "none" | "") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => Some(std::env::temp_dir()),
         }
     }
 
@@ -180,4 +220,12 @@ pub fn host_id() -> String {
         .map(|s| s.trim().to_owned())
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`).
+pub(crate) fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

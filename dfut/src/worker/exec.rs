@@ -16,8 +16,8 @@ use super::Shared;
 use super::deadline::{self, Deadline, DeadlineWatch};
 use super::monitor;
 use super::store::Lookup;
+use crate::blob::{Blob, blob};
 use crate::lock;
-use crate::object::Blob;
 
 use crate::registry::{self, ArgBytes, Args, Entry, Invoke};
 
@@ -96,9 +96,11 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
             .args
             .into_iter()
             .map(|a| match a {
-                Arg::Value(bytes) => ArgBytes::One(Arc::new(bytes)),
+                Arg::Value(bytes) => ArgBytes::One(blob(bytes)),
                 // Excluded by `fast` above.
-                Arg::Ref { .. } | Arg::List(_) => ArgBytes::One(Arc::new(Vec::new())),
+                Arg::Ref { .. } | Arg::List(_) | Arg::Pushed { .. } => {
+                    ArgBytes::One(blob(Vec::new()))
+                }
             })
             .collect();
         shared.running.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +136,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
     reader.lifo_dirty = true;
     tokio::spawn(async move {
         let (id, inline_max) = (meta.id, meta.inline_max);
-        let args = resolve_args(&shared, task.args).await;
+        let args = resolve_args(&shared, task.id.owner, task.args).await;
         let prepared = match entry {
             None => Err(failure(
                 FailureKind::UnknownFunction,
@@ -291,7 +293,7 @@ fn await_confirmation(shared: &Shared, id: ObjectId, c: Confirmation) {
 
 /// Whether a queued task was cancelled before it started; if so it is
 /// reported and skipped.
-fn skip_cancelled(shared: &Shared, reply: &Link, id: ObjectId, inline_max: u32) -> bool {
+fn skip_cancelled(shared: &Arc<Shared>, reply: &Link, id: ObjectId, inline_max: u32) -> bool {
     shared.queued.fetch_sub(1, Ordering::Relaxed);
     let cancelled = lock(&shared.store).take_cancelled(id);
     if cancelled {
@@ -393,7 +395,7 @@ async fn run_async(
         Some(r) => {
             entry.record(took);
             match r {
-                Ok(r) => r.map(Arc::new),
+                Ok(r) => r.map(blob),
                 Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
                 Err(e) => Err(match e.try_into_panic() {
                     Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
@@ -419,7 +421,7 @@ pub(crate) fn cancel(shared: &Shared, ids: Vec<ObjectId>) {
 
 /// Stores a task's result and reports it to its owner.
 pub(super) fn finish(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     reply: &Link,
     id: ObjectId,
     inline_max: u32,
@@ -436,18 +438,14 @@ const MAX_FAILURE_MESSAGE: usize = 64 << 10;
 /// Stores a task's result; returns the report for its owner and whether a
 /// task waiting for the result was woken.
 fn settle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     id: ObjectId,
     inline_max: u32,
     result: Result<Blob, Failure>,
     exec: Duration,
 ) -> (Message, bool) {
     let result = match result {
-        // It could never be sent to anyone: fail the task, not the link.
-        Ok(blob) if blob.len() > crate::limits::max_value() => Err(failure(
-            FailureKind::Encode,
-            crate::limits::too_large("the result", blob.len()),
-        )),
+        Ok(blob) => keep(shared, id, blob),
         Err(mut f) if f.message.len() > MAX_FAILURE_MESSAGE => {
             let mut end = MAX_FAILURE_MESSAGE;
             while !f.message.is_char_boundary(end) {
@@ -470,12 +468,16 @@ fn settle(
         &shared.failed
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    let woke = {
+    let (woke, spill) = {
         let mut store = lock(&shared.store);
         let woke = store.has_waiters(id);
         store.complete(id, result);
-        woke
+        (woke, store.take_spill_work())
     };
+    if !spill.is_empty() {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || spill_to_disk(&shared, spill));
+    }
     let done = Message::Done {
         id,
         outcome,
@@ -484,6 +486,60 @@ fn settle(
         exec_us: u64::try_from(exec.as_micros()).unwrap_or(u64::MAX),
     };
     (done, woke)
+}
+
+/// Results larger than this go to shared memory (when the worker has it):
+/// smaller ones travel inline with their completion anyway.
+const SHARED_MIN: usize = 64 << 10;
+
+/// Where a result is kept: sealed in this host's shared memory when it is
+/// large and the worker has some, else on the heap; refused with
+/// `StoreFull` when the store can neither hold nor spill it.
+fn keep(shared: &Shared, id: ObjectId, blob: Blob) -> Result<Blob, Failure> {
+    // Only a store that cannot spill ever refuses (one lock fewer per task
+    // otherwise).
+    if shared.spill.is_none()
+        && shared.store_limit > 0
+        && !lock(&shared.store).admits(blob.len() as u64)
+    {
+        return Err(failure(
+            FailureKind::StoreFull,
+            format!(
+                "the result ({} bytes) does not fit in this worker's object store \
+                 (limit {} bytes, spilling off); free objects, raise \
+                 --object-store-bytes, or set --spill-dir",
+                blob.len(),
+                shared.store_limit
+            ),
+        ));
+    }
+    match &shared.shm {
+        Some(region) if blob.len() > SHARED_MIN && !blob.is_mapped() => {
+            match region.seal(id, &blob) {
+                Ok(sealed) => Ok(sealed),
+                Err(e) => {
+                    tracing::warn!(%id, "shared memory full or unusable, kept on the heap: {e}");
+                    Ok(blob)
+                }
+            }
+        }
+        _ => Ok(blob),
+    }
+}
+
+/// Writes objects to the spill directory and swaps them in the store;
+/// what cannot be written stays in memory.
+fn spill_to_disk(shared: &Shared, objects: Vec<(ObjectId, Blob)>) {
+    let Some(region) = &shared.spill else {
+        return;
+    };
+    for (id, blob) in objects {
+        let copy = region
+            .seal(id, &blob)
+            .map_err(|e| tracing::warn!(%id, "cannot spill to {}: {e}", region.dir().display()))
+            .ok();
+        lock(&shared.store).spilled(id, &blob, copy);
+    }
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
@@ -599,11 +655,13 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     let previous = TASK.with(|t| t.replace(Some(scope)));
     let start = Instant::now();
     let gpu = entry.function.gpu;
-    let result = crate::context::as_gpu_task(gpu, || std::panic::catch_unwind(move || f(args)));
+    let result = crate::context::as_gpu_task(gpu, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(args)))
+    });
     entry.record(start.elapsed());
     TASK.with(|t| *t.borrow_mut() = previous);
     match result {
-        Ok(r) => r.map(Arc::new),
+        Ok(r) => r.map(blob),
         Err(p) => Err(failure(FailureKind::Panicked, panic_message(p))),
     }
 }
@@ -620,17 +678,18 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// The bytes of every argument, from the task itself, this worker's store,
 /// or the worker holding them.
-async fn resolve_args(shared: &Arc<Shared>, args: Vec<Arg>) -> Result<Args, Failure> {
+async fn resolve_args(shared: &Arc<Shared>, owner: u64, args: Vec<Arg>) -> Result<Args, Failure> {
     let mut out = Vec::with_capacity(args.len());
     for arg in args {
         out.push(match arg {
-            Arg::Value(bytes) => ArgBytes::One(Arc::new(bytes)),
+            Arg::Value(bytes) => ArgBytes::One(blob(bytes)),
+            Arg::Pushed { req, len } => ArgBytes::One(pushed(shared, owner, req, len).await?),
             Arg::Ref { id, holder } => ArgBytes::One(resolve_ref(shared, id, &holder).await?),
             Arg::List(items) => {
                 // Fetched concurrently: a reduction's inputs live on many workers.
                 let items = items.into_iter().map(|item| async move {
                     match item {
-                        Item::Value(bytes) => Ok(Arc::new(bytes)),
+                        Item::Value(bytes) => Ok(blob(bytes)),
                         Item::Ref { id, holder } => resolve_ref(shared, id, &holder).await,
                     }
                 });
@@ -672,6 +731,28 @@ async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result
     })
 }
 
+/// Waits for the argument its owner pushes on a bulk stream.
+async fn pushed(shared: &Shared, owner: u64, req: u64, len: u64) -> Result<Blob, Failure> {
+    let lost = || {
+        failure(
+            FailureKind::WorkerLost,
+            format!("pushed argument {req} of owner {owner:x} never arrived"),
+        )
+    };
+    let claimed = lock(&shared.pushed).claim((owner, req), Instant::now());
+    let blob = match claimed {
+        Ok(blob) => blob,
+        Err(rx) => rx.await.map_err(|_| lost())?,
+    };
+    if blob.len() as u64 != len {
+        return Err(failure(
+            FailureKind::Decode,
+            format!("pushed argument of {} bytes, {len} announced", blob.len()),
+        ));
+    }
+    Ok(blob)
+}
+
 /// Waits for object `id` in this worker's store.
 async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
     let lookup = lock(&shared.store).lookup(id, Instant::now());
@@ -686,11 +767,35 @@ async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
     }
 }
 
-/// Answers a fetch once the object is ready.
-pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: ObjectId) {
+/// Values larger than this are sent on a stream of their own.
+const BULK_MIN: usize = 64 << 10;
+
+/// Answers a fetch once the object is ready: with the path of its file to
+/// a fetcher on this host, on a bulk stream when large, else inline.
+pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: ObjectId, host: String) {
     let shared = shared.clone();
     tokio::spawn(async move {
-        let result = local(&shared, id).await.map(|b| b.to_vec());
-        let _ = reply.send(Message::Fetched { req, result });
+        let msg = match local(&shared, id).await {
+            Ok(blob) => match blob.file() {
+                Some(path) if !host.is_empty() && host == shared.host => Message::FetchedShared {
+                    req,
+                    path: path.to_string_lossy().into_owned(),
+                    len: blob.len() as u64,
+                },
+                _ if blob.len() > BULK_MIN => Message::Bulk {
+                    req,
+                    payload: dfut_net::wire::Payload::new(blob),
+                },
+                _ => Message::Fetched {
+                    req,
+                    result: Ok(blob.to_vec()),
+                },
+            },
+            Err(f) => Message::Fetched {
+                req,
+                result: Err(f),
+            },
+        };
+        let _ = reply.send(msg);
     });
 }

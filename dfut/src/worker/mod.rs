@@ -13,6 +13,7 @@ mod deadline;
 mod exec;
 mod monitor;
 mod owners;
+mod pushed;
 mod runner;
 mod store;
 
@@ -108,6 +109,10 @@ impl Worker {
     }
 }
 
+/// How often a worker removes the shared memory and spill files of dead
+/// processes of its host.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// State shared by the tasks of one worker.
 pub(crate) struct Shared {
     pub addr: SocketAddr,
@@ -136,6 +141,16 @@ pub(crate) struct Shared {
     owners: Mutex<owners::Owners>,
     /// How long an owner may stay disconnected before its objects go.
     owner_grace: Duration,
+    /// This worker's host identity (see [`host_id`]).
+    pub host: String,
+    /// Its directory of shared-memory objects, unless shared memory is off.
+    pub shm: Option<crate::shm::Region>,
+    /// Its spill directory, unless spilling is off.
+    pub spill: Option<crate::shm::Region>,
+    /// Bytes its store keeps in memory (0: no limit).
+    pub store_limit: u64,
+    /// Large arguments pushed by owners, until their task claims them.
+    pub pushed: Mutex<pushed::Pushed>,
     /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -148,6 +163,9 @@ impl Shared {
             queued: self.queued.load(Ordering::Relaxed),
             objects: store.len() as u64,
             object_bytes: store.bytes(),
+            shared_bytes: store.usage().shared,
+            spilled_bytes: store.usage().disk,
+            spilled_objects: store.usage().disk_objects,
             tasks_done: self.done.load(Ordering::Relaxed),
             tasks_failed: self.failed.load(Ordering::Relaxed),
             abandoned: self.abandoned.load(Ordering::Relaxed),
@@ -193,14 +211,25 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         },
         None => local,
     };
+    let host = config.host_id.clone().unwrap_or_else(host_id);
+    let shm = match crate::shm::root() {
+        Some(root) => match crate::shm::Region::create(&root) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("no shared memory under {}: {e}", root.display());
+                None
+            }
+        },
+        None => None,
+    };
     let client = Client::new(
         id,
         endpoint.clone(),
         tokio::runtime::Handle::current(),
         None,
+        shm.as_ref().map(|_| host.clone()),
     );
     client.follow_scheduler(scheduler).await?;
-    let host = config.host_id.clone().unwrap_or_else(host_id);
     let info = WorkerInfo {
         id,
         addr: addr.to_string(),
@@ -211,10 +240,21 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         speed: calibrate(),
         host: host.clone(),
     };
+    let spill = match config.spill_root() {
+        Some(root) => Some(crate::shm::Region::create(&root).map_err(|e| {
+            Error::Config(format!("spill directory under {}: {e}", root.display()))
+        })?),
+        None => None,
+    };
+    let store_limit = config.store_limit();
+    let store = Store::with_limit(store::Limit {
+        memory: store_limit,
+        spill_dir: spill.as_ref().map(|r| r.dir().to_owned()),
+    });
     let shared = Arc::new(Shared {
         addr,
         client: client.clone(),
-        store: Mutex::new(Store::default()),
+        store: Mutex::new(store),
         runner: {
             let rt = tokio::runtime::Handle::current();
             Runner::new(config.slots(), move |f| {
@@ -236,6 +276,11 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         confirms: Mutex::new(std::collections::HashMap::new()),
         owners: Mutex::new(owners::Owners::default()),
         owner_grace: Duration::from_millis(config.owner_grace_ms),
+        host: host.clone(),
+        shm,
+        spill,
+        store_limit,
+        pushed: Mutex::new(pushed::Pushed::default()),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     // Heartbeats run on the monitor thread, on an endpoint of their own:
@@ -444,14 +489,21 @@ async fn follow_scheduler(
         // self, say) at once instead of after the 10 s idle timeout.
         let silence = (interval * 10).max(Duration::from_secs(2));
         let mut heard = std::time::Instant::now();
+        let mut swept = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if swept.elapsed() > SWEEP_EVERY {
+                        // What processes of this host left when they died.
+                        swept = std::time::Instant::now();
+                        crate::shm::sweep_all();
+                    }
                     if shared.stopping.load(Ordering::Relaxed) || heard.elapsed() > silence {
                         break;
                     }
                     let now = std::time::Instant::now();
                     lock(&shared.store).expire(now, AWAIT_PATIENCE);
+                    lock(&shared.pushed).expire(now, AWAIT_PATIENCE);
                     drop_gone_owners(&shared, now);
                     if link.send(Message::Heartbeat(shared.load())).is_err() {
                         break;
@@ -557,8 +609,8 @@ async fn serve_link(
                     &mut lifo_dirty,
                 );
             }
-            Ok(Message::Fetch { req, id }) => {
-                exec::serve_fetch(&shared, link.clone(), req, id);
+            Ok(Message::Fetch { req, id, host }) => {
+                exec::serve_fetch(&shared, link.clone(), req, id, host);
                 lifo_dirty = true; // the task serving it
             }
             Ok(Message::Free(ids)) => {
@@ -574,6 +626,13 @@ async fn serve_link(
                 lifo_dirty = true; // tasks aborted or woken
             }
             Ok(Message::Confirmed(id)) => exec::confirmed(&shared, id),
+            Ok(Message::Bulk { req, payload }) => {
+                if let (Some(node), Some(bytes)) = (owner, payload.into_shared()) {
+                    let blob = Arc::new(crate::blob::Bytes::from(bytes));
+                    lock(&shared.pushed).arrive((node, req), blob, std::time::Instant::now());
+                    lifo_dirty = true; // a task waiting for it
+                }
+            }
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
             Err(e) => {

@@ -2,12 +2,18 @@
 //! frees them, and waiters for results not yet computed.
 //!
 //! Pure bookkeeping behind one lock: no I/O, and time only as a parameter.
+//! The store keeps count of where its bytes are (the heap, this host's
+//! shared memory, or spilled to disk) and, past its memory limit, names
+//! the objects to spill (oldest first); the caller writes them to disk
+//! outside the lock and hands the spilled copies back
+//! ([`Store::spilled`]).
 //! Waiters are oneshot channels, answered when the object is completed or
 //! freed. A lookup may arrive before the task that computes the object (the
 //! owner sent them on different connections); such a wait expires if the
 //! task never comes, so no reader waits forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dfut_net::wire::{Failure, FailureKind, ObjectId};
@@ -30,6 +36,32 @@ enum Entry {
     Failed(Failure),
 }
 
+/// Where an object's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    Heap,
+    Shared,
+    Disk,
+}
+
+/// Bytes and objects in each place, for status reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub heap: u64,
+    pub shared: u64,
+    pub disk: u64,
+    pub disk_objects: u64,
+}
+
+/// What the store may hold in memory, and where it spills the rest.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limit {
+    /// Bytes on the heap and in shared memory together (0: no limit).
+    pub memory: u64,
+    /// Files under this directory are spilled objects; `None`: no spilling.
+    pub spill_dir: Option<PathBuf>,
+}
+
 /// The answer to a lookup.
 pub(crate) enum Lookup {
     /// Here it is (or here is why it failed).
@@ -42,7 +74,15 @@ pub(crate) enum Lookup {
 #[derive(Default)]
 pub(crate) struct Store {
     entries: HashMap<ObjectId, Entry>,
-    bytes: u64,
+    usage: Usage,
+    limit: Limit,
+    /// Objects held in memory, oldest first: the spilling order. Ids of
+    /// objects since freed or spilled are skipped when met, and the queue
+    /// is rebuilt when it holds more than twice the objects (so it is
+    /// bounded by the objects held).
+    in_memory: VecDeque<ObjectId>,
+    /// Objects being written to disk now.
+    spilling: HashSet<ObjectId>,
     /// Tasks cancelled while pending here; each leaves when its task is
     /// skipped or ends, so this holds at most the tasks pending here.
     cancelled: HashSet<ObjectId>,
@@ -56,6 +96,117 @@ fn freed(id: ObjectId) -> Failure {
 }
 
 impl Store {
+    /// A store that keeps at most `limit.memory` bytes in memory.
+    pub fn with_limit(limit: Limit) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    fn place_of(&self, blob: &Blob) -> Place {
+        match (blob.file(), &self.limit.spill_dir) {
+            (None, _) => Place::Heap,
+            (Some(f), Some(d)) if f.starts_with(d) => Place::Disk,
+            (Some(_), _) => Place::Shared,
+        }
+    }
+
+    fn count(&mut self, blob: &Blob, sign: i8) {
+        let len = blob.len() as u64;
+        let place = self.place_of(blob);
+        let u = &mut self.usage;
+        let (field, objects) = match place {
+            Place::Heap => (&mut u.heap, None),
+            Place::Shared => (&mut u.shared, None),
+            Place::Disk => (&mut u.disk, Some(&mut u.disk_objects)),
+        };
+        if sign > 0 {
+            *field += len;
+            if let Some(o) = objects {
+                *o += 1;
+            }
+        } else {
+            *field = field.saturating_sub(len);
+            if let Some(o) = objects {
+                *o = o.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Whether a result of `len` more bytes may be kept: always when the
+    /// store can spill, else only within its memory limit.
+    pub fn admits(&self, len: u64) -> bool {
+        self.limit.memory == 0
+            || self.limit.spill_dir.is_some()
+            || self.usage.heap + self.usage.shared + len <= self.limit.memory
+    }
+
+    /// Objects to write to disk now to get back under the memory limit,
+    /// oldest first; each is marked as being spilled until
+    /// [`Store::spilled`] is called for it.
+    pub fn take_spill_work(&mut self) -> Vec<(ObjectId, Blob)> {
+        let mut out = Vec::new();
+        if self.limit.memory == 0 || self.limit.spill_dir.is_none() {
+            return out;
+        }
+        let mut pending: u64 = self
+            .spilling
+            .iter()
+            .filter_map(|id| match self.entries.get(id) {
+                Some(Entry::Ready(b)) => Some(b.len() as u64),
+                _ => None,
+            })
+            .sum();
+        while self.usage.heap + self.usage.shared - pending.min(self.usage.heap + self.usage.shared)
+            > self.limit.memory
+        {
+            let Some(id) = self.in_memory.pop_front() else {
+                break;
+            };
+            if self.spilling.contains(&id) {
+                continue;
+            }
+            if let Some(Entry::Ready(blob)) = self.entries.get(&id)
+                && self.place_of(blob) != Place::Disk
+            {
+                pending += blob.len() as u64;
+                self.spilling.insert(id);
+                out.push((id, blob.clone()));
+            }
+        }
+        if self.in_memory.len() > 2 * self.entries.len() + 16 {
+            let entries = &self.entries;
+            self.in_memory
+                .retain(|id| matches!(entries.get(id), Some(Entry::Ready(_))));
+        }
+        out
+    }
+
+    /// Replaces `id`'s in-memory bytes `was` by their spilled copy (or,
+    /// with `None`, gives up spilling it: it stays in memory). An object
+    /// freed or recomputed meanwhile keeps its new state.
+    pub fn spilled(&mut self, id: ObjectId, was: &Blob, copy: Option<Blob>) {
+        self.spilling.remove(&id);
+        let current = match self.entries.get(&id) {
+            Some(Entry::Ready(b)) if std::sync::Arc::ptr_eq(b, was) => b.clone(),
+            _ => return,
+        };
+        match copy {
+            Some(copy) => {
+                self.count(&current, -1);
+                self.count(&copy, 1);
+                self.entries.insert(id, Entry::Ready(copy));
+            }
+            None => self.in_memory.push_back(id),
+        }
+    }
+
+    /// Where the store's bytes are.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
     /// Records that `id` will be computed here. A result already held (a
     /// failure, or a value the owner has lost track of) is dropped: the
     /// owner is computing it again.
@@ -68,8 +219,9 @@ impl Store {
             Entry::Pending(_) => {}
             Entry::Awaited { waiters, .. } => *entry = Entry::Pending(std::mem::take(waiters)),
             Entry::Ready(blob) => {
-                self.bytes -= blob.len() as u64;
+                let blob = blob.clone();
                 *entry = Entry::Pending(Vec::new());
+                self.count(&blob, -1);
             }
             Entry::Failed(_) => *entry = Entry::Pending(Vec::new()),
         }
@@ -93,13 +245,16 @@ impl Store {
         for w in waiters.drain(..) {
             let _ = w.send(outcome.clone());
         }
-        *entry = match outcome {
+        match outcome {
             Ok(blob) => {
-                self.bytes += blob.len() as u64;
-                Entry::Ready(blob)
+                *entry = Entry::Ready(blob.clone());
+                self.count(&blob, 1);
+                if self.place_of(&blob) != Place::Disk {
+                    self.in_memory.push_back(id);
+                }
             }
-            Err(f) => Entry::Failed(f),
-        };
+            Err(f) => *entry = Entry::Failed(f),
+        }
         true
     }
 
@@ -146,7 +301,7 @@ impl Store {
     /// Drops `id`; its waiters learn it was freed.
     pub fn free(&mut self, id: ObjectId) {
         match self.entries.remove(&id) {
-            Some(Entry::Ready(blob)) => self.bytes -= blob.len() as u64,
+            Some(Entry::Ready(blob)) => self.count(&blob, -1),
             Some(Entry::Pending(waiters) | Entry::Awaited { waiters, .. }) => {
                 for w in waiters {
                     let _ = w.send(Err(freed(id)));
@@ -193,17 +348,16 @@ impl Store {
             .count()
     }
 
-    /// Bytes of the objects held.
+    /// Bytes of the objects held, wherever they are.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.usage.heap + self.usage.shared + self.usage.disk
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+    use crate::blob::blob;
 
     fn id(owner: u64, seq: u64) -> ObjectId {
         ObjectId { owner, seq }
@@ -217,8 +371,8 @@ mod tests {
             panic!("not computed yet")
         };
         assert!(rx.try_recv().is_err());
-        assert!(s.complete(id(1, 1), Ok(Arc::new(vec![7; 10]))));
-        assert_eq!(rx.try_recv().unwrap().unwrap().as_slice(), &[7; 10]);
+        assert!(s.complete(id(1, 1), Ok(blob(vec![7; 10]))));
+        assert_eq!(rx.try_recv().unwrap().unwrap()[..], [7; 10]);
         assert_eq!(s.bytes(), 10);
         assert!(matches!(
             s.lookup(id(1, 1), Instant::now()),
@@ -230,7 +384,7 @@ mod tests {
     fn freeing_answers_waiters_and_returns_to_zero() {
         let mut s = Store::default();
         s.expect(id(1, 1));
-        s.complete(id(1, 1), Ok(Arc::new(vec![0; 5])));
+        s.complete(id(1, 1), Ok(blob(vec![0; 5])));
         let Lookup::Wait(mut rx) = s.lookup(id(1, 2), Instant::now()) else {
             panic!("unknown ids are expected")
         };
@@ -262,7 +416,7 @@ mod tests {
             FailureKind::NoSuchObject
         );
         assert!(late.try_recv().is_err(), "still pending");
-        s.complete(id(1, 2), Ok(Arc::new(vec![1])));
+        s.complete(id(1, 2), Ok(blob(vec![1])));
         assert!(late.try_recv().unwrap().is_ok());
     }
 
@@ -279,8 +433,8 @@ mod tests {
         let Lookup::Wait(mut rx) = s.lookup(id(1, 1), Instant::now()) else {
             panic!("the retry is pending again")
         };
-        assert!(s.complete(id(1, 1), Ok(Arc::new(vec![9; 3]))));
-        assert_eq!(rx.try_recv().unwrap().unwrap().as_slice(), &[9; 3]);
+        assert!(s.complete(id(1, 1), Ok(blob(vec![9; 3]))));
+        assert_eq!(rx.try_recv().unwrap().unwrap()[..], [9; 3]);
         s.expect(id(1, 1));
         assert_eq!(s.bytes(), 0);
     }
@@ -290,7 +444,7 @@ mod tests {
         let mut s = Store::default();
         s.expect(id(1, 1));
         s.free(id(1, 1));
-        assert!(!s.complete(id(1, 1), Ok(Arc::new(vec![1]))));
+        assert!(!s.complete(id(1, 1), Ok(blob(vec![1]))));
         assert_eq!(s.len(), 0);
     }
 
@@ -310,5 +464,52 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!(s.take_cancelled(id(1, 0)), "its queued task is skipped");
         assert!(!s.take_cancelled(id(2, 0)));
+    }
+
+    #[test]
+    fn past_its_limit_the_store_names_the_oldest_to_spill_and_counts_the_copies() {
+        let dir = crate::testing_dir("store-spill");
+        let mut s = Store::with_limit(Limit {
+            memory: 100,
+            spill_dir: Some(dir.clone()),
+        });
+        for seq in 0..3 {
+            s.expect(id(1, seq));
+            assert!(s.admits(60));
+            s.complete(id(1, seq), Ok(blob(vec![seq as u8; 60])));
+        }
+        // 180 bytes in memory, limit 100: the two oldest go.
+        let out = s.take_spill_work();
+        let ids: Vec<_> = out.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, vec![id(1, 0), id(1, 1)]);
+        assert!(s.take_spill_work().is_empty(), "already being spilled");
+        for (i, (oid, was)) in out.into_iter().enumerate() {
+            let path = dir.join(format!("o{i}"));
+            std::fs::write(&path, &was[..]).unwrap();
+            let copy = std::sync::Arc::new(crate::blob::Bytes::mapped(path, true).unwrap());
+            s.spilled(oid, &was, Some(copy));
+        }
+        let u = s.usage();
+        assert_eq!((u.heap, u.disk, u.disk_objects), (60, 120, 2));
+        assert_eq!(s.bytes(), 180);
+        // Read back transparently, from disk.
+        let Lookup::Settled(Ok(b)) = s.lookup(id(1, 1), Instant::now()) else {
+            panic!("held")
+        };
+        assert_eq!(&b[..], &[1u8; 60][..]);
+        drop(b);
+        s.free(id(1, 1));
+        assert!(!dir.join("o1").exists(), "freed: its file is gone");
+        assert_eq!(s.usage().disk_objects, 1);
+    }
+
+    #[test]
+    fn without_spilling_a_full_store_refuses_new_results() {
+        let s = Store::with_limit(Limit {
+            memory: 100,
+            spill_dir: None,
+        });
+        assert!(s.admits(100));
+        assert!(!s.admits(101));
     }
 }

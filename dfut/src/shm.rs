@@ -1,0 +1,233 @@
+//! Objects in this host's shared memory.
+//!
+//! Each process that keeps objects (a worker) owns one directory under the
+//! shared-memory root (`/dev/shm`, or `DFUT_SHM_DIR`): `dfut-<pid>-<nonce>`,
+//! mode 0700. An object is one file in it, written once and then sealed
+//! (mode 0400, never written again), and mapped read-only by every reader:
+//! the holder itself, and any process of the same host and user that
+//! fetches it (it gets the path instead of the bytes, and reads the
+//! archive in place). The file is removed when the holder's store frees
+//! the object and its last local reader is done; mappings already made
+//! stay valid.
+//!
+//! Crashes: the directory's owner holds an exclusive `flock` on its `lock`
+//! file for its whole life, and the kernel releases it when the process
+//! dies however it dies. [`sweep`] removes every directory whose lock it
+//! can take; workers sweep when they start and every few seconds, and a
+//! local cluster sweeps when it stops. A directory is created under a
+//! temporary name and renamed once locked, so a sweep never sees one
+//! unlocked while alive.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dfut_net::wire::ObjectId;
+
+use crate::blob::{Blob, Bytes};
+
+/// Prefix of every process directory.
+const PREFIX: &str = "dfut-store-";
+
+/// Where shared-memory objects live, unless shared memory is off
+/// (`DFUT_SHM=0`): `DFUT_SHM_DIR`, else `/dev/shm` when it is a writable
+/// directory.
+pub(crate) fn root() -> Option<PathBuf> {
+    if matches!(
+        std::env::var("DFUT_SHM").as_deref(),
+        Ok("0" | "off" | "false" | "no")
+    ) {
+        return None;
+    }
+    let root = std::env::var_os("DFUT_SHM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    let meta = std::fs::metadata(&root).ok()?;
+    (meta.is_dir() && !meta.permissions().readonly()).then_some(root)
+}
+
+/// The directories of this process's live regions, removed by
+/// [`remove_own`] when the process exits without dropping them.
+static OWN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes this process's directories now: for exits that skip
+/// destructors (`std::process::exit`).
+pub(crate) fn remove_own() {
+    for dir in crate::lock(&OWN).drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Sweeps the shared-memory root and the default spill root.
+pub(crate) fn sweep_all() {
+    if let Some(root) = root() {
+        sweep(&root);
+    }
+    let spill = std::env::var_os("DFUT_SPILL_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    sweep(&spill);
+}
+
+/// Tries to take an exclusive lock on `file` without waiting.
+fn try_lock(file: &File) -> bool {
+    // SAFETY: `flock` on a valid open descriptor; no memory is involved.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// This process's directory of shared-memory objects; removed on drop.
+#[derive(Debug)]
+pub(crate) struct Region {
+    dir: PathBuf,
+    /// Locked for the process's life (released by the kernel at its death).
+    _lock: File,
+    next: AtomicU64,
+}
+
+impl Region {
+    /// Creates this process's directory under `root`, after sweeping the
+    /// directories of dead processes.
+    pub(crate) fn create(root: &Path) -> std::io::Result<Self> {
+        sweep(root);
+        let name = format!(
+            "{PREFIX}{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        let tmp = root.join(format!(".{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp.join("lock"))?;
+        if !try_lock(&lock) {
+            return Err(std::io::Error::other(
+                "cannot lock a new shared-memory directory",
+            ));
+        }
+        let dir = root.join(name);
+        std::fs::rename(&tmp, &dir)?;
+        crate::lock(&OWN).push(dir.clone());
+        Ok(Self {
+            dir,
+            _lock: lock,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// This region's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `bytes` as the sealed object `id` and maps it; the file goes
+    /// with the returned blob's last holder.
+    pub(crate) fn seal(&self, id: ObjectId, bytes: &[u8]) -> std::io::Result<Blob> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{:x}-{}-{n}", id.owner, id.seq));
+        write_sealed(&path, bytes)?;
+        match Bytes::mapped(path.clone(), true) {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Creates `path` (never following or replacing an existing file) with
+/// mode 0400 and writes `bytes` to it.
+pub(crate) fn write_sealed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        crate::lock(&OWN).retain(|d| *d != self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the directories of processes that are gone (their lock is
+/// free); returns how many. Never touches a live process's directory.
+pub(crate) fn sweep(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        // Held while removing, so the name cannot be reused meanwhile.
+        let Ok(lock) = File::open(dir.join("lock")) else {
+            continue;
+        };
+        if try_lock(&lock) && std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, root = %root.display(), "removed the shared memory of dead processes");
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_sealed_mapped_and_removed_with_their_last_holder() {
+        let root = crate::testing_dir("shm-seal");
+        let region = Region::create(&root).unwrap();
+        let id = ObjectId { owner: 1, seq: 2 };
+        let blob = region.seal(id, &[5u8; 100]).unwrap();
+        let path = blob.file().unwrap().to_owned();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o400, "sealed");
+        // Another reader maps the same file by its path.
+        let reader = Bytes::mapped(path.clone(), false).unwrap();
+        assert_eq!(&reader[..], &[5u8; 100]);
+        drop(blob);
+        assert!(!path.exists());
+        assert_eq!(reader[99], 5, "a mapping outlives the file");
+        drop(region);
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_sweep_removes_only_the_directories_of_dead_processes() {
+        let root = crate::testing_dir("shm-sweep");
+        let live = Region::create(&root).unwrap();
+        // A dead process's directory: the same layout, its lock free.
+        let dead = root.join(format!("{PREFIX}1-dead"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("lock"), b"").unwrap();
+        std::fs::write(dead.join("1-1-0"), b"left behind").unwrap();
+        assert_eq!(sweep(&root), 1);
+        assert!(!dead.exists());
+        assert!(live.dir().exists(), "a live process keeps its directory");
+        drop(live);
+    }
+}
