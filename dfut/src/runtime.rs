@@ -627,8 +627,14 @@ impl Drop for Inner {
             w.ask_to_exit();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let in_process = workers.iter().any(|w| w.pid().is_none());
         for mut w in workers {
             w.stop(deadline);
+        }
+        if in_process {
+            // In-process workers' state may outlive them in detached
+            // tasks: their shared memory goes now, with the cluster.
+            crate::shm::remove_own();
         }
         if let Some(s) = &self.scheduler {
             s.shutdown();
