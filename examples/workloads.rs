@@ -151,11 +151,32 @@ fn gb_per_s(bytes: u64, secs: f64) -> f64 {
     rounded(bytes as f64 / secs / 1e9, 2)
 }
 
+/// Seconds each of `RUNS` reads of a 256 MiB object made by a worker took
+/// here: fetched or mapped, then summed and checked.
+fn w6_read(rt: &dfut::Runtime, what: &str) -> dfut::Result<Vec<f64>> {
+    use dfut_benches::objects::{W6_LEN, expected_sum, sum, w6_make};
+    let made = w6_make(W6_LEN);
+    rt.block_on(made.settled());
+    let expected = expected_sum(W6_LEN);
+    let mut secs = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let s = sum(made.get_archived()?.as_slice());
+        secs.push(start.elapsed().as_secs_f64());
+        if s != expected {
+            return Err(dfut::Error::Decode(format!(
+                "w6 {what}: sum {s}, expected {expected}"
+            )));
+        }
+    }
+    Ok(secs)
+}
+
 /// W6 between processes without shared memory (run with `DFUT_SHM=0`):
 /// a 256 MiB argument sent to a task that sums it, and a 256 MiB result
 /// fetched here and summed.
 fn w6_net(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
-    use dfut_benches::objects::{W6_LEN, expected_sum, sum, w6_make, w6_sum};
+    use dfut_benches::objects::{W6_LEN, expected_sum, w6_sum};
     let bytes = W6_LEN * 8;
     let expected = expected_sum(W6_LEN);
     let value: Vec<u64> = (0..W6_LEN).collect();
@@ -171,19 +192,7 @@ fn w6_net(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> 
             )));
         }
     }
-    let made = w6_make(W6_LEN);
-    rt.block_on(made.settled());
-    let mut fetch = Vec::new();
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let s = sum(made.get_archived()?.as_slice());
-        fetch.push(start.elapsed().as_secs_f64());
-        if s != expected {
-            return Err(dfut::Error::Decode(format!(
-                "w6 fetch: sum {s}, expected {expected}"
-            )));
-        }
-    }
+    let fetch = w6_read(rt, "fetch")?;
     eprintln!("w6 over QUIC: arg {arg:?} s, fetch {fetch:?} s");
     out.insert(
         "w6_arg_gb_per_s".into(),
@@ -200,22 +209,9 @@ fn w6_net(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> 
 /// and summed here (a second process of the same host), and the same
 /// figures over QUIC from a copy of this runner without shared memory.
 fn w6(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
-    use dfut_benches::objects::{W6_LEN, expected_sum, sum, w6_make};
-    let made = w6_make(W6_LEN);
-    rt.block_on(made.settled());
-    let expected = expected_sum(W6_LEN);
+    use dfut_benches::objects::W6_LEN;
     let before = rt.client().stats().shared_bytes;
-    let mut shm = Vec::new();
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let s = sum(made.get_archived()?.as_slice());
-        shm.push(start.elapsed().as_secs_f64());
-        if s != expected {
-            return Err(dfut::Error::Decode(format!(
-                "w6 shm: sum {s}, expected {expected}"
-            )));
-        }
-    }
+    let shm = w6_read(rt, "shm")?;
     if rt.client().stats().shared_bytes == before {
         return Err(dfut::Error::Config(
             "w6: the object was not read through shared memory (is /dev/shm there?)".into(),

@@ -74,6 +74,26 @@ pub(crate) fn sweep_all() {
     sweep(&spill);
 }
 
+/// Whether `path` names an object file in a process directory
+/// (`…/dfut-store-*/<file>`, no `..`): the only paths a fetcher maps when
+/// a peer offers them, never an arbitrary file. (The root is not checked:
+/// a driver and its workers may be given different `DFUT_SHM_DIR`s.)
+pub(crate) fn is_object_path(path: &Path) -> bool {
+    let plain = path.is_absolute()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+    plain
+        && path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
+        && path.file_name().is_some_and(|n| n != "lock")
+}
+
 /// Tries to take an exclusive lock on `file` without waiting.
 fn try_lock(file: &File) -> bool {
     // SAFETY: `flock` on a valid open descriptor; no memory is involved.
@@ -214,6 +234,10 @@ mod tests {
         assert_eq!(reader[99], 5, "a mapping outlives the file");
         drop(region);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+        assert!(!is_object_path(Path::new("/etc/shadow")));
+        assert!(!is_object_path(Path::new(
+            "/dev/shm/dfut-store-1-x/../../etc/shadow"
+        )));
     }
 
     #[test]

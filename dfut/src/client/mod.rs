@@ -764,13 +764,19 @@ impl Client {
         let host = self.inner.shm_host.clone().unwrap_or_default();
         let mut reply = self.request(holder, id, host).await?;
         if let Fetched::Shared { path, len } = &reply {
-            match crate::blob::Bytes::mapped(path.into(), false) {
+            let mapped = if crate::shm::is_object_path(std::path::Path::new(path)) {
+                crate::blob::Bytes::mapped(path.into(), false)
+            } else {
+                Err(std::io::Error::other("not a shared-memory object"))
+            };
+            match mapped {
                 Ok(b) if b.len() as u64 == *len => {
                     self.inner.shared_bytes.fetch_add(*len, Ordering::Relaxed);
                     return Ok(Arc::new(b));
                 }
-                // Freed meanwhile, or not visible here (another mount
-                // namespace): ask for the bytes.
+                // Freed meanwhile, not visible here (another mount
+                // namespace or root), or not an object file: ask for the
+                // bytes.
                 _ => reply = self.request(holder, id, String::new()).await?,
             }
         }
