@@ -53,6 +53,11 @@ pub(crate) enum ArgSource {
     Future(Arc<ObjectRef>),
     /// A list of values and results, for a `Many<T>` parameter.
     List(Vec<ArgSource>),
+    /// The result of another task, kept only as lineage once this task
+    /// finished: it does not keep the value alive (its worker frees it
+    /// with its last handle), only the record needed to compute it again
+    /// (see `Client::revive`).
+    Lineage(Arc<ObjectCell>),
 }
 
 /// What is needed to run (or re-run) a task.
@@ -68,9 +73,60 @@ pub(crate) struct TaskRecord {
     pub lost_runs: u32,
     /// Times a worker died while the task was known to be running on it.
     pub crashes: u32,
+    /// The owner's lineage budget and this record's charge on it, while
+    /// the record is kept after the task finished (see
+    /// `Client::keep_lineage`); given back when the record drops.
+    pub charge: Option<(Arc<AtomicU64>, u64)>,
+}
+
+impl Drop for TaskRecord {
+    fn drop(&mut self) {
+        if let Some((budget, bytes)) = self.charge.take() {
+            budget.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        // A record's arguments may hold the last reference to an older
+        // record, and so on down a chain of any length: they are dropped
+        // by one loop rather than one nested drop per link.
+        let args = std::mem::take(&mut self.args);
+        if !args.is_empty() {
+            drop_iteratively(args);
+        }
+    }
 }
 
 impl TaskRecord {
+    /// The arguments, list elements included (not the lists themselves).
+    pub fn args_mut(&mut self) -> impl Iterator<Item = &mut ArgSource> {
+        self.args.iter_mut().flat_map(|arg| match arg {
+            ArgSource::List(items) => items.iter_mut(),
+            one => std::slice::from_mut(one).iter_mut(),
+        })
+    }
+
+    /// Whether an argument is kept as lineage only (the task finished and
+    /// may run again).
+    pub fn has_lineage(&self) -> bool {
+        self.args.iter().any(|arg| match arg {
+            ArgSource::Lineage(_) => true,
+            ArgSource::List(items) => items.iter().any(|i| matches!(i, ArgSource::Lineage(_))),
+            _ => false,
+        })
+    }
+
+    /// What keeping this record after its task finished costs: its
+    /// argument values (kept to send again) and a fixed overhead.
+    pub fn weight(&self) -> u64 {
+        const RECORD: u64 = 256;
+        fn value_bytes(arg: &ArgSource) -> u64 {
+            match arg {
+                ArgSource::Value(blob) => blob.len() as u64,
+                ArgSource::List(items) => items.iter().map(value_bytes).sum(),
+                ArgSource::Future(_) | ArgSource::Lineage(_) => 0,
+            }
+        }
+        RECORD + self.args.iter().map(value_bytes).sum::<u64>()
+    }
+
     /// The results of other tasks this task reads, list elements included.
     pub fn futures(&self) -> impl Iterator<Item = &Arc<ObjectRef>> {
         self.args.iter().flat_map(|arg| {
@@ -125,6 +181,10 @@ pub(crate) struct CellState {
     pub failed_at: Vec<SocketAddr>,
     /// When the task was last dispatched.
     pub dispatched: std::time::Instant,
+    /// The handle whose last reference frees the object; dead once the
+    /// object was released (a lineage reference then revives it, see
+    /// `Client::revive`).
+    pub handle: std::sync::Weak<ObjectRef>,
     wakers: Vec<Waker>,
 }
 
@@ -168,6 +228,7 @@ impl ObjectCell {
                 loser: None,
                 failed_at: Vec::new(),
                 dispatched: std::time::Instant::now(),
+                handle: std::sync::Weak::new(),
                 wakers: Vec::new(),
             }),
             settled: Condvar::new(),
@@ -204,6 +265,20 @@ impl ObjectCell {
     /// Whether the phase is final.
     pub fn is_settled(&self) -> bool {
         self.settled_flag.load(Ordering::Acquire)
+    }
+
+    /// Makes a released object, whose value was freed, an object to
+    /// compute again: queued, unreleased, with nothing known of old runs.
+    pub fn rebuild(&self, st: &mut CellState) {
+        st.phase = Phase::Queued;
+        st.backup = None;
+        st.blocked = None;
+        st.loser = None;
+        st.read_while_running = false;
+        st.failed_at.clear();
+        self.size.store(0, Ordering::Relaxed);
+        self.settled_flag.store(false, Ordering::Release);
+        self.released.store(false, Ordering::Release);
     }
 
     /// Sets the phase and wakes every waiter if it is final.
@@ -307,35 +382,34 @@ impl ObjectRef {
 
 impl Drop for ObjectRef {
     fn drop(&mut self) {
-        // The last reference to a settled object: nothing will re-run its
-        // task, so its lineage goes now, iteratively (a long chain would
-        // otherwise recurse once per link as each drops the previous).
-        if let Some(lineage) = self.client.as_ref().and_then(|c| c.release(&self.cell)) {
-            drop_iteratively(lineage);
+        if let Some(client) = &self.client {
+            // Dropped here, outside every lock (the record's arguments may
+            // release more objects); its own drop keeps the stack flat.
+            drop(client.release(self));
         }
     }
 }
 
 thread_local! {
-    /// Lineages waiting to be dropped by the outermost drop on this
+    /// Arguments waiting to be dropped by the outermost drop on this
     /// thread; holds at most the chain being dropped.
-    static DEFERRED: std::cell::RefCell<Vec<TaskRecord>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DEFERRED: std::cell::RefCell<Vec<Vec<ArgSource>>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Whether a drop further up this thread's stack is draining them.
     static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Drops `lineage`; the lineages its arguments release in turn are queued
-/// and dropped by the same loop, so the stack stays flat.
-fn drop_iteratively(lineage: TaskRecord) {
-    // While this thread's locals are being destroyed, drop it directly.
-    let mut lineage = Some(lineage);
+/// Drops `args`; the records they release in turn queue their own
+/// arguments here, and the same loop drops them, so the stack stays flat.
+fn drop_iteratively(args: Vec<ArgSource>) {
+    let mut args = Some(args);
     let _ = DEFERRED.try_with(|d| {
-        if let Some(l) = lineage.take() {
-            d.borrow_mut().push(l);
+        if let Some(a) = args.take() {
+            d.borrow_mut().push(a);
         }
     });
-    if let Some(l) = lineage {
-        drop(l);
+    if let Some(a) = args {
+        // This thread's locals are being destroyed: drop them directly.
+        drop(a);
         return;
     }
     if DRAINING.try_with(|f| f.replace(true)).unwrap_or(true) {

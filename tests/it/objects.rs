@@ -137,3 +137,83 @@ fn values_larger_than_a_message_stream_and_only_lists_that_do_not_fit_fail() {
         );
     }
 }
+
+#[test]
+fn a_loop_with_retries_keeps_only_its_last_value() {
+    // `x = step(&x)`: each finished step keeps its lineage (to be rebuilt
+    // if lost), which does not keep the previous value alive.
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let mut x = chain_start(0);
+    dfut::Options::new().retries(1).call(|| {
+        for _ in 0..30 {
+            x = chain_step(&x);
+        }
+    });
+    assert_eq!(
+        chain_sum(&x).get_timeout(LIMIT),
+        Ok((0..10_000u64).map(|k| k + 30).sum())
+    );
+    assert!(
+        eventually(LIMIT, || objects_held(&rt) == 1),
+        "only the last value is held: {} (owner has {})",
+        objects_held(&rt),
+        rt.client().owned_objects()
+    );
+}
+
+/// A chain of three links with `retries` each (the first two with
+/// `ancestor_retries`), whose first two handles are dropped (so their
+/// values are freed), and whose last link's worker is then killed.
+fn lose_the_end_of_a_chain(retries: u32, ancestor_retries: u32) -> dfut::Result<(u32, Vec<u64>)> {
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let ancestors = dfut::Options::new().retries(ancestor_retries);
+    let a = ancestors.call(|| pid_chain_start(5));
+    let b = ancestors.call(|| pid_chain_step(&a));
+    let c = dfut::Options::new()
+        .retries(retries)
+        .call(|| pid_chain_step(&b));
+    let holder = made_by(&c).get_timeout(LIMIT).unwrap();
+    drop((a, b));
+    assert!(
+        eventually(LIMIT, || objects_held(&rt) == 1),
+        "the freed links are gone from the workers: {}",
+        objects_held(&rt)
+    );
+    crate::util::signal(holder, "-KILL");
+    assert!(eventually(LIMIT, || rt.client().workers().len() == 1));
+    let got = c.get_timeout(LIMIT);
+    if let Ok((maker, _)) = &got {
+        assert_ne!(*maker, holder, "made again elsewhere");
+    }
+    got
+}
+
+#[test]
+fn a_lost_result_is_rebuilt_from_the_lineage_of_freed_arguments() {
+    let (_, numbers) = lose_the_end_of_a_chain(1, 1).expect("rebuilt");
+    assert_eq!(
+        numbers,
+        (0..10_000).map(|k| 5 + k + 2).collect::<Vec<u64>>()
+    );
+}
+
+#[test]
+fn without_retries_nothing_is_rebuilt_and_the_error_says_why() {
+    // The default: the lost result fails with the worker's loss.
+    let lost = lose_the_end_of_a_chain(0, 0);
+    assert!(
+        matches!(lost, Err(dfut::Error::WorkerLost { .. })),
+        "{lost:?}"
+    );
+    // The lost result may run again, but an argument it needs was freed
+    // and has no retries to be computed again.
+    let unbuildable = lose_the_end_of_a_chain(1, 0);
+    match unbuildable {
+        Err(dfut::Error::ObjectUnavailable(why)) => {
+            assert!(why.contains("no retries left"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

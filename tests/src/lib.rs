@@ -353,3 +353,26 @@ pub fn chain_sum(v: Vec<u64>) -> u64 {
 pub fn total_len(parts: dfut::Many<Vec<u8>>) -> u64 {
     parts.iter().map(|p| p.len() as u64).sum()
 }
+
+/// The start of a chain whose links say which worker made them: this
+/// worker's process id and 10,000 numbers from `seed` (80 KB: kept on
+/// the worker).
+#[dfut::remote]
+pub fn pid_chain_start(seed: u64) -> (u32, Vec<u64>) {
+    (std::process::id(), (0..10_000).map(|k| seed + k).collect())
+}
+
+/// One link of such a chain: every number plus one, made here.
+#[dfut::remote]
+pub fn pid_chain_step(link: (u32, Vec<u64>)) -> (u32, Vec<u64>) {
+    (
+        std::process::id(),
+        link.1.into_iter().map(|x| x + 1).collect(),
+    )
+}
+
+/// The process id of the worker that made a link.
+#[dfut::remote]
+pub fn made_by(link: (u32, Vec<u64>)) -> u32 {
+    link.0
+}

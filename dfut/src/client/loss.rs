@@ -138,6 +138,7 @@ mod tests {
             retry_on_error: false,
             lost_runs: 0,
             crashes: 0,
+            charge: None,
         };
         ObjectCell::new(
             ObjectId { owner: 1, seq: 1 },

@@ -138,6 +138,9 @@ struct Inner {
     fetch_seq: AtomicU64,
     /// Numbers of pushed arguments (see `Arg::Pushed`).
     push_seq: AtomicU64,
+    /// Bytes of task records kept as lineage after their tasks finished
+    /// (see `Client::keep_lineage`); at most [`MAX_LINEAGE_BYTES`].
+    lineage_bytes: Arc<AtomicU64>,
     submitted: AtomicU64,
     fetched_bytes: AtomicU64,
     speculated: AtomicU64,
@@ -254,6 +257,7 @@ impl Client {
                 shared_bytes: AtomicU64::new(0),
                 fetch_seq: AtomicU64::new(1),
                 push_seq: AtomicU64::new(1),
+                lineage_bytes: Arc::new(AtomicU64::new(0)),
                 submitted: AtomicU64::new(0),
                 fetched_bytes: AtomicU64::new(0),
                 speculated: AtomicU64::new(0),
@@ -474,13 +478,15 @@ impl Client {
             retry_on_error: options.retry_on_error,
             lost_runs: 0,
             crashes: 0,
+            charge: None,
         };
         let cell = Arc::new(ObjectCell::new(id, spec.name, Phase::Queued, Some(record)));
-        lock(&self.inner.objects).insert(id, cell.clone());
         let obj = Arc::new(ObjectRef {
             cell: cell.clone(),
             client: Some(self.clone()),
         });
+        cell.lock().handle = Arc::downgrade(&obj);
+        lock(&self.inner.objects).insert(id, cell.clone());
         self.dispatch(&cell);
         DistFuture::from_ref(obj)
     }
@@ -523,12 +529,24 @@ impl Client {
 
     /// Places and sends the task of `cell`, or fails the cell.
     fn try_dispatch(&self, cell: &Arc<ObjectCell>, force: bool) -> Sent {
-        let prepared = {
+        let prepared = loop {
             let st = cell.lock();
             let Some(task) = &st.task else {
                 return Sent::Done;
             };
-            prepare(cell, task, self.inner.inline_max, &self.inner.push_seq)
+            if task.has_lineage() {
+                // A re-run of a finished task: its arguments are lineage.
+                drop(st);
+                match self.revive(cell) {
+                    Ok(true) => continue,
+                    Ok(false) => return Sent::ArgQueued,
+                    Err(e) => {
+                        self.settle(cell, Phase::Failed(e));
+                        return Sent::Done;
+                    }
+                }
+            }
+            break prepare(cell, task, self.inner.inline_max, &self.inner.push_seq);
         };
         let (spec, needs, fn_spec, pushes) = match prepared {
             Ok(p) => p,
@@ -584,17 +602,134 @@ impl Client {
         self.send(addr, Message::Submit(vec![spec]));
     }
 
-    /// Sets a final phase; drops the lineage unless a retry may need it.
+    /// Sets a final phase; drops the task's record unless a retry may need
+    /// it (then it is kept as lineage, see [`Client::keep_lineage`]).
     fn settle(&self, cell: &ObjectCell, phase: Phase) {
-        let lineage = {
+        let dropped = {
             let mut st = cell.lock();
-            let keep = matches!(phase, Phase::Finished { .. })
-                && st.task.as_ref().is_some_and(|t| t.retries_left > 0);
-            if keep { None } else { st.task.take() }
+            let finished = matches!(phase, Phase::Finished { .. });
+            match st.task.as_mut() {
+                Some(task) if finished && task.retries_left > 0 => match self.keep_lineage(task) {
+                    Some(handles) => (handles, None),
+                    None => (Vec::new(), st.task.take()),
+                },
+                _ => (Vec::new(), st.task.take()),
+            }
         };
         cell.set(phase);
+        if cell.released.load(Ordering::Acquire) {
+            // Released while it ran: it was kept only to settle like this.
+            let removed = lock(&self.inner.objects).remove(&cell.id);
+            drop(removed);
+        }
         // Dropped outside the cell's lock: releasing arguments may free them.
-        drop(lineage);
+        drop(dropped);
+    }
+
+    /// Keeps the record of a finished task that may run again (if its
+    /// result is lost) as lineage: its arguments' handles become lineage
+    /// references, which do not keep their values alive. Returns the
+    /// handles, to drop outside every lock; `None` if the owner's lineage
+    /// budget ([`MAX_LINEAGE_BYTES`]) is spent, and the record should go.
+    fn keep_lineage(&self, task: &mut TaskRecord) -> Option<Vec<Arc<ObjectRef>>> {
+        if task.charge.is_none() {
+            let weight = task.weight();
+            let budget = &self.inner.lineage_bytes;
+            if budget.fetch_add(weight, Ordering::Relaxed) + weight > MAX_LINEAGE_BYTES {
+                budget.fetch_sub(weight, Ordering::Relaxed);
+                tracing::debug!(
+                    function = task.spec.name,
+                    "lineage budget spent: this result cannot be rebuilt if lost"
+                );
+                return None;
+            }
+            task.charge = Some((budget.clone(), weight));
+        }
+        let mut handles = Vec::new();
+        for arg in task.args_mut() {
+            if let ArgSource::Future(r) = arg {
+                let cell = r.cell.clone();
+                if let ArgSource::Future(r) = std::mem::replace(arg, ArgSource::Lineage(cell)) {
+                    handles.push(r);
+                }
+            }
+        }
+        Some(handles)
+    }
+
+    /// Turns the lineage arguments of `cell`'s task back into handles
+    /// before it runs again. An argument whose handles are all gone was
+    /// freed: it is queued to be computed again from its own lineage,
+    /// using one of its retries, and so on up the chain (iteratively);
+    /// those rebuilt are dispatched oldest first. Returns `Ok(false)` if
+    /// an argument's last handle is being dropped right now (try again
+    /// later), and an error if a freed argument cannot be rebuilt.
+    fn revive(&self, cell: &Arc<ObjectCell>) -> Result<bool> {
+        let mut work = vec![cell.clone()];
+        let mut rebuilt: Vec<Arc<ObjectCell>> = Vec::new();
+        let mut done = true;
+        while let Some(c) = work.pop() {
+            let mut st = c.lock();
+            let Some(task) = st.task.as_mut() else {
+                continue;
+            };
+            for arg in task.args_mut() {
+                let ArgSource::Lineage(a) = arg else {
+                    continue;
+                };
+                let a = a.clone();
+                let handle = match self.resurrect(&a, c.function)? {
+                    Revived::Held(r) => r,
+                    Revived::Rebuilt(r) => {
+                        work.push(a.clone());
+                        rebuilt.push(a);
+                        r
+                    }
+                    Revived::Releasing => {
+                        done = false;
+                        continue;
+                    }
+                };
+                *arg = ArgSource::Future(handle);
+            }
+        }
+        rebuilt.sort_by_key(|c| c.id.seq);
+        for a in rebuilt {
+            tracing::info!(object = %a.id, function = a.function, "rebuilding a freed argument from its lineage");
+            self.dispatch(&a);
+        }
+        Ok(done)
+    }
+
+    /// A handle to `a`, an argument of a task of `reader` about to run
+    /// again: its live handle, or a new one with `a` queued to be computed
+    /// again if it was freed.
+    fn resurrect(&self, a: &Arc<ObjectCell>, reader: &str) -> Result<Revived> {
+        let handle = {
+            let mut st = a.lock();
+            if let Some(r) = st.handle.upgrade() {
+                return Ok(Revived::Held(r));
+            }
+            if !a.released.load(Ordering::Acquire) {
+                return Ok(Revived::Releasing);
+            }
+            if !take_retry(&mut st) {
+                return Err(Error::ObjectUnavailable(format!(
+                    "{} (a result of `{}`, read by `{reader}`) was freed, and it cannot be \
+                     computed again: `{}` has no retries left",
+                    a.id, a.function, a.function
+                )));
+            }
+            a.rebuild(&mut st);
+            let r = Arc::new(ObjectRef {
+                cell: a.clone(),
+                client: Some(self.clone()),
+            });
+            st.handle = Arc::downgrade(&r);
+            r
+        };
+        lock(&self.inner.objects).insert(a.id, a.clone());
+        Ok(Revived::Rebuilt(handle))
     }
 
     /// Called when the last reference to `cell` is dropped. A submitted
@@ -602,15 +737,32 @@ impl Client {
     /// its worker frees the result when it finishes. Returns the lineage
     /// of a settled object, which nothing will re-run, for the caller to
     /// drop outside every lock.
-    pub(crate) fn release(&self, cell: &Arc<ObjectCell>) -> Option<crate::object::TaskRecord> {
-        lock(&self.inner.objects).remove(&cell.id);
-        cell.released.store(true, Ordering::Release);
+    pub(crate) fn release(&self, obj: &ObjectRef) -> Option<crate::object::TaskRecord> {
+        let cell = &obj.cell;
         let (copies, blocked, lineage) = {
             let mut st = cell.lock();
-            let lineage = if cell.is_settled() {
-                st.task.take()
-            } else {
-                None
+            // Under the lock: `resurrect` revives only a released object,
+            // and `settle` sees either the flag or a settled phase here.
+            cell.released.store(true, Ordering::Release);
+            if cell.is_settled() {
+                // A task still running stays in the table until it settles,
+                // to leave its arguments' handles as a finished task does.
+                let removed = lock(&self.inner.objects).remove(&cell.id);
+                drop(removed);
+            }
+            // A record kept as lineage stays with the cell while a later
+            // task's lineage refers to it; the value itself goes.
+            let lineage = match &mut st.phase {
+                Phase::Finished { inline, .. } => {
+                    *inline = None;
+                    if st.task.as_ref().is_some_and(|t| t.charge.is_some()) {
+                        None
+                    } else {
+                        st.task.take()
+                    }
+                }
+                Phase::Failed(_) => st.task.take(),
+                _ => None,
             };
             let holder = match &st.phase {
                 Phase::Pending(h) | Phase::Running(h) => Some(*h),
@@ -913,7 +1065,7 @@ impl Client {
         }
         self.pump(false);
         let Some(cell) = cell else {
-            return; // released while running; the worker was told to free it
+            return; // released and settled: its worker was told to free it
         };
         {
             let mut st = cell.lock();
@@ -1237,6 +1389,22 @@ enum Unready {
 }
 
 /// What became of a dispatch.
+/// What `Client::resurrect` found.
+enum Revived {
+    /// The argument's value is alive: a handle to it.
+    Held(Arc<ObjectRef>),
+    /// It was freed and is queued to be computed again.
+    Rebuilt(Arc<ObjectRef>),
+    /// Its last handle is being dropped on another thread.
+    Releasing,
+}
+
+/// The most bytes of task records an owner keeps as lineage after their
+/// tasks finished (argument values kept to send again, and 256 bytes per
+/// record). Past it, new results of tasks with retries are not kept
+/// rebuildable: their tasks are still retried while they run.
+pub(crate) const MAX_LINEAGE_BYTES: u64 = 256 << 20;
+
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     /// Sent, or settled (failed): nothing more to do.
@@ -1346,6 +1514,8 @@ fn wire_one(
 ) -> std::result::Result<Wired, Unready> {
     match arg {
         ArgSource::Value(blob) => Ok(Wired::Value(blob.to_vec())),
+        // Revived before `prepare`; should one remain, the task waits.
+        ArgSource::Lineage(_) => Err(Unready::ArgQueued),
         ArgSource::List(_) => Err(Unready::Failed(Error::Encode(
             "a list argument cannot contain another list".into(),
         ))),
