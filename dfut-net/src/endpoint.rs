@@ -209,6 +209,12 @@ impl Link {
         self.conn.remote_address()
     }
 
+    /// An identifier of the connection, the same for every clone of this
+    /// link and unique among the endpoint's live connections.
+    pub fn id(&self) -> usize {
+        self.conn.stable_id()
+    }
+
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         self.conn.close_reason().is_none() && !self.tx.is_closed()

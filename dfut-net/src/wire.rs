@@ -258,6 +258,40 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerState>,
 }
 
+/// How far along an object held by a worker is, and where its bytes are.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectState {
+    /// Computed; in the worker's memory.
+    Heap,
+    /// Computed; sealed in the host's shared memory.
+    Shared,
+    /// Computed; spilled to the worker's local disk.
+    Spilled,
+    /// Being computed there (or awaited by a reader there).
+    Computing,
+    /// Its task failed; the failure is kept for dependents.
+    Failed,
+}
+
+/// One object a worker holds, as `dfut objects` lists it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ObjectListing {
+    /// The object.
+    pub id: ObjectId,
+    /// Its encoded size in bytes (0 unless computed).
+    pub bytes: u64,
+    /// Where it stands.
+    pub state: ObjectState,
+    /// The worker holding it.
+    pub holder: String,
+    /// References its owner holds (handles, and tasks that read it); `None`
+    /// when the owner did not answer (gone, or too slow).
+    pub refs: Option<u32>,
+    /// The function that computes it, as its owner knows it (empty when
+    /// the owner did not answer).
+    pub function: String,
+}
+
 /// The role a connecting peer declares in its first message.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -385,4 +419,33 @@ pub enum Message {
     /// Owner → worker: cancel these tasks (a queued one never runs, a
     /// running one's result is discarded) and free their results.
     Cancel(Vec<ObjectId>),
+    /// Tool → worker: list your largest objects (at most `limit`).
+    ObjectsRequest {
+        /// Request number, echoed in the reply.
+        req: u64,
+        /// The most objects to list.
+        limit: u32,
+    },
+    /// Worker → tool: its largest objects, largest first.
+    ObjectsReply {
+        /// The request number.
+        req: u64,
+        /// The objects.
+        objects: Vec<ObjectListing>,
+    },
+    /// Worker → owner: how many references do you hold to these objects?
+    RefQuery {
+        /// Request number, echoed in the reply.
+        req: u64,
+        /// The objects, all of this owner.
+        ids: Vec<ObjectId>,
+    },
+    /// Owner → worker: the references to each object asked about (0 for
+    /// one it no longer references), and its function's name.
+    RefReply {
+        /// The request number.
+        req: u64,
+        /// One entry per object, in the order asked.
+        refs: Vec<(u32, String)>,
+    },
 }

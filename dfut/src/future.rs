@@ -110,6 +110,21 @@ impl<T> DistFuture<T> {
     pub fn function(&self) -> &'static str {
         self.obj.cell.function
     }
+
+    /// The object's cluster-wide id, as `dfut objects` lists it (its
+    /// owner's node id and a sequence number).
+    ///
+    /// ```
+    /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// # let _guard = rt.enter();
+    /// # #[dfut::remote] fn one() -> u8 { 1 }
+    /// let f = one();
+    /// assert_eq!(f.id().owner, rt.client().node_id());
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn id(&self) -> crate::scheduler::ObjectId {
+        self.obj.cell.id
+    }
 }
 
 impl<T: Data> DistFuture<T> {

@@ -217,3 +217,84 @@ fn without_retries_nothing_is_rebuilt_and_the_error_says_why() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn memory_stays_flat_over_many_tasks() {
+    // 50,000 tasks here; `scripts/memory-flat.sh` runs a million.
+    let out = std::process::Command::new(crate::util::WORKER)
+        .args(["--memory-flat", "50000"])
+        .env("DFUT_WORKERS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dfut_objects_lists_the_largest_objects_with_their_references() {
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let dir = crate::util::tempdir("objects-tool");
+    let credential = dir.join("cluster.pem");
+    rt.credential().save(&credential, false).unwrap();
+    let big = bytes(300_000, 1);
+    let again = big.clone();
+    let smaller = bytes(100_000, 2);
+    let failed = explode("on purpose");
+    assert!(big.get_timeout(LIMIT).is_ok() && smaller.get_timeout(LIMIT).is_ok());
+    assert!(failed.get_timeout(LIMIT).is_err());
+    let out = std::process::Command::new(crate::util::dfut_tool())
+        .args(["objects", "--json", "--limit", "5", "--scheduler"])
+        .arg(rt.scheduler_addr().to_string())
+        .arg("--credential-file")
+        .arg(&credential)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    let field = |i: usize, k: &str| listed[i][k].clone();
+    assert_eq!(field(0, "id"), big.id().to_string());
+    assert!(field(0, "bytes").as_u64().unwrap() >= 300_000);
+    assert_eq!(field(0, "refs"), 2, "`big` and its clone");
+    assert_eq!(field(0, "function"), "dfut_tests::bytes");
+    assert_eq!(field(0, "owner"), format!("{:x}", rt.client().node_id()));
+    assert!(["heap", "shm"].contains(&field(0, "state").as_str().unwrap()));
+    let holders: Vec<String> = rt
+        .client()
+        .workers()
+        .iter()
+        .map(|w| w.addr.to_string())
+        .collect();
+    assert!(holders.contains(&field(0, "holder").as_str().unwrap().to_owned()));
+    assert_eq!(field(1, "id"), smaller.id().to_string());
+    assert_eq!(field(1, "refs"), 1);
+    let failure = listed
+        .iter()
+        .find(|o| o["id"] == failed.id().to_string())
+        .expect("the failure is listed");
+    assert_eq!(failure["state"], "failed");
+    drop(again);
+    let table = std::process::Command::new(crate::util::dfut_tool())
+        .args(["objects", "--scheduler"])
+        .arg(rt.scheduler_addr().to_string())
+        .arg("--credential-file")
+        .arg(&credential)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().nth(1).is_some_and(
+            |l| l.starts_with(&big.id().to_string()) && l.contains(" 1  dfut_tests::bytes")
+        ),
+        "{table}"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dfut::ClusterCredential;
-use dfut::scheduler::{ClusterStatus, SchedulerConfig};
+use dfut::scheduler::{ClusterStatus, ObjectListing, ObjectState, SchedulerConfig};
 
 #[derive(Parser)]
 #[command(name = "dfut", version, about = "Distributed futures: cluster tools")]
@@ -48,6 +48,22 @@ enum Command {
         /// Cluster credential file.
         #[arg(long, env = "DFUT_CREDENTIAL_FILE", default_value = "dfut-cluster.pem")]
         credential_file: PathBuf,
+    },
+    /// List the largest objects held in a cluster: owner, size, state,
+    /// holder and the references its owner holds.
+    Objects {
+        /// The scheduler's address.
+        #[arg(long, env = "DFUT_SCHEDULER", default_value = "127.0.0.1:50051")]
+        scheduler: SocketAddr,
+        /// Cluster credential file.
+        #[arg(long, env = "DFUT_CREDENTIAL_FILE", default_value = "dfut-cluster.pem")]
+        credential_file: PathBuf,
+        /// How many to list (each worker lists at most 1,000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON (one array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a new cluster credential to a file (mode 0600).
     Credential {
@@ -133,6 +149,25 @@ fn run(cli: Cli) -> dfut::Result<()> {
             print!("{}", render(scheduler, &status));
             Ok(())
         }
+        Command::Objects {
+            scheduler,
+            credential_file,
+            limit,
+            json,
+        } => {
+            let credential = ClusterCredential::from_file(&credential_file)?;
+            let objects = runtime()?.block_on(dfut::scheduler::query_objects(
+                scheduler,
+                &credential,
+                limit,
+            ))?;
+            if json {
+                println!("{}", objects_json(&objects));
+            } else {
+                print!("{}", render_objects(&objects));
+            }
+            Ok(())
+        }
         Command::Credential { out, force } => {
             write_credential(&out, force)?;
             println!("wrote a new cluster credential to {}", out.display());
@@ -213,4 +248,58 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
         "tasks: queued {queued}, running {running}, finished {done}, failed {failed}"
     );
     out
+}
+
+fn state_name(state: ObjectState) -> &'static str {
+    match state {
+        ObjectState::Heap => "heap",
+        ObjectState::Shared => "shm",
+        ObjectState::Spilled => "spilled",
+        ObjectState::Computing => "computing",
+        ObjectState::Failed => "failed",
+    }
+}
+
+fn render_objects(objects: &[ObjectListing]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>16} {:>12} {:<9} {:<22} {:>4}  FUNCTION",
+        "OBJECT", "OWNER", "BYTES", "STATE", "HOLDER", "REFS"
+    );
+    for o in objects {
+        let refs = o.refs.map_or("?".to_owned(), |r| r.to_string());
+        let _ = writeln!(
+            out,
+            "{:<24} {:>16x} {:>12} {:<9} {:<22} {:>4}  {}",
+            o.id.to_string(),
+            o.id.owner,
+            o.bytes,
+            state_name(o.state),
+            o.holder,
+            refs,
+            o.function
+        );
+    }
+    let total: u64 = objects.iter().map(|o| o.bytes).sum();
+    let _ = writeln!(out, "{} objects, {total} bytes", objects.len());
+    out
+}
+
+fn objects_json(objects: &[ObjectListing]) -> serde_json::Value {
+    objects
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "id": o.id.to_string(),
+                "owner": format!("{:x}", o.id.owner),
+                "bytes": o.bytes,
+                "state": state_name(o.state),
+                "holder": o.holder,
+                "refs": o.refs,
+                "function": o.function,
+            })
+        })
+        .collect()
 }

@@ -138,6 +138,10 @@ impl Client {
                     };
                     self.fetched(req, result);
                 }
+                Ok(Message::RefQuery { req, ids }) => {
+                    let refs = self.references(&ids);
+                    self.send(addr, Message::RefReply { req, refs });
+                }
                 Ok(Message::Goodbye) => return,
                 Ok(other) => {
                     tracing::warn!(peer = %addr, "unexpected message on a client link: {other:?}");

@@ -357,6 +357,31 @@ impl Client {
         lock(&self.inner.cluster).policy.name().to_owned()
     }
 
+    /// For `dfut objects`: the references this owner holds to each of
+    /// `ids` (handles, and tasks that read it; 0 once released) and the
+    /// function computing it.
+    pub(crate) fn references(&self, ids: &[ObjectId]) -> Vec<(u32, String)> {
+        // Cells are locked after the table's lock is let go (`release`
+        // takes the table's lock under a cell's).
+        let cells: Vec<Option<Arc<ObjectCell>>> = {
+            let objects = lock(&self.inner.objects);
+            ids.iter().map(|id| objects.get(id).cloned()).collect()
+        };
+        cells
+            .into_iter()
+            .map(|cell| match cell {
+                Some(cell) => {
+                    let refs = cell.lock().handle.strong_count();
+                    (
+                        u32::try_from(refs).unwrap_or(u32::MAX),
+                        cell.function.to_owned(),
+                    )
+                }
+                None => (0, String::new()),
+            })
+            .collect()
+    }
+
     /// How many objects this client owns that are still referenced.
     pub fn owned_objects(&self) -> usize {
         lock(&self.inner.objects).len()

@@ -11,10 +11,12 @@ mod policies;
 mod policy;
 pub(crate) mod service;
 
-pub use dfut_net::wire::{ClusterStatus, ObjectId, WorkerInfo, WorkerLoad, WorkerState};
+pub use dfut_net::wire::{
+    ClusterStatus, ObjectId, ObjectListing, ObjectState, WorkerInfo, WorkerLoad, WorkerState,
+};
 pub use policies::{DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin};
 pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
-pub use service::{SchedulerConfig, SchedulerHandle, query_status, serve};
+pub use service::{SchedulerConfig, SchedulerHandle, query_objects, query_status, serve};
 
 /// The names [`policy_by_name`] accepts.
 pub const POLICY_NAMES: &[&str] = policies::NAMES;

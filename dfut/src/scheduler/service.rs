@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dfut_net::wire::{ClusterStatus, Message, Role};
+use dfut_net::wire::{ClusterStatus, Message, ObjectListing, Role};
 use dfut_net::{ClusterCredential, Endpoint, Inbox, Link};
 
 use super::membership::Membership;
@@ -245,31 +245,116 @@ pub async fn query_status(
     addr: SocketAddr,
     credential: &ClusterCredential,
 ) -> Result<ClusterStatus> {
-    let endpoint = Endpoint::bind(
+    let endpoint = tool_endpoint(credential)?;
+    let status = ask_status(&endpoint, addr).await;
+    endpoint.close();
+    status
+}
+
+/// Lists the `limit` largest objects in the cluster whose scheduler is at
+/// `addr`, largest first: each worker named by the scheduler lists its
+/// own (at most 1,000), with the references its owner holds to it. A
+/// worker that does not answer within 10 s is left out.
+///
+/// ```
+/// #[dfut::remote]
+/// fn zeros(n: u64) -> Vec<u8> {
+///     vec![0; n as usize]
+/// }
+///
+/// let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
+/// let _ctx = rt.enter();
+/// let big = zeros(200_000);
+/// big.get()?;
+/// let query = dfut::scheduler::query_objects(rt.scheduler_addr(), rt.credential(), 10);
+/// let objects = rt.block_on(query)?;
+/// assert_eq!(objects[0].id, big.id());
+/// assert!(objects[0].bytes >= 200_000);
+/// assert_eq!(objects[0].refs, Some(1), "the handle `big`");
+/// # Ok::<(), dfut::Error>(())
+/// ```
+pub async fn query_objects(
+    addr: SocketAddr,
+    credential: &ClusterCredential,
+    limit: u32,
+) -> Result<Vec<ObjectListing>> {
+    let endpoint = tool_endpoint(credential)?;
+    let listed = async {
+        let status = ask_status(&endpoint, addr).await?;
+        let asks = status.workers.iter().map(|w| {
+            let endpoint = &endpoint;
+            async move {
+                let worker: SocketAddr = w.info.addr.parse().ok()?;
+                let request = Message::ObjectsRequest { req: 1, limit };
+                let reply = ask(endpoint, worker, request, |m| match m {
+                    Message::ObjectsReply { objects, .. } => Some(objects),
+                    _ => None,
+                })
+                .await;
+                reply
+                    .inspect_err(|e| tracing::warn!(%worker, "no object listing: {e}"))
+                    .ok()
+            }
+        });
+        let mut all: Vec<ObjectListing> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        all.sort_by_key(|o| std::cmp::Reverse(o.bytes));
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+    .await;
+    endpoint.close();
+    listed
+}
+
+/// An endpoint for a tool's questions.
+fn tool_endpoint(credential: &ClusterCredential) -> Result<Endpoint> {
+    Ok(Endpoint::bind(
         SocketAddr::from(([0, 0, 0, 0], 0)),
         credential,
         crate::limits::endpoint_options(),
-    )?;
-    let (link, mut inbox) = endpoint.connect(addr).await?;
-    link.send(Message::Hello {
-        node: rand::random(),
-        role: Role::Tool,
-        secret: rand::random(),
-    })?;
-    link.send(Message::StatusRequest)?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(msg) = inbox.recv().await {
-            if let Message::StatusReply(status) = msg? {
-                return Ok(status);
-            }
-        }
-        Err(crate::Error::Transport(
-            "the scheduler closed the connection".into(),
-        ))
+    )?)
+}
+
+async fn ask_status(endpoint: &Endpoint, addr: SocketAddr) -> Result<ClusterStatus> {
+    ask(endpoint, addr, Message::StatusRequest, |m| match m {
+        Message::StatusReply(status) => Some(status),
+        _ => None,
     })
     .await
-    .map_err(|_| crate::Error::Timeout(Duration::from_secs(10)))?;
-    link.close("done");
-    endpoint.close();
-    reply
+}
+
+/// Connects to `addr` as a tool, sends `request`, and returns the first
+/// reply `pick` takes, within 10 s.
+async fn ask<T>(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    request: Message,
+    pick: impl Fn(Message) -> Option<T>,
+) -> Result<T> {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    tokio::time::timeout(PATIENCE, async {
+        let (link, mut inbox) = endpoint.connect(addr).await?;
+        link.send(Message::Hello {
+            node: rand::random(),
+            role: Role::Tool,
+            secret: rand::random(),
+        })?;
+        link.send(request)?;
+        while let Some(msg) = inbox.recv().await {
+            if let Some(reply) = pick(msg?) {
+                link.close("done");
+                return Ok(reply);
+            }
+        }
+        Err(crate::Error::Transport(format!(
+            "{addr} closed the connection"
+        )))
+    })
+    .await
+    .map_err(|_| crate::Error::Timeout(PATIENCE))?
 }

@@ -11,6 +11,7 @@
 mod config;
 mod deadline;
 mod exec;
+mod listing;
 mod monitor;
 mod owners;
 mod pushed;
@@ -151,6 +152,11 @@ pub(crate) struct Shared {
     pub store_limit: u64,
     /// Large arguments pushed by owners, until their task claims them.
     pub pushed: Mutex<pushed::Pushed>,
+    /// The newest connection of each owner with one open (to ask it about
+    /// references); bounded by the open connections.
+    owner_links: Mutex<std::collections::HashMap<u64, Link>>,
+    /// Questions about references waiting for owners' answers.
+    ref_queries: Mutex<listing::RefQueries>,
     /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -281,6 +287,8 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         spill,
         store_limit,
         pushed: Mutex::new(pushed::Pushed::default()),
+        owner_links: Mutex::new(std::collections::HashMap::new()),
+        ref_queries: Mutex::new(listing::RefQueries::default()),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     // Heartbeats run on the monitor thread, on an endpoint of their own:
@@ -594,6 +602,7 @@ async fn serve_link(
                     break;
                 }
                 owner = Some(node);
+                lock(&shared.owner_links).insert(node, link.clone());
             }
             // Tasks and objects are acted on only for the owner this
             // connection proved to be.
@@ -633,6 +642,12 @@ async fn serve_link(
                     lifo_dirty = true; // a task waiting for it
                 }
             }
+            Ok(Message::ObjectsRequest { req, limit }) => {
+                tokio::spawn(listing::serve(shared.clone(), link.clone(), req, limit));
+            }
+            Ok(Message::RefReply { req, refs }) => {
+                lock(&shared.ref_queries).answered(owner, req, refs);
+            }
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
             Err(e) => {
@@ -645,6 +660,10 @@ async fn serve_link(
     if let Some(node) = owner {
         // Its objects stay for the grace period: it may reconnect.
         lock(&shared.owners).release(node, std::time::Instant::now());
+        let mut links = lock(&shared.owner_links);
+        if links.get(&node).is_some_and(|l| l.id() == link.id()) {
+            links.remove(&node);
+        }
     }
 }
 

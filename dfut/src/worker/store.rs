@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dfut_net::wire::{Failure, FailureKind, ObjectId};
+use dfut_net::wire::{Failure, FailureKind, ObjectId, ObjectState};
 use tokio::sync::oneshot;
 
 use crate::object::Blob;
@@ -340,6 +340,39 @@ impl Store {
             .collect()
     }
 
+    /// The `limit` largest objects held or computed here, largest first,
+    /// with their sizes and states.
+    pub fn largest(&self, limit: usize) -> Vec<(ObjectId, u64, ObjectState)> {
+        let mut all: Vec<(ObjectId, u64, ObjectState)> = self
+            .entries
+            .iter()
+            .map(|(id, e)| {
+                let (bytes, state) = match e {
+                    Entry::Ready(blob) => (
+                        blob.len() as u64,
+                        match self.place_of(blob) {
+                            Place::Heap => ObjectState::Heap,
+                            Place::Shared => ObjectState::Shared,
+                            Place::Disk => ObjectState::Spilled,
+                        },
+                    ),
+                    Entry::Failed(_) => (0, ObjectState::Failed),
+                    Entry::Pending(_) | Entry::Awaited { .. } => (0, ObjectState::Computing),
+                };
+                (*id, bytes, state)
+            })
+            .collect();
+        let by_size = |a: &(ObjectId, u64, ObjectState), b: &(ObjectId, u64, ObjectState)| {
+            b.1.cmp(&a.1).then(a.0.seq.cmp(&b.0.seq))
+        };
+        if all.len() > limit && limit > 0 {
+            all.select_nth_unstable_by(limit - 1, by_size);
+        }
+        all.truncate(limit);
+        all.sort_unstable_by(by_size);
+        all
+    }
+
     /// Objects held or being computed here (not those only awaited).
     pub fn len(&self) -> usize {
         self.entries
@@ -361,6 +394,27 @@ mod tests {
 
     fn id(owner: u64, seq: u64) -> ObjectId {
         ObjectId { owner, seq }
+    }
+
+    #[test]
+    fn the_largest_objects_are_listed_largest_first() {
+        let mut s = Store::default();
+        for (seq, len) in [(1, 10), (2, 300), (3, 20), (4, 300)] {
+            s.expect(id(1, seq));
+            s.complete(id(1, seq), Ok(blob(vec![0; len])));
+        }
+        s.expect(id(1, 5));
+        let listed = s.largest(3);
+        assert_eq!(
+            listed,
+            vec![
+                (id(1, 2), 300, ObjectState::Heap),
+                (id(1, 4), 300, ObjectState::Heap),
+                (id(1, 3), 20, ObjectState::Heap),
+            ]
+        );
+        assert_eq!(s.largest(10).len(), 5);
+        assert_eq!(s.largest(10)[4], (id(1, 5), 0, ObjectState::Computing));
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //!   both arrive whole (they stream), that a list of inline values too
 //!   large for one message fails its own call, and that the cluster still
 //!   works; prints `ok`;
+//! - `--memory-flat N`: runs `N` small tasks on a local cluster in
+//!   batches of 10,000 (half of them failing, a quarter with retries that
+//!   re-run the failures, and a 100-link chain with retries per batch,
+//!   whose lineage is kept until it drops), then checks that every store
+//!   is empty and that the resident memory of the driver and of each
+//!   worker is within 10 % + 20 MiB of what it was after the first tenth
+//!   of the batches; prints the figures, then `ok` or `not flat`
+//!   (`scripts/memory-flat.sh` runs it with a million);
 //! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
 //!   results of 100 KiB that stay on the workers, prints `ready`, and
 //!   waits to be killed (the ownership tests).
@@ -37,6 +45,12 @@ fn main() -> dfut::Result<()> {
         Some("--init-async") => init_async(),
         Some("--multi-host") => multi_host(),
         Some("--too-large") => too_large(),
+        Some("--memory-flat") => memory_flat(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100_000),
+        ),
         Some("--owner") => owner(
             std::env::args()
                 .nth(2)
@@ -89,6 +103,104 @@ fn too_large() -> dfut::Result<()> {
         1_500_000
     );
     println!("ok");
+    Ok(())
+}
+
+/// Resident memory of process `pid`, in bytes (0 if unknown).
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+fn memory_flat(total: u64) -> dfut::Result<()> {
+    const BATCH: u64 = 10_000;
+    const CHAIN: u64 = 100;
+    let limit = Duration::from_secs(120);
+    let rt = dfut::init()?;
+    let mut pids = vec![std::process::id()];
+    pids.extend(rt.worker_pids());
+    let batches = total.div_ceil(BATCH).max(2);
+    let warm = (batches / 10).max(1);
+    let retried = dfut::Options::new().retries(1).retry_on_error(true);
+    let mut baseline = Vec::new();
+    let started = std::time::Instant::now();
+    for b in 0..batches {
+        let base = b * BATCH;
+        // Even numbers succeed, odd ones fail; every fourth call retries
+        // its failure once.
+        let calls: Vec<_> = (base..base + BATCH)
+            .map(|x| {
+                if x % 4 == 3 {
+                    retried.call(|| dfut_tests::even_only(x))
+                } else {
+                    dfut_tests::even_only(x)
+                }
+            })
+            .collect();
+        let mut link = dfut_tests::inc(base);
+        dfut::Options::new().retries(1).call(|| {
+            for _ in 1..CHAIN {
+                link = dfut_tests::inc(&link);
+            }
+        });
+        let (mut ok, mut failed) = (0u64, 0u64);
+        for (x, call) in (base..).zip(&calls) {
+            match call.get_timeout(limit) {
+                Ok(v) if v == x && x % 2 == 0 => ok += 1,
+                Err(dfut::Error::TaskFailed { .. }) if x % 2 == 1 => failed += 1,
+                other => panic!("even_only({x}): {other:?}"),
+            }
+        }
+        assert_eq!((ok, failed), (BATCH / 2, BATCH / 2), "batch {b}");
+        assert_eq!(link.get_timeout(limit)?, base + CHAIN, "chain of batch {b}");
+        drop((calls, link));
+        if b + 1 == warm {
+            baseline = pids.iter().map(|p| resident(*p)).collect();
+        }
+    }
+    let took = started.elapsed();
+    let stores_empty = || {
+        rt.client().owned_objects() == 0
+            && rt.client().workers().iter().all(|w| w.load.objects == 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !stores_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held: u64 = rt.client().workers().iter().map(|w| w.load.objects).sum();
+    let end: Vec<u64> = pids.iter().map(|p| resident(*p)).collect();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "{} tasks in {:.1} s ({:.0} tasks/s); objects held at the end: {} by the owner, {held} by the workers",
+        batches * (BATCH + CHAIN),
+        took.as_secs_f64(),
+        (batches * (BATCH + CHAIN)) as f64 / took.as_secs_f64(),
+        rt.client().owned_objects(),
+    );
+    let mut flat = stores_empty();
+    for (i, (before, after)) in baseline.iter().zip(&end).enumerate() {
+        let who = if i == 0 {
+            "driver".to_owned()
+        } else {
+            format!("worker {i}")
+        };
+        let bound = before + before / 10 + (20 << 20);
+        let within = *after <= bound;
+        flat &= within;
+        println!(
+            "{who} (pid {}): {:.1} MiB after batch {warm}, {:.1} MiB at the end (bound {:.1} MiB){}",
+            pids[i],
+            mib(*before),
+            mib(*after),
+            mib(bound),
+            if within { "" } else { ": GREW" }
+        );
+    }
+    println!("{}", if flat { "ok" } else { "not flat" });
     Ok(())
 }
 
