@@ -347,19 +347,33 @@ async fn write_loop(
 /// request number and length (u64, little-endian), then the bytes, under
 /// the stream's flow control.
 async fn send_bulk(conn: quinn::Connection, req: u64, payload: Payload) {
-    let bytes = payload.as_slice();
+    let len = payload.as_slice().len();
     let mut header = [0u8; BULK_HEADER];
     header[..8].copy_from_slice(&req.to_le_bytes());
-    header[8..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    header[8..].copy_from_slice(&(len as u64).to_le_bytes());
     let sent = async {
         let mut send = conn.open_uni().await?;
         send.write_all(&header).await?;
-        send.write_all(bytes).await?;
+        // Handed to quinn by reference: its send buffer holds slices of
+        // the payload, not a copy.
+        if let Some(shared) = payload.into_shared() {
+            send.write_chunk(bytes::Bytes::from_owner(Shared(shared)))
+                .await?;
+        }
         send.finish()?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     };
     if let Err(e) = sent.await {
         tracing::debug!(peer = %conn.remote_address(), "bulk {req} not sent: {e}");
+    }
+}
+
+/// Shared bytes as the owner of a [`bytes::Bytes`].
+struct Shared(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
     }
 }
 
