@@ -116,6 +116,10 @@ pub struct WorkerLoad {
     pub spilled_bytes: u64,
     /// Objects spilled to disk.
     pub spilled_objects: u64,
+    /// Bytes of objects this worker fetched from other hosts over the
+    /// network, since start (not those mapped from this host's shared
+    /// memory).
+    pub fetched_bytes: u64,
     /// Tasks finished successfully since start.
     pub tasks_done: u64,
     /// Tasks failed since start.

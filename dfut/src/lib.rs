@@ -41,6 +41,7 @@ mod context;
 mod data;
 mod error;
 mod future;
+mod host_cache;
 mod limits;
 mod local;
 mod mapreduce;

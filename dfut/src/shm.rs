@@ -205,6 +205,7 @@ pub(crate) fn sweep(root: &Path) -> usize {
             removed += 1;
         }
     }
+    crate::host_cache::sweep(root);
     if removed > 0 {
         tracing::info!(removed, root = %root.display(), "removed the shared memory of dead processes");
     }

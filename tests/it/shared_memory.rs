@@ -171,3 +171,82 @@ fn a_full_store_that_cannot_spill_fails_the_result_not_the_worker() {
         "room again"
     );
 }
+
+#[test]
+fn an_object_from_another_host_is_fetched_once_per_host() {
+    use std::process::Command;
+
+    use crate::util::{Processes, WORKER, dfut_tool, free_port};
+    if gpu_or_skip("fetched once per host").is_none() {
+        return;
+    }
+    let dir = tempdir("once-per-host");
+    let pem = dir.join("cluster.pem");
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut procs = Processes::default();
+    procs.start(Command::new(dfut_tool()).args([
+        "scheduler",
+        "--port",
+        &port.to_string(),
+        "--credential-file",
+        &pem.display().to_string(),
+    ]));
+    assert!(eventually(LIMIT, || pem.is_file()));
+    let credential = dfut::ClusterCredential::from_file(&pem).unwrap();
+    // Two hosts on this machine: their own identities and shared memory.
+    let worker = |host: &str, gpu: bool| {
+        let shm = dir.join(host);
+        std::fs::create_dir_all(&shm).unwrap();
+        let mut cmd = Command::new(WORKER);
+        cmd.env("DFUT_ROLE", "worker")
+            .env("DFUT_SCHEDULER", addr.to_string())
+            .env("DFUT_CREDENTIAL_FILE", &pem)
+            .env("DFUT_MAX_CONCURRENT", "2")
+            .env("DFUT_HOST_ID", host)
+            .env("DFUT_SHM_DIR", shm)
+            .env("DFUT_GPU", if gpu { "true" } else { "false" });
+        cmd
+    };
+    procs.start(&mut worker("host-a", false));
+    let rt = dfut::Runtime::builder()
+        .join(addr)
+        .credential(credential)
+        .start()
+        .unwrap();
+    let _g = rt.enter();
+    assert!(eventually(LIMIT, || rt.client().workers().len() == 1));
+    // Made on host A, the only worker yet.
+    let size = 4 << 20;
+    let made = bytes(size, 3);
+    rt.block_on(made.settled());
+    // Host B: three GPU workers, where every reader must run.
+    for _ in 0..3 {
+        procs.start(&mut worker("host-b", true));
+    }
+    assert!(eventually(LIMIT, || rt.client().workers().len() == 4));
+    let sums: Vec<_> = (0..12).map(|_| gpu_host_sum(&made)).collect();
+    for s in &sums {
+        assert_eq!(s.get_timeout(LIMIT), Ok(3 * size));
+    }
+    let fetched_by_b = || -> u64 {
+        rt.client()
+            .workers()
+            .iter()
+            .filter(|w| w.gpu)
+            .map(|w| w.load.fetched_bytes)
+            .sum()
+    };
+    assert!(
+        eventually(LIMIT, || fetched_by_b() >= size),
+        "host B fetched it: {}",
+        fetched_by_b()
+    );
+    // Heartbeats carry the counts; give the last ones time to arrive.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        fetched_by_b() < 2 * size,
+        "three processes on host B fetched {} bytes of one {size}-byte object",
+        fetched_by_b()
+    );
+}

@@ -376,3 +376,10 @@ pub fn pid_chain_step(link: (u32, Vec<u64>)) -> (u32, Vec<u64>) {
 pub fn made_by(link: (u32, Vec<u64>)) -> u32 {
     link.0
 }
+
+/// Sums bytes read in place, on a GPU worker (a way to place readers on
+/// chosen workers in tests).
+#[dfut::remote(gpu)]
+pub fn gpu_host_sum(v: dfut::Archived<Vec<u8>>) -> u64 {
+    v.iter().map(|b| u64::from(*b)).sum()
+}

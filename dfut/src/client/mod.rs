@@ -134,6 +134,8 @@ struct Inner {
     fetching: Mutex<Fetching>,
     /// This host's identity, when this process can map its shared memory.
     shm_host: Option<String>,
+    /// Objects fetched once per host (with shared memory only).
+    host_cache: Option<crate::host_cache::HostCache>,
     shared_bytes: AtomicU64,
     fetch_seq: AtomicU64,
     /// Numbers of pushed arguments (see `Arg::Pushed`).
@@ -253,6 +255,10 @@ impl Client {
                 links: Mutex::new(HashMap::new()),
                 fetches: Mutex::new(HashMap::new()),
                 fetching: Mutex::new(HashMap::new()),
+                host_cache: shm_host
+                    .as_ref()
+                    .and_then(|_| crate::shm::root())
+                    .and_then(|root| crate::host_cache::HostCache::open(&root)),
                 shm_host,
                 shared_bytes: AtomicU64::new(0),
                 fetch_seq: AtomicU64::new(1),
@@ -935,9 +941,27 @@ impl Client {
         result
     }
 
-    /// One fetch: mapped from this host's shared memory when the holder
-    /// offers it, else the bytes over the connection.
+    /// One fetch, through this host's index of fetched objects when there
+    /// is shared memory: another process of the host may have fetched it.
     async fn fetch_once(&self, holder: SocketAddr, id: ObjectId) -> Result<Blob> {
+        use crate::host_cache::Found;
+        let Some(cache) = &self.inner.host_cache else {
+            return self.fetch_from(holder, id).await;
+        };
+        match cache.fetch(id, self.fetch_from(holder, id)).await? {
+            Found::Host(blob) => {
+                self.inner
+                    .shared_bytes
+                    .fetch_add(blob.len() as u64, Ordering::Relaxed);
+                Ok(blob)
+            }
+            Found::Fetched(blob) => Ok(blob),
+        }
+    }
+
+    /// One fetch from the holder: mapped from this host's shared memory
+    /// when the holder offers it, else the bytes over the connection.
+    async fn fetch_from(&self, holder: SocketAddr, id: ObjectId) -> Result<Blob> {
         let host = self.inner.shm_host.clone().unwrap_or_default();
         let mut reply = self.request(holder, id, host).await?;
         if let Fetched::Shared { path, len } = &reply {
