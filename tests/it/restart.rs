@@ -8,17 +8,9 @@ use std::time::Duration;
 use dfut::{ClusterCredential, Status};
 use dfut_tests::*;
 
-use crate::util::{LIMIT, Processes, WORKER, cluster, dfut_tool, eventually, free_port, signal};
-
-fn scheduler(procs: &mut Processes, port: u16, pem: &std::path::Path) -> u32 {
-    procs.start(Command::new(dfut_tool()).args([
-        "scheduler",
-        "--port",
-        &port.to_string(),
-        "--credential-file",
-        &pem.display().to_string(),
-    ]))
-}
+use crate::util::{
+    LIMIT, Processes, WORKER, cluster, eventually, free_port, signal, start_scheduler,
+};
 
 fn workers_seen(addr: SocketAddr, credential: &ClusterCredential) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -37,7 +29,7 @@ fn a_restarted_scheduler_rebuilds_membership_and_no_task_fails() {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut procs = Processes::default();
-    let first = scheduler(&mut procs, port, &pem);
+    let first = start_scheduler(&mut procs, port, &pem);
     assert!(
         eventually(LIMIT, || pem.is_file()),
         "the scheduler wrote a credential"
@@ -67,7 +59,7 @@ fn a_restarted_scheduler_rebuilds_membership_and_no_task_fails() {
         .any(|f| f.status() == Status::Finished)));
     procs.kill(first);
     // The old scheduler's port is free again once it is reaped.
-    let restarted = scheduler(&mut procs, port, &pem);
+    let restarted = start_scheduler(&mut procs, port, &pem);
     for (i, f) in job.iter().enumerate() {
         assert_eq!(f.get_timeout(LIMIT), Ok(i as u64), "task {i}");
     }

@@ -176,7 +176,7 @@ fn a_full_store_that_cannot_spill_fails_the_result_not_the_worker() {
 fn an_object_from_another_host_is_fetched_once_per_host() {
     use std::process::Command;
 
-    use crate::util::{Processes, WORKER, dfut_tool, free_port};
+    use crate::util::{Processes, WORKER, free_port, start_scheduler};
     if gpu_or_skip("fetched once per host").is_none() {
         return;
     }
@@ -185,13 +185,7 @@ fn an_object_from_another_host_is_fetched_once_per_host() {
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut procs = Processes::default();
-    procs.start(Command::new(dfut_tool()).args([
-        "scheduler",
-        "--port",
-        &port.to_string(),
-        "--credential-file",
-        &pem.display().to_string(),
-    ]));
+    start_scheduler(&mut procs, port, &pem);
     assert!(eventually(LIMIT, || pem.is_file()));
     let credential = dfut::ClusterCredential::from_file(&pem).unwrap();
     // Two hosts on this machine: their own identities and shared memory.

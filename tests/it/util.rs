@@ -115,3 +115,15 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Starts `dfut scheduler` on `port` with the credential file `pem`
+/// (written by it if missing); returns its process id.
+pub fn start_scheduler(procs: &mut Processes, port: u16, pem: &std::path::Path) -> u32 {
+    procs.start(std::process::Command::new(dfut_tool()).args([
+        "scheduler",
+        "--port",
+        &port.to_string(),
+        "--credential-file",
+        &pem.display().to_string(),
+    ]))
+}
