@@ -172,6 +172,36 @@ fn w6_read(rt: &dfut::Runtime, what: &str) -> dfut::Result<Vec<f64>> {
     Ok(secs)
 }
 
+/// Seconds each of `RUNS` puts of 100 MB (12.5 million `u64`) from here
+/// took, with a task on a worker of this host summing the value: Ray's
+/// shared-memory put-and-sum, for comparison.
+fn w6_put_sum(rt: &dfut::Runtime) -> dfut::Result<Vec<f64>> {
+    use dfut_benches::objects::{expected_sum, w6_sum};
+    const LEN: u64 = 100_000_000 / 8;
+    let value: Vec<u64> = (0..LEN).collect();
+    let expected = expected_sum(LEN);
+    let before = rt.client().stats().shared_args_bytes;
+    let mut secs = Vec::new();
+    for _ in 0..RUNS {
+        let v = value.clone();
+        let start = Instant::now();
+        let put = dfut::put(v);
+        let s = w6_sum(&put).get()?;
+        secs.push(start.elapsed().as_secs_f64());
+        if s != expected {
+            return Err(dfut::Error::Decode(format!(
+                "w6 put and sum: {s}, expected {expected}"
+            )));
+        }
+    }
+    if rt.client().stats().shared_args_bytes == before {
+        return Err(dfut::Error::Config(
+            "w6: the put did not go through shared memory".into(),
+        ));
+    }
+    Ok(secs)
+}
+
 /// W6 between processes without shared memory (run with `DFUT_SHM=0`):
 /// a 256 MiB argument sent to a task that sums it, and a 256 MiB result
 /// fetched here and summed.
@@ -221,6 +251,12 @@ fn w6(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
     out.insert(
         "w6_shm_gb_per_s".into(),
         json!(gb_per_s(W6_LEN * 8, median(shm))),
+    );
+    let put_sum = w6_put_sum(rt)?;
+    eprintln!("w6 put and sum of 100 MB: {put_sum:?} s");
+    out.insert(
+        "w6_put_sum_100mb_s".into(),
+        json!(rounded(median(put_sum), 3)),
     );
     // The network figures come from a cluster without shared memory.
     let exe = std::env::current_exe().map_err(|e| dfut::Error::Process(e.to_string()))?;

@@ -166,6 +166,15 @@ pub enum Arg {
         /// The value's length in bytes.
         len: u64,
     },
+    /// A large value the owner sealed in this host's shared memory: the
+    /// worker (on the same host) maps the file, which stays while the
+    /// owner keeps the task.
+    Shared {
+        /// The file's path.
+        path: String,
+        /// The value's length in bytes.
+        len: u64,
+    },
 }
 
 /// One element of an [`Arg::List`].
@@ -228,6 +237,9 @@ pub enum FailureKind {
     /// The worker cannot keep the object: its store is full and the
     /// object could not be spilled to disk.
     StoreFull,
+    /// An argument sealed in shared memory ([`Arg::Shared`]) cannot be
+    /// mapped there: the owner sends it again as bytes.
+    SharedUnmappable,
     /// Some other failure.
     Other,
 }

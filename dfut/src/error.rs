@@ -147,7 +147,9 @@ impl Error {
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
             FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
             FailureKind::Encode => Error::Encode(format!("{function}: {message}")),
-            FailureKind::NoSuchObject => Error::ObjectUnavailable(message),
+            FailureKind::NoSuchObject | FailureKind::SharedUnmappable => {
+                Error::ObjectUnavailable(message)
+            }
             FailureKind::WorkerLost => Error::WorkerLost {
                 worker: worker.to_owned(),
                 reason: message,

@@ -90,6 +90,12 @@ impl HostCache {
         })
     }
 
+    /// Seals `bytes` in this process's own shared-memory directory (for a
+    /// worker of this host to map); the file goes with the blob.
+    pub(crate) fn seal(&self, id: ObjectId, bytes: &[u8]) -> std::io::Result<Blob> {
+        self.region.seal(id, bytes)
+    }
+
     fn link(&self, id: ObjectId) -> PathBuf {
         self.index.join(format!("{:x}-{:x}", id.owner, id.seq))
     }

@@ -162,6 +162,30 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Links the sealed file `blob` is mapped from (another process's)
+    /// into this region as object `id`, without copying (or copies it, if
+    /// it is on another file system), and maps it; the link goes with the
+    /// returned blob's last holder.
+    pub(crate) fn adopt(&self, id: ObjectId, blob: &Blob) -> std::io::Result<Blob> {
+        let file = blob
+            .file()
+            .ok_or_else(|| std::io::Error::other("not a file"))?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{:x}-{}-{n}", id.owner, id.seq));
+        if std::fs::hard_link(file, &path).is_err() {
+            return self.seal(id, blob);
+        }
+        match Bytes::mapped(path.clone(), true) {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Creates `path` (never following or replacing an existing file) with
 /// mode 0400 and writes `bytes` to it.
 pub(crate) fn write_sealed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -244,3 +244,39 @@ fn an_object_from_another_host_is_fetched_once_per_host() {
         fetched_by_b()
     );
 }
+
+#[test]
+fn a_large_argument_reaches_a_worker_of_this_host_as_a_file_and_a_put_keeps_it() {
+    use std::os::unix::fs::MetadataExt;
+    // The driver's and the worker's files on one file system (this host's
+    // default), so the worker can link the driver's file.
+    let shm = Path::new("/dev/shm");
+    let rt = crate::util::cluster(1);
+    let _g = rt.enter();
+    let pid = rt.worker_pids()[0];
+    let before = rt.client().stats().shared_args_bytes;
+    let value = vec![2u8; 1 << 20];
+    assert_eq!(sum_bytes(value.clone()).get_timeout(LIMIT), Ok(2 << 20));
+    let sent = rt.client().stats().shared_args_bytes - before;
+    assert!(sent >= 1 << 20, "sent as a file: {sent} bytes");
+    // A put's value stays in that file: the worker links it as its own
+    // object (no copy), and every reader maps it. With a retry, the driver
+    // keeps its own link to place it again: one file, two names.
+    let put = dfut::Options::new().retries(1).call(|| dfut::put(value));
+    assert_eq!(sum_bytes(&put).get_timeout(LIMIT), Ok(2 << 20));
+    assert!(
+        eventually(LIMIT, || files_of(shm, pid) == 1),
+        "the put's value is one file of the worker's"
+    );
+    let held: Vec<_> = dirs_of(shm, pid)
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+        .filter(|e| e.file_name() != "lock")
+        .collect();
+    let meta = held[0].metadata().unwrap();
+    assert!(meta.len() >= 1 << 20, "{:?}", held[0].path());
+    assert_eq!(meta.nlink(), 2, "the driver's file, linked, not copied");
+    assert_eq!(put.get_timeout(LIMIT).map(|v| v.len()), Ok(1 << 20));
+    drop(put);
+    assert!(eventually(LIMIT, || files_of(shm, pid) == 0));
+}

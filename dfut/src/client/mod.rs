@@ -134,9 +134,14 @@ struct Inner {
     fetching: Mutex<Fetching>,
     /// This host's identity, when this process can map its shared memory.
     shm_host: Option<String>,
-    /// Objects fetched once per host (with shared memory only).
+    /// Objects fetched once per host (with shared memory only); its
+    /// directory also holds the large arguments sent to same-host workers.
     host_cache: Option<crate::host_cache::HostCache>,
+    /// Same-host workers that could not map an argument file of this
+    /// owner: sent bytes from then on. At most [`MAX_SHM_REFUSED`].
+    shm_refused: Mutex<std::collections::HashSet<SocketAddr>>,
     shared_bytes: AtomicU64,
+    shared_args_bytes: AtomicU64,
     fetch_seq: AtomicU64,
     /// Numbers of pushed arguments (see `Arg::Pushed`).
     push_seq: AtomicU64,
@@ -187,6 +192,9 @@ pub struct ClientStats {
     pub shared_bytes: u64,
     /// Speculative copies started for stragglers.
     pub speculated: u64,
+    /// Bytes of large arguments this client handed to workers of its host
+    /// as shared-memory files (mapped there, not sent).
+    pub shared_args_bytes: u64,
 }
 
 struct PendingFetch {
@@ -260,7 +268,9 @@ impl Client {
                     .and_then(|_| crate::shm::root())
                     .and_then(|root| crate::host_cache::HostCache::open(&root)),
                 shm_host,
+                shm_refused: Mutex::new(std::collections::HashSet::new()),
                 shared_bytes: AtomicU64::new(0),
+                shared_args_bytes: AtomicU64::new(0),
                 fetch_seq: AtomicU64::new(1),
                 push_seq: AtomicU64::new(1),
                 lineage_bytes: Arc::new(AtomicU64::new(0)),
@@ -336,6 +346,7 @@ impl Client {
             fetched_bytes: self.inner.fetched_bytes.load(Ordering::Relaxed),
             shared_bytes: self.inner.shared_bytes.load(Ordering::Relaxed),
             speculated: self.inner.speculated.load(Ordering::Relaxed),
+            shared_args_bytes: self.inner.shared_args_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -607,6 +618,7 @@ impl Client {
                     }
                 }
                 cell.set(Phase::Pending(addr));
+                let (spec, pushes) = self.share_pushes(cell, addr, spec, pushes);
                 self.send_task(addr, spec, pushes);
                 if cell.released.load(Ordering::Acquire) {
                     // Detached before it was sent: it runs, and its result
@@ -621,6 +633,80 @@ impl Client {
                 Sent::Done
             }
         }
+    }
+
+    /// Large arguments of a task for a worker on this host: sealed in this
+    /// process's shared memory (once per value: the task's record keeps
+    /// the sealed copy instead of the heap one) and sent as paths for the
+    /// worker to map. Returns the task and the arguments still to push.
+    fn share_pushes(
+        &self,
+        cell: &ObjectCell,
+        addr: SocketAddr,
+        mut spec: TaskSpec,
+        pushes: Vec<(u64, Blob)>,
+    ) -> (TaskSpec, Vec<(u64, Blob)>) {
+        let Some(cache) = &self.inner.host_cache else {
+            return (spec, pushes);
+        };
+        if pushes.is_empty() || !lock(&self.inner.cluster).shm_peers.contains(&addr) {
+            return (spec, pushes);
+        }
+        let mut rest = Vec::new();
+        for (req, blob) in pushes {
+            let sealed = if blob.is_mapped() {
+                Ok(blob.clone())
+            } else {
+                cache.seal(cell.id, &blob)
+            };
+            let path = sealed
+                .as_ref()
+                .ok()
+                .and_then(|s| s.file())
+                .and_then(std::path::Path::to_str)
+                .map(str::to_owned);
+            let (Ok(sealed), Some(path)) = (sealed, path) else {
+                rest.push((req, blob));
+                continue;
+            };
+            self.inner
+                .shared_args_bytes
+                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            for arg in &mut spec.args {
+                if matches!(arg, Arg::Pushed { req: r, .. } if *r == req) {
+                    *arg = Arg::Shared {
+                        path: path.clone(),
+                        len: sealed.len() as u64,
+                    };
+                }
+            }
+            if !Arc::ptr_eq(&sealed, &blob)
+                && let Some(task) = cell.lock().task.as_mut()
+            {
+                for a in task.args_mut() {
+                    if let ArgSource::Value(b) = a
+                        && Arc::ptr_eq(b, &blob)
+                    {
+                        *b = sealed.clone();
+                    }
+                }
+            }
+        }
+        (spec, rest)
+    }
+
+    /// The worker at `addr` could not map an argument file of this owner
+    /// (another mount namespace, say): it gets bytes from now on.
+    fn refuse_shm(&self, addr: SocketAddr) {
+        {
+            let mut refused = lock(&self.inner.shm_refused);
+            if refused.len() >= MAX_SHM_REFUSED {
+                refused.clear();
+            }
+            refused.insert(addr);
+        }
+        lock(&self.inner.cluster).shm_peers.retain(|a| *a != addr);
+        tracing::warn!(worker = %addr, "a worker of this host cannot map this process's shared memory: sending it bytes");
     }
 
     /// Sends a task to `addr`, its large arguments first, each on a stream
@@ -1192,6 +1278,12 @@ impl Client {
                 inline: None,
             },
             Outcome::Failed(f) => {
+                // An argument file it could not map: sent again as bytes.
+                if f.kind == FailureKind::SharedUnmappable && requeue_from(&cell, from, |_| true) {
+                    self.refuse_shm(from);
+                    self.dispatch(&cell);
+                    return;
+                }
                 // The task itself failed: re-run if it retries on error.
                 if matches!(
                     f.kind,
@@ -1359,7 +1451,21 @@ impl Client {
             tracing::debug!(worker = %addr, objects = ids.len(), "a worker given up on is back: freeing what was left there");
             self.send(addr, Message::Free(ids));
         }
+        let shm_peers: Vec<SocketAddr> = match &self.inner.shm_host {
+            Some(host) if self.inner.host_cache.is_some() => {
+                // One that could not map a file of ours stays out.
+                let refused = lock(&self.inner.shm_refused);
+                workers
+                    .iter()
+                    .filter(|w| w.info.host == *host)
+                    .filter_map(|w| w.info.addr.parse().ok())
+                    .filter(|a| !refused.contains(a))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let mut cluster = lock(&self.inner.cluster);
+        cluster.shm_peers = shm_peers;
         let old: Vec<WorkerView> = cluster.workers.clone();
         let inflight: HashMap<u64, u32> = old.iter().map(|w| (w.id, w.inflight)).collect();
         let old_addrs: Vec<SocketAddr> = old.iter().map(|w| w.addr).collect();
@@ -1497,7 +1603,7 @@ fn wired_bytes(arg: &Arg) -> usize {
     const REF: usize = 64;
     match arg {
         Arg::Value(v) => v.len(),
-        Arg::Ref { .. } | Arg::Pushed { .. } => REF,
+        Arg::Ref { .. } | Arg::Pushed { .. } | Arg::Shared { .. } => REF,
         Arg::List(items) => items
             .iter()
             .map(|i| match i {
@@ -1519,6 +1625,9 @@ fn note_failed_at(st: &mut crate::object::CellState, from: SocketAddr) {
 fn retries_on_error(st: &mut crate::object::CellState) -> bool {
     st.task.as_ref().is_some_and(|t| t.retry_on_error) && take_retry(st)
 }
+
+/// Same-host workers an owner remembers as unable to map its files.
+const MAX_SHM_REFUSED: usize = 1024;
 
 /// Workers given up on whose leftover objects an owner remembers.
 const MAX_ORPHAN_WORKERS: usize = 64;

@@ -45,6 +45,10 @@ pub(super) struct ClusterView {
     pub keep_until: Option<Instant>,
     /// Since when no worker has been usable (none, or all suspect).
     pub unusable_since: Option<Instant>,
+    /// Workers on this owner's host that can map its shared memory: large
+    /// arguments reach them as files (`Arg::Shared`), not bytes. Bounded
+    /// by the workers in the view.
+    pub shm_peers: Vec<SocketAddr>,
 }
 
 impl ClusterView {
@@ -59,6 +63,7 @@ impl ClusterView {
             last_progress: Instant::now(),
             keep_until: None,
             unusable_since: None,
+            shm_peers: Vec::new(),
         }
     }
 

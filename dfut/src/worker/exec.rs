@@ -98,7 +98,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
             .map(|a| match a {
                 Arg::Value(bytes) => ArgBytes::One(blob(bytes)),
                 // Excluded by `fast` above.
-                Arg::Ref { .. } | Arg::List(_) | Arg::Pushed { .. } => {
+                Arg::Ref { .. } | Arg::List(_) | Arg::Pushed { .. } | Arg::Shared { .. } => {
                     ArgBytes::One(blob(Vec::new()))
                 }
             })
@@ -514,6 +514,13 @@ fn keep(shared: &Shared, id: ObjectId, blob: Blob) -> Result<Blob, Failure> {
         ));
     }
     match &shared.shm {
+        // Mapped from another process's file (a put sealed by its owner):
+        // linked into this worker's directory, so it lives with this store.
+        Some(region)
+            if blob.is_mapped() && blob.file().is_some_and(|f| !f.starts_with(region.dir())) =>
+        {
+            Ok(region.adopt(id, &blob).unwrap_or(blob))
+        }
         Some(region) if blob.len() > SHARED_MIN && !blob.is_mapped() => {
             match region.seal(id, &blob) {
                 Ok(sealed) => Ok(sealed),
@@ -648,6 +655,9 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     let Invoke::Sync(f) = entry.function.invoke else {
         return Err(failure(FailureKind::Other, "not a sync function"));
     };
+    if let Some(value) = crate::put::stored_as_is(entry.function.name, &args) {
+        return Ok(value);
+    }
     let _current = crate::context::enter(scope.shared.client.clone());
     // A helping thread runs this on top of another task: that task's
     // `Options::call` must not apply to this one's calls.
@@ -684,6 +694,7 @@ async fn resolve_args(shared: &Arc<Shared>, owner: u64, args: Vec<Arg>) -> Resul
         out.push(match arg {
             Arg::Value(bytes) => ArgBytes::One(blob(bytes)),
             Arg::Pushed { req, len } => ArgBytes::One(pushed(shared, owner, req, len).await?),
+            Arg::Shared { path, len } => ArgBytes::One(shared_arg(path, len)?),
             Arg::Ref { id, holder } => ArgBytes::One(resolve_ref(shared, id, &holder).await?),
             Arg::List(items) => {
                 // Fetched concurrently: a reduction's inputs live on many workers.
@@ -751,6 +762,27 @@ async fn pushed(shared: &Shared, owner: u64, req: u64, len: u64) -> Result<Blob,
         ));
     }
     Ok(blob)
+}
+
+/// Maps an argument its owner sealed in this host's shared memory.
+fn shared_arg(path: String, len: u64) -> Result<Blob, Failure> {
+    let path = std::path::PathBuf::from(path);
+    let mapped = if crate::shm::is_object_path(&path) {
+        crate::blob::Bytes::mapped(path.clone(), false)
+    } else {
+        Err(std::io::Error::other("not a shared-memory object file"))
+    };
+    match mapped {
+        Ok(b) if b.len() as u64 == len => Ok(Arc::new(b)),
+        Ok(b) => Err(failure(
+            FailureKind::Decode,
+            format!("shared argument of {} bytes, {len} announced", b.len()),
+        )),
+        Err(e) => Err(failure(
+            FailureKind::SharedUnmappable,
+            format!("cannot map the shared argument {}: {e}", path.display()),
+        )),
+    }
 }
 
 /// Waits for object `id` in this worker's store.
