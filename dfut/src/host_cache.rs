@@ -13,8 +13,8 @@
 //! mapped from the holder's file and not copied again.
 //!
 //! Bounds: each process keeps the copies it linked for [`KEEP`] after it
-//! last handed one out, and at most [`BUDGET`] bytes of them (the oldest
-//! go first); a copy's file lives in the fetcher's own directory, so it
+//! fetched them (its client checks 40 times a second), and
+//! at most [`BUDGET`] bytes of them (the oldest go first); a copy's file lives in the fetcher's own directory, so it
 //! goes with the process however it ends, and a reader's mapping outlives
 //! it. A wait for another process's fetch ends when that fetch ends, and
 //! after [`TURN_PATIENCE`] at the latest (then the reader fetches itself).
@@ -34,14 +34,15 @@ use crate::blob::{Blob, Bytes};
 use crate::lock;
 use crate::shm::Region;
 
-/// How long a fetched copy stays linked after it was last handed out.
+/// How long a fetched copy stays linked after it was fetched.
 const KEEP: Duration = Duration::from_secs(10);
 /// Bytes of linked copies one process keeps at most.
 const BUDGET: u64 = 1 << 30;
 /// How long a reader waits for another process's fetch of an object.
 const TURN_PATIENCE: Duration = Duration::from_secs(60);
-/// Between looks for another process's copy while waiting.
-const POLL: Duration = Duration::from_millis(2);
+/// Between looks for another process's copy while waiting: from the
+/// first to the last, doubling.
+const POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
 /// Values this small are not worth a file.
 const MIN_BYTES: usize = 64 << 10;
 /// The index directory's name under the shared-memory root.
@@ -137,6 +138,7 @@ impl HostCache {
             linked: false,
         };
         let deadline = Instant::now() + TURN_PATIENCE;
+        let mut poll = POLL.0;
         while !try_lock(&turn.file) {
             if let Some(b) = self.lookup(id) {
                 return Ok(Found::Host(b));
@@ -144,7 +146,8 @@ impl HostCache {
             if Instant::now() >= deadline {
                 return fetch.await.map(Found::Fetched);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL.1);
         }
         // Our turn (released when `turn` closes): the previous turn may
         // have linked it just before letting go.
@@ -188,7 +191,7 @@ impl HostCache {
     }
 
     /// Drops the copies kept past their time.
-    fn expire(&self, now: Instant) {
+    pub(crate) fn expire(&self, now: Instant) {
         let mut kept = lock(&self.kept);
         while kept.front().is_some_and(|k| k.until <= now) {
             if let Some(old) = kept.pop_front() {

@@ -114,14 +114,17 @@ impl TaskRecord {
     }
 
     /// What keeping this record after its task finished costs: its
-    /// argument values (kept to send again) and a fixed overhead.
+    /// argument values (kept to send again), the cells of the arguments
+    /// it refers to, and a fixed overhead.
     pub fn weight(&self) -> u64 {
         const RECORD: u64 = 256;
+        // A reference keeps the argument's cell alive (a few hundred bytes).
+        const CELL: u64 = 512;
         fn value_bytes(arg: &ArgSource) -> u64 {
             match arg {
                 ArgSource::Value(blob) => blob.len() as u64,
                 ArgSource::List(items) => items.iter().map(value_bytes).sum(),
-                ArgSource::Future(_) | ArgSource::Lineage(_) => 0,
+                ArgSource::Future(_) | ArgSource::Lineage(_) => CELL,
             }
         }
         RECORD + self.args.iter().map(value_bytes).sum::<u64>()
@@ -199,6 +202,10 @@ pub(crate) struct ObjectCell {
     /// Set when the last handle is dropped: the task still runs (it was
     /// submitted), and its result is freed when it finishes.
     pub released: std::sync::atomic::AtomicBool,
+    /// Set once the release has told every worker keeping a copy to free
+    /// it: only then may the object be computed again (a rebuild's task
+    /// must not overtake that `Free`).
+    pub freed: std::sync::atomic::AtomicBool,
     /// Set when the phase becomes final, for lock-free polling.
     settled_flag: std::sync::atomic::AtomicBool,
     state: Mutex<CellState>,
@@ -219,6 +226,7 @@ impl ObjectCell {
             settled_flag: std::sync::atomic::AtomicBool::new(false),
             readers: std::sync::atomic::AtomicU32::new(0),
             released: std::sync::atomic::AtomicBool::new(false),
+            freed: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(CellState {
                 phase,
                 task,
@@ -279,6 +287,14 @@ impl ObjectCell {
         self.size.store(0, Ordering::Relaxed);
         self.settled_flag.store(false, Ordering::Release);
         self.released.store(false, Ordering::Release);
+        self.freed.store(false, Ordering::Release);
+    }
+
+    /// Marks the phase not final: for a finished object lost with its
+    /// worker and queued to run again (called under the cell's lock, with
+    /// the phase just set to `Queued`).
+    pub fn unsettle(&self) {
+        self.settled_flag.store(false, Ordering::Release);
     }
 
     /// Sets the phase and wakes every waiter if it is final.
@@ -391,8 +407,9 @@ impl Drop for ObjectRef {
 }
 
 thread_local! {
-    /// Arguments waiting to be dropped by the outermost drop on this
-    /// thread; holds at most the chain being dropped.
+    /// Argument lists waiting to be dropped by the outermost drop on this
+    /// thread: at most those of the records being dropped (its capacity is
+    /// given back past 1,024).
     static DEFERRED: std::cell::RefCell<Vec<Vec<ArgSource>>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Whether a drop further up this thread's stack is draining them.
     static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -425,4 +442,11 @@ fn drop_iteratively(args: Vec<ArgSource>) {
     while let Some(next) = DEFERRED.try_with(|d| d.borrow_mut().pop()).ok().flatten() {
         drop(next);
     }
+    // A wide record (a reduction over many results) grew the queue.
+    let _ = DEFERRED.try_with(|d| {
+        let mut d = d.borrow_mut();
+        if d.capacity() > 1024 {
+            *d = Vec::new();
+        }
+    });
 }

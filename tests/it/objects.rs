@@ -162,18 +162,17 @@ fn a_loop_with_retries_keeps_only_its_last_value() {
     );
 }
 
-/// A chain of three links with `retries` each (the first two with
-/// `ancestor_retries`), whose first two handles are dropped (so their
-/// values are freed), and whose last link's worker is then killed.
-fn lose_the_end_of_a_chain(retries: u32, ancestor_retries: u32) -> dfut::Result<(u32, Vec<u64>)> {
+/// A chain of three links a, b, c with these retries, whose first two
+/// handles are dropped (so their values are freed), and whose last link's
+/// worker is then killed. Checks that everything is freed once `c` is
+/// dropped too.
+fn lose_the_end_of_a_chain([ra, rb, rc]: [u32; 3]) -> dfut::Result<(u32, Vec<u64>)> {
     let rt = cluster(2);
     let _g = rt.enter();
-    let ancestors = dfut::Options::new().retries(ancestor_retries);
-    let a = ancestors.call(|| pid_chain_start(5));
-    let b = ancestors.call(|| pid_chain_step(&a));
-    let c = dfut::Options::new()
-        .retries(retries)
-        .call(|| pid_chain_step(&b));
+    let retries = |n| dfut::Options::new().retries(n);
+    let a = retries(ra).call(|| pid_chain_start(5));
+    let b = retries(rb).call(|| pid_chain_step(&a));
+    let c = retries(rc).call(|| pid_chain_step(&b));
     let holder = made_by(&c).get_timeout(LIMIT).unwrap();
     drop((a, b));
     assert!(
@@ -187,12 +186,20 @@ fn lose_the_end_of_a_chain(retries: u32, ancestor_retries: u32) -> dfut::Result<
     if let Ok((maker, _)) = &got {
         assert_ne!(*maker, holder, "made again elsewhere");
     }
+    drop(c);
+    assert!(
+        eventually(LIMIT, || rt.client().owned_objects() == 0
+            && objects_held(&rt) == 0),
+        "all freed afterwards: {} owned, {} held",
+        rt.client().owned_objects(),
+        objects_held(&rt)
+    );
     got
 }
 
 #[test]
 fn a_lost_result_is_rebuilt_from_the_lineage_of_freed_arguments() {
-    let (_, numbers) = lose_the_end_of_a_chain(1, 1).expect("rebuilt");
+    let (_, numbers) = lose_the_end_of_a_chain([1, 1, 1]).expect("rebuilt");
     assert_eq!(
         numbers,
         (0..10_000).map(|k| 5 + k + 2).collect::<Vec<u64>>()
@@ -202,19 +209,21 @@ fn a_lost_result_is_rebuilt_from_the_lineage_of_freed_arguments() {
 #[test]
 fn without_retries_nothing_is_rebuilt_and_the_error_says_why() {
     // The default: the lost result fails with the worker's loss.
-    let lost = lose_the_end_of_a_chain(0, 0);
+    let lost = lose_the_end_of_a_chain([0, 0, 0]);
     assert!(
         matches!(lost, Err(dfut::Error::WorkerLost { .. })),
         "{lost:?}"
     );
     // The lost result may run again, but an argument it needs was freed
-    // and has no retries to be computed again.
-    let unbuildable = lose_the_end_of_a_chain(1, 0);
-    match unbuildable {
-        Err(dfut::Error::ObjectUnavailable(why)) => {
-            assert!(why.contains("no retries left"), "{why}");
+    // and has no retries to be computed again: directly, or further up
+    // the chain (then the link rebuilt on the way is given up too).
+    for retries in [[0, 0, 1], [0, 1, 1]] {
+        match lose_the_end_of_a_chain(retries) {
+            Err(dfut::Error::ObjectUnavailable(why)) => {
+                assert!(why.contains("no retries left"), "{retries:?}: {why}");
+            }
+            other => panic!("{retries:?}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 

@@ -290,7 +290,8 @@ impl Client {
     /// Guards against a backlog that can never drain (every task in flight
     /// is waiting on a task in the backlog, as deep nested calls can be):
     /// when nothing was sent or finished for a while, the oldest backlogged
-    /// task is sent regardless of the window.
+    /// task is sent regardless of the window. The same tick expires the
+    /// host cache's copies.
     fn start_stall_breaker(&self) {
         const STALL: std::time::Duration = std::time::Duration::from_millis(50);
         let weak = Arc::downgrade(&self.inner);
@@ -300,6 +301,9 @@ impl Client {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let client = Client { inner };
+                if let Some(cache) = &client.inner.host_cache {
+                    cache.expire(std::time::Instant::now());
+                }
                 let (stalled, unusable) = {
                     let cluster = lock(&client.inner.cluster);
                     let waiting = !cluster.backlog.is_empty();
@@ -735,7 +739,11 @@ impl Client {
         };
         cell.set(phase);
         if cell.released.load(Ordering::Acquire) {
-            // Released while it ran: it was kept only to settle like this.
+            // Released while it ran: it was kept only to settle like this
+            // (no handle will read an inline copy).
+            if let Phase::Finished { inline, .. } = &mut cell.lock().phase {
+                *inline = None;
+            }
             let removed = lock(&self.inner.objects).remove(&cell.id);
             drop(removed);
         }
@@ -785,7 +793,8 @@ impl Client {
         let mut work = vec![cell.clone()];
         let mut rebuilt: Vec<Arc<ObjectCell>> = Vec::new();
         let mut done = true;
-        while let Some(c) = work.pop() {
+        let mut failed = None;
+        'cells: while let Some(c) = work.pop() {
             let mut st = c.lock();
             let Some(task) = st.task.as_mut() else {
                 continue;
@@ -795,20 +804,32 @@ impl Client {
                     continue;
                 };
                 let a = a.clone();
-                let handle = match self.resurrect(&a, c.function)? {
-                    Revived::Held(r) => r,
-                    Revived::Rebuilt(r) => {
+                let handle = match self.resurrect(&a, c.function) {
+                    Ok(Revived::Held(r)) => r,
+                    Ok(Revived::Rebuilt(r)) => {
                         work.push(a.clone());
                         rebuilt.push(a);
                         r
                     }
-                    Revived::Releasing => {
+                    Ok(Revived::NotYet) => {
                         done = false;
                         continue;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'cells;
                     }
                 };
                 *arg = ArgSource::Future(handle);
             }
+        }
+        if let Some(e) = failed {
+            // Those already queued again will not be needed: settled
+            // (failed), they leave the table with their handles.
+            for a in rebuilt {
+                self.settle(&a, Phase::Failed(e.clone()));
+            }
+            return Err(e);
         }
         rebuilt.sort_by_key(|c| c.id.seq);
         for a in rebuilt {
@@ -827,14 +848,20 @@ impl Client {
             if let Some(r) = st.handle.upgrade() {
                 return Ok(Revived::Held(r));
             }
-            if !a.released.load(Ordering::Acquire) {
-                return Ok(Revived::Releasing);
+            // Its release is still telling workers to free it, or its
+            // task (released while running) has not settled yet.
+            if !a.freed.load(Ordering::Acquire) || !a.is_settled() {
+                return Ok(Revived::NotYet);
             }
             if !take_retry(&mut st) {
                 return Err(Error::ObjectUnavailable(format!(
                     "{} (a result of `{}`, read by `{reader}`) was freed, and it cannot be \
-                     computed again: `{}` has no retries left",
-                    a.id, a.function, a.function
+                     computed again: `{}` has no retries left (or its lineage was not kept: \
+                     the owner keeps at most {} MiB of it)",
+                    a.id,
+                    a.function,
+                    a.function,
+                    MAX_LINEAGE_BYTES >> 20
                 )));
             }
             a.rebuild(&mut st);
@@ -904,6 +931,7 @@ impl Client {
         for h in copies {
             self.send(h, Message::Free(vec![cell.id]));
         }
+        cell.freed.store(true, Ordering::Release);
         lineage
     }
 
@@ -1034,6 +1062,10 @@ impl Client {
         let Some(cache) = &self.inner.host_cache else {
             return self.fetch_from(holder, id).await;
         };
+        if lock(&self.inner.cluster).shm_peers.contains(&holder) {
+            // On this host: mapped from the holder's own file.
+            return self.fetch_from(holder, id).await;
+        }
         match cache.fetch(id, self.fetch_from(holder, id)).await? {
             Found::Host(blob) => {
                 self.inner
@@ -1130,10 +1162,24 @@ impl Client {
         for cell in cells {
             // Decided and applied under the cell's lock: a completion
             // handled meanwhile cannot queue it a second time.
-            let (what, left_copy) = loss::on_worker_lost(&mut cell.lock(), addr);
+            let (what, left_copy) = {
+                let mut st = cell.lock();
+                let (what, left_copy) = loss::on_worker_lost(&mut st, addr);
+                if what == Loss::Rerun {
+                    // It may have been finished: waiters wait again.
+                    cell.unsettle();
+                }
+                (what, left_copy)
+            };
             if left_copy {
                 left_there.push(cell.id);
             }
+            // A task released while it ran is not run again for nobody.
+            let what = if what == Loss::Rerun && cell.released.load(Ordering::Acquire) {
+                Loss::Fail
+            } else {
+                what
+            };
             match what {
                 Loss::Untouched | Loss::Kept => {}
                 Loss::Rerun => rerun.push(cell),
@@ -1395,6 +1441,9 @@ impl Client {
                 .max(std::time::Duration::from_secs_f64(mean * rule.multiplier));
             // Checked, prepared and marked under the cell's lock, so the
             // task cannot finish or move meanwhile.
+            if cell.released.load(Ordering::Relaxed) {
+                continue; // nobody waits for it
+            }
             let mut st = cell.lock();
             let (Some(holder), None, Some(task)) = (current_holder(&st.phase), st.backup, &st.task)
             else {
@@ -1550,8 +1599,9 @@ enum Revived {
     Held(Arc<ObjectRef>),
     /// It was freed and is queued to be computed again.
     Rebuilt(Arc<ObjectRef>),
-    /// Its last handle is being dropped on another thread.
-    Releasing,
+    /// Not yet: its last handle is being dropped on another thread, or
+    /// its task, released while running, has not settled.
+    NotYet,
 }
 
 /// The most bytes of task records an owner keeps as lineage after their
