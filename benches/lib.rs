@@ -4,6 +4,7 @@
 
 pub mod matmul;
 pub mod objects;
+pub mod rag;
 pub mod wordcount;
 
 use std::time::{Duration, Instant};

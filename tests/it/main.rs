@@ -12,6 +12,7 @@ mod nesting;
 mod objects;
 mod orphans;
 mod ownership;
+mod rag;
 mod restart;
 mod scheduling;
 mod security;

@@ -1,0 +1,157 @@
+//! The RAG workload: questions answered from the Linux manual pages, with
+//! the retrieval index split into shards that live on the workers.
+//!
+//! The driver reads the corpus ([`corpus`]), keeps a small router (BM25
+//! over page names and NAME lines) and the corpus-wide term statistics,
+//! and builds each shard's BM25 index as a task ([`rag_build_shard`]);
+//! the shard stays on its worker. A question is routed to a few shards,
+//! searched there by tasks that read the shard in place
+//! ([`rag_search`], `Archived<Shard>`), and the merged hits are answered
+//! from ([`answer`]).
+
+pub mod answer;
+pub mod bm25;
+pub mod corpus;
+pub mod roff;
+
+use dfut::{Archived, DistFuture};
+
+use bm25::{Query, Shard, Stats};
+use corpus::Corpus;
+
+/// Shards the corpus is split into, by default.
+pub const SHARDS: usize = 32;
+/// Shards a question is searched in, by default.
+pub const SHARDS_PER_QUERY: usize = 4;
+/// Pages the router ranks to choose them.
+const ROUTED_PAGES: u32 = 12;
+
+/// Builds a shard's index from its chunks: `(chunk id, text)`.
+#[dfut::remote]
+pub fn rag_build_shard(docs: Vec<(u32, String)>) -> Shard {
+    Shard::build(&docs)
+}
+
+/// Searches a shard in place: the best `(chunk id, score)` hits.
+#[dfut::remote]
+pub fn rag_search(shard: Archived<Shard>, query: Archived<Query>) -> Vec<(u32, f32)> {
+    bm25::search(&shard, &query)
+}
+
+/// The driver's side: the corpus, the router, and the shards' handles.
+pub struct Rag {
+    /// Pages and chunks.
+    pub corpus: Corpus,
+    stats: Stats,
+    router: dfut::rkyv::util::AlignedVec,
+    router_stats: Stats,
+    /// The shard of each page (all its chunks are there).
+    pub shard_of_page: Vec<u32>,
+    /// Each shard's index, on a worker.
+    pub shards: Vec<DistFuture<Shard>>,
+    /// Shards searched per question.
+    pub shards_per_query: usize,
+}
+
+impl Rag {
+    /// Splits `corpus` into `shards` shards (page `i` in shard
+    /// `i % shards`) and submits their builds.
+    pub fn build(corpus: Corpus, shards: usize) -> dfut::Result<Self> {
+        let shards = shards.max(1);
+        let stats = Stats::of(corpus.chunks.iter().map(|c| c.text.as_str()));
+        let page_docs: Vec<(u32, String)> = corpus
+            .pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, format!("{} {} {}", p.name, p.name, p.summary)))
+            .collect();
+        let router_stats = Stats::of(page_docs.iter().map(|(_, t)| t.as_str()));
+        let router = dfut::rkyv::to_bytes::<dfut::rkyv::rancor::Error>(&Shard::build(&page_docs))
+            .map_err(|e| dfut::Error::Encode(e.to_string()))?;
+        let shard_of_page: Vec<u32> = (0..corpus.pages.len())
+            .map(|i| (i % shards) as u32)
+            .collect();
+        let mut docs: Vec<Vec<(u32, String)>> = vec![Vec::new(); shards];
+        for (id, c) in corpus.chunks.iter().enumerate() {
+            docs[shard_of_page[c.page as usize] as usize].push((id as u32, c.text.clone()));
+        }
+        let shards = docs.into_iter().map(rag_build_shard).collect();
+        Ok(Self {
+            corpus,
+            stats,
+            router,
+            router_stats,
+            shard_of_page,
+            shards,
+            shards_per_query: SHARDS_PER_QUERY,
+        })
+    }
+
+    /// The shards to search for `question`: those of the router's best
+    /// pages, best first.
+    pub fn route(&self, question: &str) -> Vec<u32> {
+        let query = self.router_stats.query(question, ROUTED_PAGES);
+        let bytes = match dfut::rkyv::to_bytes::<dfut::rkyv::rancor::Error>(&query) {
+            Ok(b) => b,
+            Err(_) => return Vec::new(),
+        };
+        let (Ok(router), Ok(q)) = (
+            dfut::rkyv::access::<bm25::ArchivedShard, dfut::rkyv::rancor::Error>(&self.router),
+            dfut::rkyv::access::<bm25::ArchivedQuery, dfut::rkyv::rancor::Error>(&bytes),
+        ) else {
+            return Vec::new();
+        };
+        let mut shards = Vec::new();
+        for (page, _) in bm25::search(router, q) {
+            let s = self.shard_of_page[page as usize];
+            if !shards.contains(&s) {
+                shards.push(s);
+            }
+            if shards.len() == self.shards_per_query {
+                break;
+            }
+        }
+        shards
+    }
+
+    /// The `k` best chunks for `question`: routed, searched on the shards'
+    /// workers, merged.
+    pub fn retrieve(&self, question: &str, k: u32) -> dfut::Result<Vec<(u32, f32)>> {
+        let query = self.stats.query(question, k);
+        let searches: Vec<_> = self
+            .route(question)
+            .into_iter()
+            .map(|s| rag_search(&self.shards[s as usize], query.clone()))
+            .collect();
+        let mut hits = Vec::new();
+        for s in searches {
+            hits.extend(s.get()?);
+        }
+        bm25::rank(&mut hits, k as usize);
+        Ok(hits)
+    }
+
+    /// Answers `question` from its best chunks.
+    pub fn ask(&self, question: &str) -> dfut::Result<answer::Answer> {
+        let hits = self.retrieve(question, 10)?;
+        Ok(answer::extract(&self.corpus, question, &hits))
+    }
+
+    /// Recall@10 of the whole pipeline: each page's NAME line as a
+    /// question whose right answer is that page, found if one of the 10
+    /// best chunks is from it. Returns (found, asked).
+    pub fn recall_at_10(&self) -> dfut::Result<(usize, usize)> {
+        let mut found = 0;
+        let asked = self.corpus.pages.len();
+        for (i, page) in self.corpus.pages.iter().enumerate() {
+            let hits = self.retrieve(&page.summary, 10)?;
+            if hits
+                .iter()
+                .any(|(c, _)| self.corpus.chunks[*c as usize].page as usize == i)
+            {
+                found += 1;
+            }
+        }
+        Ok((found, asked))
+    }
+}
