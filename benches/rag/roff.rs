@@ -218,20 +218,9 @@ pub fn unescape(s: &str) -> String {
         let Some(e) = chars.next() else { break };
         match e {
             '"' => break, // a comment to the end of the line
-            'f' => match chars.next() {
-                Some('(') => {
-                    chars.next();
-                    chars.next();
-                }
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if c == ']' {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
+            // A font (`\fB`, `\f(CW`, `\f[CR]`) or a string (`\*x`,
+            // `\*(xx`, `\*[name]`): dropped.
+            'f' | '*' => skip_name(&mut chars),
             '(' => {
                 let name: String = [chars.next(), chars.next()].into_iter().flatten().collect();
                 out.push_str(named(&name));
@@ -246,20 +235,6 @@ pub fn unescape(s: &str) -> String {
                 }
                 out.push_str(named(&name));
             }
-            '*' => match chars.next() {
-                Some('(') => {
-                    chars.next();
-                    chars.next();
-                }
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if c == ']' {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
             's' => {
                 if matches!(chars.peek(), Some('+' | '-')) {
                     chars.next();
@@ -276,6 +251,24 @@ pub fn unescape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Skips an escape's name: one character, `(xx`, or `[name]`.
+fn skip_name(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        Some('(') => {
+            chars.next();
+            chars.next();
+        }
+        Some('[') => {
+            for c in chars.by_ref() {
+                if c == ']' {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Whitespace collapsed to single spaces, trimmed.
