@@ -23,6 +23,13 @@ struct Args {
     /// Shards searched per question.
     #[arg(long, default_value_t = SHARDS_PER_QUERY)]
     shards_per_query: usize,
+    /// An OpenAI-compatible chat endpoint to answer with (llama.cpp, vLLM,
+    /// Ollama; also `DFUT_LLM_URL`); without one, answers are extracted.
+    #[arg(long)]
+    llm_url: Option<String>,
+    /// The model to ask for (also `DFUT_LLM_MODEL`).
+    #[arg(long)]
+    llm_model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -76,7 +83,8 @@ fn run(args: Args) -> dfut::Result<()> {
     match args.command {
         Command::Ask { question } => {
             let start = Instant::now();
-            let answer = rag.ask(&question)?;
+            let llm = dfut_benches::rag::llm::Llm::configured(args.llm_url, args.llm_model);
+            let answer = rag.ask(&question, llm.as_ref())?;
             println!("{}", answer.text);
             println!("sources: {}", answer.citations.join(", "));
             if !answer.follow_ups.is_empty() {

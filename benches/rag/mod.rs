@@ -12,6 +12,7 @@
 pub mod answer;
 pub mod bm25;
 pub mod corpus;
+pub mod llm;
 pub mod roff;
 
 use dfut::{Archived, DistFuture};
@@ -131,10 +132,24 @@ impl Rag {
         Ok(hits)
     }
 
-    /// Answers `question` from its best chunks.
-    pub fn ask(&self, question: &str) -> dfut::Result<answer::Answer> {
+    /// Answers `question` from its best chunks: extracted from them, or
+    /// by `llm` given them.
+    pub fn ask(&self, question: &str, llm: Option<&llm::Llm>) -> dfut::Result<answer::Answer> {
         let hits = self.retrieve(question, 10)?;
-        Ok(answer::extract(&self.corpus, question, &hits))
+        let extracted = answer::extract(&self.corpus, question, &hits);
+        let Some(llm) = llm else {
+            return Ok(extracted);
+        };
+        let sources: Vec<(String, String)> = hits
+            .iter()
+            .filter_map(|(c, _)| self.corpus.chunks.get(*c as usize))
+            .map(|c| {
+                let text = c.text.split_once(": ").map_or(c.text.as_str(), |(_, t)| t);
+                (self.corpus.pages[c.page as usize].cite(), text.to_owned())
+            })
+            .collect();
+        llm.answer(question, &sources, extracted.follow_ups)
+            .map_err(dfut::Error::Transport)
     }
 
     /// Recall@10 of the whole pipeline: each page's NAME line as a

@@ -31,10 +31,71 @@ fn the_manual_pages_are_answered_from_with_recall_above_ninety_percent() {
     let (found, asked) = rag.recall_at_10().unwrap();
     let recall = found as f64 / asked as f64;
     assert!(recall >= 0.90, "recall@10 {recall:.3} ({found} of {asked})");
-    let answer = rag.ask("how do I create a pipe").unwrap();
+    let answer = rag.ask("how do I create a pipe", None).unwrap();
     assert!(
         answer.citations.iter().any(|c| c.starts_with("pipe(")),
         "{answer:?}"
     );
     assert!(!answer.follow_ups.is_empty(), "{answer:?}");
+
+    // The same question through an OpenAI-compatible endpoint.
+    let (url, request) = chat_server("Call pipe() [pipe(2)] to get two descriptors.");
+    let llm = dfut_benches::rag::llm::Llm {
+        url,
+        model: "test-model".into(),
+    };
+    let answer = rag.ask("how do I create a pipe", Some(&llm)).unwrap();
+    assert_eq!(answer.text, "Call pipe() [pipe(2)] to get two descriptors.");
+    assert_eq!(answer.citations, vec!["pipe(2)"]);
+    assert!(!answer.follow_ups.is_empty());
+    let (head, body) = request.join().unwrap();
+    assert!(head.starts_with("POST /v1/chat/completions "), "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["model"], "test-model");
+    let user = body["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("how do I create a pipe"), "{user}");
+    assert!(
+        user.contains("[pipe(2)]"),
+        "the sources are labelled: {user}"
+    );
+}
+
+/// A local server speaking the chat-completions protocol for one request:
+/// it answers `content` and hands back the request's head and body.
+fn chat_server(content: &str) -> (String, std::thread::JoinHandle<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let reply = serde_json::json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
+    })
+    .to_string();
+    let served = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        (head, String::from_utf8(body).unwrap())
+    });
+    (url, served)
 }
