@@ -72,8 +72,8 @@ fn run(args: Args) -> dfut::Result<()> {
     let start = Instant::now();
     let mut rag = Rag::build(corpus, args.shards)?;
     rag.shards_per_query = args.shards_per_query.max(1);
-    for s in &rag.shards {
-        s.get_archived()?;
+    for s in 0..rag.shards.len() {
+        rag.shards.warm(s as u32).get_archived()?;
     }
     eprintln!(
         "{} shards built on the workers in {:.2} s",

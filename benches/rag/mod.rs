@@ -14,8 +14,9 @@ pub mod bm25;
 pub mod corpus;
 pub mod llm;
 pub mod roff;
+pub mod shards;
 
-use dfut::{Archived, DistFuture};
+use dfut::Archived;
 
 use bm25::{Query, Shard, Stats};
 use corpus::Corpus;
@@ -48,16 +49,27 @@ pub struct Rag {
     router_stats: Stats,
     /// The shard of each page (all its chunks are there).
     pub shard_of_page: Vec<u32>,
-    /// Each shard's index, on a worker.
-    pub shards: Vec<DistFuture<Shard>>,
+    /// The shards' indexes, kept on the workers by the shard manager.
+    pub shards: shards::Shards,
     /// Shards searched per question.
     pub shards_per_query: usize,
 }
 
 impl Rag {
     /// Splits `corpus` into `shards` shards (page `i` in shard
-    /// `i % shards`) and submits their builds.
+    /// `i % shards`), all kept resident, and submits their builds.
     pub fn build(corpus: Corpus, shards: usize) -> dfut::Result<Self> {
+        let rag = Self::new(corpus, shards, shards)?;
+        for s in 0..rag.shards.len() {
+            let _kept = rag.shards.warm(s as u32);
+        }
+        Ok(rag)
+    }
+
+    /// Splits `corpus` into `shards` shards (page `i` in shard
+    /// `i % shards`), at most `resident` of them kept in the cluster at
+    /// once; none is built yet.
+    pub fn new(corpus: Corpus, shards: usize, resident: usize) -> dfut::Result<Self> {
         let shards = shards.max(1);
         let stats = Stats::of(corpus.chunks.iter().map(|c| c.text.as_str()));
         let page_docs: Vec<(u32, String)> = corpus
@@ -76,7 +88,7 @@ impl Rag {
         for (id, c) in corpus.chunks.iter().enumerate() {
             docs[shard_of_page[c.page as usize] as usize].push((id as u32, c.text.clone()));
         }
-        let shards = docs.into_iter().map(rag_build_shard).collect();
+        let shards = shards::Shards::new(docs, resident);
         Ok(Self {
             corpus,
             stats,
@@ -122,7 +134,7 @@ impl Rag {
         let searches: Vec<_> = self
             .route(question)
             .into_iter()
-            .map(|s| rag_search(&self.shards[s as usize], query.clone()))
+            .map(|s| rag_search(self.shards.get(s), query.clone()))
             .collect();
         let mut hits = Vec::new();
         for s in searches {

@@ -99,3 +99,39 @@ fn chat_server(content: &str) -> (String, std::thread::JoinHandle<(String, Strin
     });
     (url, served)
 }
+
+#[test]
+fn shards_are_kept_up_to_the_capacity_shared_by_concurrent_misses_and_rebuilt_alike() {
+    use std::sync::atomic::Ordering;
+    let corpus = corpus::load().unwrap_or_else(|e| panic!("the corpus: {e}"));
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let rag = Rag::new(corpus, 32, 2).unwrap();
+    // Two uses of one shard before its build ends: one build.
+    let (a, b) = (rag.shards.get(5), rag.shards.get(5));
+    assert_eq!(a.id(), b.id());
+    assert_eq!(rag.shards.misses.load(Ordering::Relaxed), 1);
+    assert_eq!(rag.shards.hits.load(Ordering::Relaxed), 1);
+    drop((a, b));
+    // A question searching 4 shards with room for 2: built, evicted, and
+    // built again the second time, with the same answer.
+    let question = "how do I create a pipe";
+    let first = rag.retrieve(question, 10).unwrap();
+    assert!(rag.shards.resident().len() <= 2);
+    let again = rag.retrieve(question, 10).unwrap();
+    assert_eq!(first, again, "a rebuilt shard answers the same");
+    assert!(rag.shards.misses.load(Ordering::Relaxed) >= 5);
+    let held = || -> u64 { rt.client().workers().iter().map(|w| w.load.objects).sum() };
+    assert!(
+        crate::util::eventually(crate::util::LIMIT, || held() == 2),
+        "evicted shards are freed on their workers: {} held",
+        held()
+    );
+    // With room for all, the second time is all hits.
+    rag.shards.set_capacity(32);
+    rag.shards.clear();
+    rag.retrieve(question, 10).unwrap();
+    let misses = rag.shards.misses.load(Ordering::Relaxed);
+    assert_eq!(rag.retrieve(question, 10).unwrap(), first);
+    assert_eq!(rag.shards.misses.load(Ordering::Relaxed), misses);
+}
