@@ -71,8 +71,12 @@ impl Shards {
     fn use_shard(&self, s: u32, count: bool) -> DistFuture<Shard> {
         let capacity = *self.capacity.lock().unwrap_or_else(|p| p.into_inner());
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = lru.resident.iter().position(|(id, _)| *id == s) {
-            let entry = lru.resident.remove(i).expect("the position just found");
+        if let Some(entry) = lru
+            .resident
+            .iter()
+            .position(|(id, _)| *id == s)
+            .and_then(|i| lru.resident.remove(i))
+        {
             let handle = entry.1.clone();
             lru.resident.push_back(entry);
             if count {
