@@ -10,7 +10,8 @@
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use dfut_benches::rag::{Rag, SHARDS, SHARDS_PER_QUERY, corpus};
+use dfut_benches::rag::{Rag, SHARDS, SHARDS_PER_QUERY, answer, corpus, trace};
+use plotters::prelude::*;
 
 #[derive(Parser)]
 #[command(about = "Retrieval-augmented answers from the Linux manual pages, on a dfut cluster")]
@@ -42,6 +43,28 @@ enum Command {
     /// Measure recall@10 of the pipeline: each page's NAME line is a
     /// question whose right answer is that page.
     Recall,
+    /// Replay one seeded trace of sessions through every reuse mode and
+    /// print a table, then one JSON object; draw `DIR/rag.svg`.
+    Bench {
+        /// Where the chart goes.
+        #[arg(long, default_value = "target/rag")]
+        out: std::path::PathBuf,
+        /// Sessions in the trace.
+        #[arg(long, default_value_t = 30)]
+        sessions: usize,
+        /// Questions per session.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Probability of following a suggested link.
+        #[arg(long, default_value_t = 0.8)]
+        alpha: f64,
+        /// Shards kept resident by the `lru` modes.
+        #[arg(long, default_value_t = 16)]
+        capacity: usize,
+        /// The trace's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -60,7 +83,7 @@ fn main() {
 }
 
 fn run(args: Args) -> dfut::Result<()> {
-    let _rt = dfut::init()?;
+    let rt = dfut::init()?;
     let start = Instant::now();
     let corpus = corpus::load().map_err(dfut::Error::Config)?;
     eprintln!(
@@ -69,6 +92,20 @@ fn run(args: Args) -> dfut::Result<()> {
         corpus.chunks.len(),
         start.elapsed().as_secs_f64()
     );
+    if let Command::Bench {
+        out,
+        sessions,
+        steps,
+        alpha,
+        capacity,
+        seed,
+    } = &args.command
+    {
+        let trace = trace::sessions(&corpus, *sessions, *steps, *alpha, 0.0, *seed);
+        let mut rag = Rag::new(corpus, args.shards, args.shards)?;
+        rag.shards_per_query = args.shards_per_query.max(1);
+        return bench(&rt, &rag, &trace, *capacity, out);
+    }
     let start = Instant::now();
     let mut rag = Rag::build(corpus, args.shards)?;
     rag.shards_per_query = args.shards_per_query.max(1);
@@ -92,6 +129,7 @@ fn run(args: Args) -> dfut::Result<()> {
             }
             eprintln!("answered in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
         }
+        Command::Bench { .. } => {}
         Command::Recall => {
             let start = Instant::now();
             let (found, asked) = rag.recall_at_10()?;
@@ -105,5 +143,191 @@ fn run(args: Args) -> dfut::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// What one mode measured.
+struct Outcome {
+    mode: &'static str,
+    latencies_ms: Vec<f64>,
+    seconds: f64,
+    hit_rate: f64,
+    recall10: f64,
+    bytes_moved: u64,
+    bytes_mapped: u64,
+}
+
+impl Outcome {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.latencies_ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+/// Bytes the workers fetched over the network and mapped from shared
+/// memory, as their heartbeats last reported.
+fn worker_bytes(rt: &dfut::Runtime) -> (u64, u64) {
+    // A heartbeat's worth of time for the counts to arrive.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    rt.client().workers().iter().fold((0, 0), |(f, m), w| {
+        (f + w.load.fetched_bytes, m + w.load.mapped_bytes)
+    })
+}
+
+/// Replays `trace` through each mode.
+fn bench(
+    rt: &dfut::Runtime,
+    rag: &Rag,
+    trace: &[trace::Step],
+    capacity: usize,
+    out: &std::path::Path,
+) -> dfut::Result<()> {
+    use std::sync::atomic::Ordering;
+    let modes: [(&'static str, usize, &str); 4] = [
+        ("noreuse", 0, "default"),
+        ("warm", rag.shards.len(), "default"),
+        ("lru", capacity, "default"),
+        ("lru_random_placement", capacity, "random"),
+    ];
+    let mut outcomes = Vec::new();
+    for (mode, resident, policy) in modes {
+        rt.client()
+            .set_policy(dfut::scheduler::policy_by_name(policy)?);
+        rag.shards.clear();
+        rag.shards.set_capacity(resident);
+        if mode == "warm" {
+            let built: Vec<_> = (0..rag.shards.len())
+                .map(|s| rag.shards.warm(s as u32))
+                .collect();
+            for b in &built {
+                rt.block_on(b.settled());
+            }
+        }
+        let (fetched, mapped) = worker_bytes(rt);
+        let mut latencies_ms = Vec::with_capacity(trace.len());
+        let (mut hits, mut found) = (0usize, 0usize);
+        let start = Instant::now();
+        for step in trace {
+            let page = &rag.corpus.pages[step.page as usize];
+            let misses = rag.shards.misses.load(Ordering::Relaxed);
+            let t = Instant::now();
+            let chunks = rag.retrieve(&page.summary, 10)?;
+            let answer = answer::extract(&rag.corpus, &page.summary, &chunks);
+            latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(answer);
+            if rag.shards.misses.load(Ordering::Relaxed) == misses {
+                hits += 1;
+            }
+            if chunks
+                .iter()
+                .any(|(c, _)| rag.corpus.chunks[*c as usize].page == step.page)
+            {
+                found += 1;
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let (fetched_after, mapped_after) = worker_bytes(rt);
+        let n = trace.len().max(1) as f64;
+        outcomes.push(Outcome {
+            mode,
+            latencies_ms,
+            seconds,
+            hit_rate: hits as f64 / n,
+            recall10: found as f64 / n,
+            bytes_moved: fetched_after.saturating_sub(fetched),
+            bytes_mapped: mapped_after.saturating_sub(mapped),
+        });
+    }
+    rag.shards.clear();
+    println!(
+        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>12} {:>12}",
+        "mode", "p50 ms", "p99 ms", "q/s", "hits", "recall", "net bytes", "shm bytes"
+    );
+    let mut json = serde_json::Map::new();
+    for o in &outcomes {
+        let qps = o.latencies_ms.len() as f64 / o.seconds;
+        println!(
+            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.3} {:>12} {:>12}",
+            o.mode,
+            o.percentile(0.5),
+            o.percentile(0.99),
+            qps,
+            o.hit_rate,
+            o.recall10,
+            o.bytes_moved,
+            o.bytes_mapped
+        );
+        let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+        let m = o.mode;
+        json.insert(
+            format!("rag_{m}_p50_ms"),
+            round(o.percentile(0.5), 3).into(),
+        );
+        json.insert(
+            format!("rag_{m}_p99_ms"),
+            round(o.percentile(0.99), 3).into(),
+        );
+        json.insert(format!("rag_{m}_qps"), round(qps, 1).into());
+        json.insert(format!("rag_{m}_hit_rate"), round(o.hit_rate, 3).into());
+        json.insert(format!("rag_{m}_recall10"), round(o.recall10, 3).into());
+        json.insert(format!("rag_{m}_bytes_moved"), o.bytes_moved.into());
+        json.insert(format!("rag_{m}_bytes_mapped"), o.bytes_mapped.into());
+    }
+    std::fs::create_dir_all(out).map_err(|e| dfut::Error::Process(e.to_string()))?;
+    let svg = out.join("rag.svg");
+    chart(&outcomes, &svg).map_err(|e| dfut::Error::Process(format!("{}: {e}", svg.display())))?;
+    eprintln!("chart: {}", svg.display());
+    println!("{}", serde_json::Value::Object(json));
+    Ok(())
+}
+
+/// Latency (p50 and p99) and hit rate per mode, as bars.
+fn chart(outcomes: &[Outcome], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    type Metric = fn(&Outcome) -> f64;
+    let metrics: [(&str, Metric); 3] = [
+        ("p50 latency (ms)", |o| o.percentile(0.5)),
+        ("p99 latency (ms)", |o| o.percentile(0.99)),
+        ("hit rate", |o| o.hit_rate),
+    ];
+    let root = SVGBackend::new(path, (1200, 380)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 3));
+    for (area, (title, value)) in panels.iter().zip(metrics) {
+        let max = outcomes.iter().map(value).fold(0.0, f64::max) * 1.15;
+        let n = outcomes.len();
+        let mut c = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(28)
+            .y_label_area_size(150)
+            .build_cartesian_2d(0.0..max.max(1e-9), (0..n).into_segmented())?;
+        c.configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| match y {
+                SegmentValue::CenterOf(i) => outcomes
+                    .get(*i)
+                    .map(|o| o.mode.to_owned())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 12))
+            .draw()?;
+        c.draw_series(outcomes.iter().enumerate().map(|(i, o)| {
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (value(o), SegmentValue::Exact(i + 1)),
+                ],
+                Palette99::pick(i).filled(),
+            );
+            bar.set_margin(5, 5, 0, 0);
+            bar
+        }))?;
+    }
+    root.present()?;
     Ok(())
 }

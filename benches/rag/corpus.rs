@@ -47,6 +47,16 @@ pub struct Corpus {
     pub chunks: Vec<Chunk>,
 }
 
+impl Corpus {
+    /// The index of page `name(section)`, if it is in the corpus.
+    pub fn find(&self, name: &str, section: &str) -> Option<u32> {
+        self.pages
+            .binary_search_by(|p| (p.name.as_str(), p.section.as_str()).cmp(&(name, section)))
+            .ok()
+            .map(|i| i as u32)
+    }
+}
+
 /// The packages whose pages make the corpus.
 pub const PACKAGES: [&str; 2] = ["manpages", "manpages-dev"];
 

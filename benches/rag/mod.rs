@@ -15,6 +15,7 @@ pub mod corpus;
 pub mod llm;
 pub mod roff;
 pub mod shards;
+pub mod trace;
 
 use dfut::Archived;
 
@@ -40,6 +41,42 @@ pub fn rag_search(shard: Archived<Shard>, query: Archived<Query>) -> Vec<(u32, f
     bm25::search(&shard, &query)
 }
 
+/// Pages in the order of a breadth-first walk of the SEE ALSO graph (links
+/// taken both ways), component after component: cut into contiguous
+/// blocks, it puts pages that link to each other in the same shard, as a
+/// user following links reads them.
+pub fn link_order(corpus: &Corpus) -> Vec<u32> {
+    let n = corpus.pages.len();
+    let mut next: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (i, p) in corpus.pages.iter().enumerate() {
+        for (name, section) in &p.see_also {
+            if let Some(j) = corpus.find(name, section) {
+                next[i].push(j);
+                next[j as usize].push(i as u32);
+            }
+        }
+    }
+    let mut seen = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    for start in 0..n {
+        if seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        let mut queue = std::collections::VecDeque::from([start as u32]);
+        while let Some(p) = queue.pop_front() {
+            order.push(p);
+            for &q in &next[p as usize] {
+                if !seen[q as usize] {
+                    seen[q as usize] = true;
+                    queue.push_back(q);
+                }
+            }
+        }
+    }
+    order
+}
+
 /// The driver's side: the corpus, the router, and the shards' handles.
 pub struct Rag {
     /// Pages and chunks.
@@ -56,8 +93,8 @@ pub struct Rag {
 }
 
 impl Rag {
-    /// Splits `corpus` into `shards` shards (page `i` in shard
-    /// `i % shards`), all kept resident, and submits their builds.
+    /// Splits `corpus` into `shards` shards (see [`Rag::new`]), all kept
+    /// resident, and submits their builds.
     pub fn build(corpus: Corpus, shards: usize) -> dfut::Result<Self> {
         let rag = Self::new(corpus, shards, shards)?;
         for s in 0..rag.shards.len() {
@@ -66,8 +103,8 @@ impl Rag {
         Ok(rag)
     }
 
-    /// Splits `corpus` into `shards` shards (page `i` in shard
-    /// `i % shards`), at most `resident` of them kept in the cluster at
+    /// Splits `corpus` into `shards` shards of linked pages (see
+    /// [`link_order`]), at most `resident` of them kept in the cluster at
     /// once; none is built yet.
     pub fn new(corpus: Corpus, shards: usize, resident: usize) -> dfut::Result<Self> {
         let shards = shards.max(1);
@@ -81,9 +118,11 @@ impl Rag {
         let router_stats = Stats::of(page_docs.iter().map(|(_, t)| t.as_str()));
         let router = dfut::rkyv::to_bytes::<dfut::rkyv::rancor::Error>(&Shard::build(&page_docs))
             .map_err(|e| dfut::Error::Encode(e.to_string()))?;
-        let shard_of_page: Vec<u32> = (0..corpus.pages.len())
-            .map(|i| (i % shards) as u32)
-            .collect();
+        let mut shard_of_page = vec![0u32; corpus.pages.len()];
+        let n = corpus.pages.len().max(1);
+        for (rank, page) in link_order(&corpus).into_iter().enumerate() {
+            shard_of_page[page as usize] = (rank * shards / n) as u32;
+        }
         let mut docs: Vec<Vec<(u32, String)>> = vec![Vec::new(); shards];
         for (id, c) in corpus.chunks.iter().enumerate() {
             docs[shard_of_page[c.page as usize] as usize].push((id as u32, c.text.clone()));

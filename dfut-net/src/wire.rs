@@ -120,6 +120,9 @@ pub struct WorkerLoad {
     /// network, since start (not those mapped from this host's shared
     /// memory).
     pub fetched_bytes: u64,
+    /// Bytes of other processes' objects this worker mapped from this
+    /// host's shared memory instead, since start.
+    pub mapped_bytes: u64,
     /// Tasks finished successfully since start.
     pub tasks_done: u64,
     /// Tasks failed since start.

@@ -173,6 +173,7 @@ impl Shared {
             spilled_bytes: store.usage().disk,
             spilled_objects: store.usage().disk_objects,
             fetched_bytes: self.client.stats().fetched_bytes,
+            mapped_bytes: self.client.stats().shared_bytes,
             tasks_done: self.done.load(Ordering::Relaxed),
             tasks_failed: self.failed.load(Ordering::Relaxed),
             abandoned: self.abandoned.load(Ordering::Relaxed),
