@@ -195,6 +195,7 @@ mod tests {
 
     fn task() -> Message {
         Message::Submit(vec![TaskSpec {
+            low_priority: false,
             id: ObjectId { owner: 7, seq: 9 },
             function: "m::f".into(),
             args: vec![

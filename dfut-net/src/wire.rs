@@ -123,6 +123,9 @@ pub struct WorkerLoad {
     /// Bytes of other processes' objects this worker mapped from this
     /// host's shared memory instead, since start.
     pub mapped_bytes: u64,
+    /// Normal tasks that had to wait for a slot while a low-priority task
+    /// held one, since start.
+    pub waits_behind_low: u64,
     /// Tasks finished successfully since start.
     pub tasks_done: u64,
     /// Tasks failed since start.
@@ -213,6 +216,9 @@ pub struct TaskSpec {
     /// the owner knows for sure whether it was running should this worker
     /// die too.
     pub confirm_start: bool,
+    /// Background work (a prefetch): it waits behind every normal task,
+    /// and leaves one slot of a multi-slot worker to normal tasks.
+    pub low_priority: bool,
 }
 
 /// Why a task or a fetch failed, as sent between processes.

@@ -75,7 +75,7 @@ pub use error::{Error, Result};
 pub use future::DistFuture;
 pub use mapreduce::{Job, MapReduce};
 pub use object::Status;
-pub use options::Options;
+pub use options::{Options, Priority};
 pub use progress::Progress;
 pub use put::put;
 pub use registry::registered_functions;

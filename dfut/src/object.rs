@@ -69,6 +69,8 @@ pub(crate) struct TaskRecord {
     pub timeout_ms: u32,
     /// Whether a failure of the task itself is retried too.
     pub retry_on_error: bool,
+    /// Background work (`Priority::Low`).
+    pub low: bool,
     /// Times a worker died while holding the task (sent or running).
     pub lost_runs: u32,
     /// Times a worker died while the task was known to be running on it.
@@ -206,6 +208,9 @@ pub(crate) struct ObjectCell {
     /// it: only then may the object be computed again (a rebuild's task
     /// must not overtake that `Free`).
     pub freed: std::sync::atomic::AtomicBool,
+    /// Its task is background work: it waits in the backlog behind every
+    /// normal task. Set before the cell is shared.
+    pub low: std::sync::atomic::AtomicBool,
     /// Set when the phase becomes final, for lock-free polling.
     settled_flag: std::sync::atomic::AtomicBool,
     state: Mutex<CellState>,
@@ -227,6 +232,7 @@ impl ObjectCell {
             readers: std::sync::atomic::AtomicU32::new(0),
             released: std::sync::atomic::AtomicBool::new(false),
             freed: std::sync::atomic::AtomicBool::new(false),
+            low: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(CellState {
                 phase,
                 task,

@@ -39,6 +39,35 @@ pub struct Options {
     timeout: Option<Duration>,
     retries: Option<u32>,
     retry_on_error: Option<bool>,
+    priority: Option<Priority>,
+}
+
+/// How urgent a call is: background work (a prefetch, a warm-up) is
+/// [`Priority::Low`] and never goes ahead of [`Priority::Normal`] work.
+///
+/// Low-priority tasks wait at their owner behind every normal task, and
+/// at a worker they run only when no normal task waits for a slot, on at
+/// most all but one of its slots (a single-slot worker lends its slot).
+/// A running task is never interrupted. `async` remote functions hold no
+/// slot, so priority does not order them.
+///
+/// ```
+/// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+/// # let _guard = rt.enter();
+/// # #[dfut::remote] fn warm(x: u64) -> u64 { x }
+/// let later = dfut::Options::new()
+///     .priority(dfut::Priority::Low)
+///     .call(|| warm(1));
+/// assert_eq!(later.get()?, 1);
+/// # Ok::<(), dfut::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Demand work (the default).
+    #[default]
+    Normal,
+    /// Background work.
+    Low,
 }
 
 impl Options {
@@ -70,6 +99,12 @@ impl Options {
         self
     }
 
+    /// Sets the calls' priority (see [`Priority`]).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
     /// Clears this thread's options until the guard drops (a task run on a
     /// thread that another task's `call` is waiting on starts afresh).
     pub(crate) fn isolate() -> impl Drop {
@@ -86,6 +121,7 @@ impl Options {
             timeout: self.timeout.or(previous.timeout),
             retries: self.retries.or(previous.retries),
             retry_on_error: self.retry_on_error.or(previous.retry_on_error),
+            priority: self.priority.or(previous.priority),
         };
         CURRENT.with(|c| c.set(merged));
         let _restore = Restore(previous);
@@ -96,7 +132,7 @@ impl Options {
 thread_local! {
     /// The options [`Options::call`] set on this thread.
     static CURRENT: Cell<Options> = const {
-        Cell::new(Options { timeout: None, retries: None, retry_on_error: None })
+        Cell::new(Options { timeout: None, retries: None, retry_on_error: None, priority: None })
     };
 }
 
@@ -117,6 +153,7 @@ pub(crate) struct CallOptions {
     pub timeout_ms: u32,
     pub retries: u32,
     pub retry_on_error: bool,
+    pub low: bool,
 }
 
 impl CallOptions {
@@ -127,6 +164,7 @@ impl CallOptions {
             timeout_ms: o.timeout.map_or(spec.timeout_ms, millis),
             retries: o.retries.unwrap_or(spec.retries),
             retry_on_error: o.retry_on_error.unwrap_or(spec.retry_on_error),
+            low: o.priority == Some(Priority::Low),
         }
     }
 }
@@ -158,9 +196,14 @@ mod tests {
             CallOptions {
                 timeout_ms: 100,
                 retries: 2,
-                retry_on_error: false
+                retry_on_error: false,
+                low: false,
             }
         );
+        let low = Options::new()
+            .priority(Priority::Low)
+            .call(|| CallOptions::for_call(&SPEC));
+        assert!(low.low);
     }
 
     #[test]

@@ -209,3 +209,31 @@ fn stragglers_are_speculatively_re_executed_and_the_first_result_wins() {
         "copies on the healthy worker won: {from_healthy} vs {from_straggler}"
     );
 }
+
+#[test]
+fn low_priority_work_never_holds_up_normal_work() {
+    let rt = crate::util::cluster(1);
+    let _g = rt.enter();
+    // Six slow background tasks on a two-slot worker: one at a time.
+    let background: Vec<_> = dfut::Options::new()
+        .priority(dfut::Priority::Low)
+        .call(|| (0..6).map(|i| slow_echo(i, 300)).collect());
+    assert!(eventually(LIMIT, || background
+        .iter()
+        .any(|f| f.status() == dfut::Status::Running)));
+    // Demand work, one call at a time as a user asks, runs on the slot
+    // left free, ahead of them all, and never waits for a slot.
+    for i in 0..4 {
+        assert_eq!(slow_echo(100 + i, 1).get_timeout(LIMIT), Ok(100 + i));
+    }
+    let finished = background.iter().filter(|f| f.is_ready()).count();
+    assert!(finished <= 1, "{finished} background tasks ran first");
+    for (i, f) in background.iter().enumerate() {
+        assert_eq!(f.get_timeout(LIMIT), Ok(i as u64));
+    }
+    assert!(eventually(LIMIT, || rt
+        .client()
+        .workers()
+        .iter()
+        .all(|w| w.load.waits_behind_low == 0)));
+}

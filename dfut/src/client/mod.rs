@@ -522,11 +522,13 @@ impl Client {
             retries_left: options.retries,
             timeout_ms: options.timeout_ms,
             retry_on_error: options.retry_on_error,
+            low: options.low,
             lost_runs: 0,
             crashes: 0,
             charge: None,
         };
         let cell = Arc::new(ObjectCell::new(id, spec.name, Phase::Queued, Some(record)));
+        cell.low.store(options.low, Ordering::Relaxed);
         let obj = Arc::new(ObjectRef {
             cell: cell.clone(),
             client: Some(self.clone()),
@@ -540,7 +542,19 @@ impl Client {
     /// Places the task of `cell` and sends it, or fails the cell.
     fn dispatch(&self, cell: &Arc<ObjectCell>) {
         if self.try_dispatch(cell, false) != Sent::Done {
-            lock(&self.inner.cluster).backlog.push_back(cell.clone());
+            let mut cluster = lock(&self.inner.cluster);
+            let backlog = &mut cluster.backlog;
+            if cell.low.load(Ordering::Relaxed) {
+                backlog.push_back(cell.clone());
+            } else {
+                // Ahead of the low-priority tasks, which wait at the back
+                // (a scan of those only).
+                let mut at = backlog.len();
+                while at > 0 && backlog[at - 1].low.load(Ordering::Relaxed) {
+                    at -= 1;
+                }
+                backlog.insert(at, cell.clone());
+            }
         }
     }
 
@@ -1829,6 +1843,7 @@ fn prepare(
         inline_max,
         timeout_ms: task.timeout_ms,
         confirm_start: task.lost_runs > 0,
+        low_priority: task.low,
     };
     Ok((spec, placements, task.spec, pushes))
 }

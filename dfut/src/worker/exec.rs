@@ -166,9 +166,15 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                 } else {
                     drop(permit);
                     let runner = shared.runner.clone();
-                    runner.submit(Box::new(move || {
+                    let low = meta.low;
+                    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
                         run_sync(&shared, reply, meta, entry, args, true);
-                    }));
+                    });
+                    if low {
+                        runner.submit_low(job);
+                    } else {
+                        runner.submit(job);
+                    }
                 }
             }
             Invoke::Async(f) => run_async(&shared, reply, meta, entry, f, args).await,
@@ -224,6 +230,8 @@ struct Meta {
     timeout_ms: u32,
     /// Wait for the owner to confirm the start notice before running.
     confirm_start: bool,
+    /// Background work: queued behind normal tasks, never run inline.
+    low: bool,
 }
 
 impl Meta {
@@ -233,12 +241,13 @@ impl Meta {
             inline_max: task.inline_max,
             timeout_ms: task.timeout_ms,
             confirm_start: task.confirm_start,
+            low: task.low_priority,
         }
     }
 
-    /// Neither a deadline nor a confirmed start: may run inline.
+    /// No deadline, no confirmed start, normal priority: may run inline.
     fn plain(&self) -> bool {
-        self.timeout_ms == 0 && !self.confirm_start
+        self.timeout_ms == 0 && !self.confirm_start && !self.low
     }
 }
 

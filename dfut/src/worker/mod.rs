@@ -174,6 +174,7 @@ impl Shared {
             spilled_objects: store.usage().disk_objects,
             fetched_bytes: self.client.stats().fetched_bytes,
             mapped_bytes: self.client.stats().shared_bytes,
+            waits_behind_low: self.runner.waits_behind_low(),
             tasks_done: self.done.load(Ordering::Relaxed),
             tasks_failed: self.failed.load(Ordering::Relaxed),
             abandoned: self.abandoned.load(Ordering::Relaxed),

@@ -11,7 +11,13 @@
 //! task created after the waiter (a descendant), so the tasks stacked on a
 //! helping thread finish before the one beneath them needs to resume.
 //!
-//! Bounds: the ready queue holds what owners sent (each owner keeps at most
+//! Two priorities: low-priority tasks (background work) wait in a queue of
+//! their own, taken only when no normal task waits, and run on at most all
+//! but one of the slots (all of a single-slot worker's), so a normal task
+//! arriving finds a slot unless normal tasks hold them all. Helping
+//! threads run normal tasks only.
+//!
+//! Bounds: the ready queues hold what owners sent (each owner keeps at most
 //! its admission window in flight here, beyond which tasks wait at the
 //! owner); threads are the slots plus one per [`HELP_DEPTH`] blocked tasks
 //! (a thread only parks without helping at that depth), under the
@@ -43,11 +49,20 @@ type Spawn = Box<dyn Fn(Job) + Send + Sync>;
 pub(crate) struct Runner {
     state: Mutex<State>,
     spawn: Spawn,
+    /// Normal tasks that waited for a slot while a low-priority task held
+    /// one.
+    waits_behind_low: std::sync::atomic::AtomicU64,
 }
 
 struct State {
     /// Tasks waiting for a slot, oldest first.
     ready: VecDeque<Job>,
+    /// Low-priority tasks waiting for a slot, oldest first.
+    low: VecDeque<Job>,
+    /// Low-priority tasks running.
+    low_running: u32,
+    /// The slots low-priority tasks may use at once.
+    low_slots: u32,
     /// Slots no thread holds.
     free: u32,
     /// Slots lent for tasks abandoned at their deadline that have since
@@ -61,6 +76,20 @@ struct State {
 }
 
 impl State {
+    /// The next task for a slot: a normal one, else a low-priority one
+    /// while fewer than `low_slots` run (then `true`).
+    fn next(&mut self) -> Option<(Job, bool)> {
+        if let Some(job) = self.ready.pop_front() {
+            return Some((job, false));
+        }
+        if self.low_running < self.low_slots {
+            let job = self.low.pop_front()?;
+            self.low_running += 1;
+            return Some((job, true));
+        }
+        None
+    }
+
     /// A slot comes back: freed, or retired if one is owed.
     fn release(&mut self) {
         if self.owed > 0 {
@@ -135,12 +164,16 @@ impl Runner {
         Arc::new(Self {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
+                low: VecDeque::new(),
+                low_running: 0,
+                low_slots: if slots > 1 { slots - 1 } else { 1 },
                 free: slots.max(1),
                 owed: 0,
                 helpers: Vec::new(),
                 resuming: VecDeque::new(),
             }),
             spawn: Box::new(spawn),
+            waits_behind_low: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -153,8 +186,38 @@ impl Runner {
     /// Queues a task; it runs as soon as a slot or a helper takes it.
     pub fn submit(self: &Arc<Self>, job: Job) {
         let mut st = self.lock();
+        if st.free == 0 && st.low_running > 0 {
+            self.waits_behind_low.fetch_add(1, Ordering::Relaxed);
+        }
         st.ready.push_back(job);
         self.dispatch(st);
+    }
+
+    /// Queues a low-priority task: it runs once no normal task waits, on
+    /// one of the slots low-priority tasks may use.
+    pub fn submit_low(self: &Arc<Self>, job: Job) {
+        let runner = self.clone();
+        let job: Job = Box::new(move || {
+            // Counted out however the task ends (its panics are caught
+            // beneath).
+            struct Done(Arc<Runner>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.lock().low_running -= 1;
+                }
+            }
+            let _done = Done(runner);
+            job();
+        });
+        let mut st = self.lock();
+        st.low.push_back(job);
+        self.dispatch(st);
+    }
+
+    /// Normal tasks that had to wait for a slot while a low-priority task
+    /// held one, since start.
+    pub fn waits_behind_low(&self) -> u64 {
+        self.waits_behind_low.load(Ordering::Relaxed)
     }
 
     /// Takes a free slot now, if one is free and nothing is queued for it.
@@ -209,11 +272,14 @@ impl Runner {
                 w.give(Gift::Slot);
                 continue;
             }
-            let Some(job) = st.ready.pop_front() else {
+            let Some((job, low)) = st.next() else {
                 return;
             };
             st.free -= 1;
-            match st.helpers.pop() {
+            // Helpers (threads blocked in a nested wait) take normal tasks
+            // only.
+            let helper = if low { None } else { st.helpers.pop() };
+            match helper {
                 Some(helper) => helper.give(Gift::Job(job)),
                 None => {
                     let runner = self.clone();
@@ -231,7 +297,7 @@ impl Runner {
             run_job(job);
             let mut st = self.lock();
             if st.resuming.is_empty()
-                && let Some(next) = st.ready.pop_front()
+                && let Some((next, _)) = st.next()
             {
                 job = next;
                 continue;
@@ -503,5 +569,40 @@ mod tests {
         assert!(!r.try_take_slot());
         r.give_back_slot();
         assert!(r.try_take_slot());
+    }
+
+    #[test]
+    fn low_priority_tasks_leave_a_slot_to_normal_ones_and_wait_behind_them() {
+        let r = runner(2);
+        let (tx, rx) = mpsc::channel();
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let wait = |g: &Arc<(Mutex<bool>, std::sync::Condvar)>| {
+            let mut open = g.0.lock().unwrap();
+            while !*open {
+                open = g.1.wait(open).unwrap();
+            }
+        };
+        for i in 0..3 {
+            let (tx, g) = (tx.clone(), gate.clone());
+            r.submit_low(Box::new(move || {
+                tx.send(format!("low {i}")).unwrap();
+                wait(&g);
+            }));
+        }
+        let second = Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(second).unwrap(), "low 0");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "one of two slots for low-priority tasks"
+        );
+        let t = tx.clone();
+        r.submit(Box::new(move || t.send("normal".into()).unwrap()));
+        assert_eq!(rx.recv_timeout(second).unwrap(), "normal", "at once");
+        assert_eq!(r.waits_behind_low(), 0);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let mut rest: Vec<String> = (0..2).map(|_| rx.recv_timeout(second).unwrap()).collect();
+        rest.sort();
+        assert_eq!(rest, vec!["low 1", "low 2"]);
     }
 }
