@@ -12,6 +12,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use dfut_benches::rag::{Rag, SHARDS, SHARDS_PER_QUERY, answer, corpus, trace};
 use plotters::prelude::*;
+use rand::{Rng, SeedableRng};
 
 #[derive(Parser)]
 #[command(about = "Retrieval-augmented answers from the Linux manual pages, on a dfut cluster")]
@@ -64,6 +65,10 @@ enum Command {
         /// The trace's seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Mean think time between questions (exponential), in ms: when
+        /// the prefetch modes warm shards.
+        #[arg(long, default_value_t = 40.0)]
+        think_ms: f64,
     },
 }
 
@@ -99,9 +104,10 @@ fn run(args: Args) -> dfut::Result<()> {
         alpha,
         capacity,
         seed,
+        think_ms,
     } = &args.command
     {
-        let trace = trace::sessions(&corpus, *sessions, *steps, *alpha, 0.0, *seed);
+        let trace = trace::sessions(&corpus, *sessions, *steps, *alpha, *think_ms, *seed);
         let mut rag = Rag::new(corpus, args.shards, args.shards)?;
         rag.shards_per_query = args.shards_per_query.max(1);
         return bench(&rt, &rag, &trace, *capacity, out);
@@ -146,6 +152,24 @@ fn run(args: Args) -> dfut::Result<()> {
     Ok(())
 }
 
+/// What a mode warms while the user reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefetch {
+    /// Nothing.
+    No,
+    /// The shards of the answer's suggested follow-ups.
+    Links,
+    /// As many random shards.
+    Random,
+    /// The shards of the question actually asked next.
+    Oracle,
+}
+
+/// Follow-ups whose shards are warmed after each answer.
+const PREFETCH_LINKS: usize = 3;
+/// Shards warmed after each answer at most.
+const PREFETCH_SHARDS: usize = 4;
+
 /// What one mode measured.
 struct Outcome {
     mode: &'static str,
@@ -186,14 +210,22 @@ fn bench(
     out: &std::path::Path,
 ) -> dfut::Result<()> {
     use std::sync::atomic::Ordering;
-    let modes: [(&'static str, usize, &str); 4] = [
-        ("noreuse", 0, "default"),
-        ("warm", rag.shards.len(), "default"),
-        ("lru", capacity, "default"),
-        ("lru_random_placement", capacity, "random"),
+    use Prefetch::{Links, No, Oracle, Random};
+    let modes: [(&'static str, usize, &str, Prefetch); 7] = [
+        ("noreuse", 0, "default", No),
+        ("warm", rag.shards.len(), "default", No),
+        ("lru", capacity, "default", No),
+        ("lru_random_placement", capacity, "random", No),
+        ("prefetch", capacity, "default", Links),
+        ("prefetch_random", capacity, "default", Random),
+        ("oracle", capacity, "default", Oracle),
     ];
     let mut outcomes = Vec::new();
-    for (mode, resident, policy) in modes {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut prefetched, mut useful) = (0u64, 0u64);
+    let mut think_total = std::time::Duration::ZERO;
+    let waits_before: u64 = rt.client().workers().iter().map(|w| w.load.waits_behind_low).sum();
+    for (mode, resident, policy, prefetch) in modes {
         rt.client()
             .set_policy(dfut::scheduler::policy_by_name(policy)?);
         rag.shards.clear();
@@ -209,18 +241,65 @@ fn bench(
         let (fetched, mapped) = worker_bytes(rt);
         let mut latencies_ms = Vec::with_capacity(trace.len());
         let (mut hits, mut found) = (0usize, 0usize);
+        // Shards warmed ahead and not used yet (prefetch modes).
+        let mut ahead: Vec<u32> = Vec::new();
+        let mut thought = std::time::Duration::ZERO;
         let start = Instant::now();
-        for step in trace {
+        for (i, step) in trace.iter().enumerate() {
             let page = &rag.corpus.pages[step.page as usize];
             let misses = rag.shards.misses.load(Ordering::Relaxed);
             let t = Instant::now();
             let chunks = rag.retrieve(&page.summary, 10)?;
             let answer = answer::extract(&rag.corpus, &page.summary, &chunks);
             latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            std::hint::black_box(answer);
             if rag.shards.misses.load(Ordering::Relaxed) == misses {
                 hits += 1;
             }
+            if prefetch != No {
+                // What was warmed for this question and used by it; the
+                // rest was wasted.
+                let used = rag.route(&page.summary);
+                if prefetch == Links {
+                    let hit = ahead.iter().filter(|s| used.contains(s)).count() as u64;
+                    useful += hit;
+                    prefetched += ahead.len() as u64;
+                }
+                ahead.clear();
+                // While the user reads: warm what the next question may
+                // need, as background work.
+                let wanted: Vec<u32> = match prefetch {
+                    Links => answer
+                        .follow_ups
+                        .iter()
+                        .filter_map(|f| {
+                            let (name, section) = f.trim_end_matches(')').split_once('(')?;
+                            rag.corpus.find(name, section)
+                        })
+                        .take(PREFETCH_LINKS)
+                        .flat_map(|p| rag.route(&rag.corpus.pages[p as usize].summary))
+                        .collect(),
+                    Random => (0..PREFETCH_LINKS)
+                        .map(|_| rng.random_range(0..rag.shards.len() as u32))
+                        .collect(),
+                    Oracle => trace
+                        .get(i + 1)
+                        .map(|next| rag.route(&rag.corpus.pages[next.page as usize].summary))
+                        .unwrap_or_default(),
+                    No => Vec::new(),
+                };
+                let mut warming = Vec::new();
+                for s in wanted {
+                    if ahead.contains(&s) || rag.shards.is_resident(s) || warming.len() >= PREFETCH_SHARDS {
+                        continue;
+                    }
+                    warming.push(rag.shards.warm_low(s));
+                    ahead.push(s);
+                }
+                let think = std::time::Duration::from_millis(u64::from(step.think_ms));
+                thought += think;
+                std::thread::sleep(think);
+            }
+            std::hint::black_box(answer);
             if chunks
                 .iter()
                 .any(|(c, _)| rag.corpus.chunks[*c as usize].page == step.page)
@@ -228,7 +307,9 @@ fn bench(
                 found += 1;
             }
         }
-        let seconds = start.elapsed().as_secs_f64();
+        // Throughput counts the time spent answering, not reading.
+        let seconds = start.elapsed().saturating_sub(thought).as_secs_f64();
+        think_total += thought;
         let (fetched_after, mapped_after) = worker_bytes(rt);
         let n = trace.len().max(1) as f64;
         outcomes.push(Outcome {
@@ -242,6 +323,13 @@ fn bench(
         });
     }
     rag.shards.clear();
+    let waits: u64 = rt.client().workers().iter().map(|w| w.load.waits_behind_low).sum::<u64>()
+        - waits_before;
+    eprintln!(
+        "prefetch (links): {prefetched} shards warmed ahead, {useful} used by the next question; \
+         {:.1} s of simulated reading over the prefetch modes",
+        think_total.as_secs_f64()
+    );
     println!(
         "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>12} {:>12}",
         "mode", "p50 ms", "p99 ms", "q/s", "hits", "recall", "net bytes", "shm bytes"
@@ -276,6 +364,12 @@ fn bench(
         json.insert(format!("rag_{m}_bytes_moved"), o.bytes_moved.into());
         json.insert(format!("rag_{m}_bytes_mapped"), o.bytes_mapped.into());
     }
+    json.insert(
+        "rag_prefetch_precision".into(),
+        (if prefetched == 0 { 0.0 } else { ((useful as f64 / prefetched as f64) * 1000.0).round() / 1000.0 }).into(),
+    );
+    json.insert("rag_prefetch_wasted".into(), prefetched.saturating_sub(useful).into());
+    json.insert("rag_demand_waits_behind_prefetch".into(), waits.into());
     std::fs::create_dir_all(out).map_err(|e| dfut::Error::Process(e.to_string()))?;
     let svg = out.join("rag.svg");
     chart(&outcomes, &svg).map_err(|e| dfut::Error::Process(format!("{}: {e}", svg.display())))?;

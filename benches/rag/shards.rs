@@ -63,9 +63,17 @@ impl Shards {
     }
 
     /// Like [`Shards::get`], without counting a hit or a miss (for
-    /// prefetching and warming).
+    /// warming).
     pub fn warm(&self, s: u32) -> DistFuture<Shard> {
         self.use_shard(s, false)
+    }
+
+    /// Like [`Shards::warm`], a build as background work
+    /// (`Priority::Low`): for prefetching.
+    pub fn warm_low(&self, s: u32) -> DistFuture<Shard> {
+        dfut::Options::new()
+            .priority(dfut::Priority::Low)
+            .call(|| self.use_shard(s, false))
     }
 
     fn use_shard(&self, s: u32, count: bool) -> DistFuture<Shard> {
