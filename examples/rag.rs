@@ -209,8 +209,8 @@ fn bench(
     capacity: usize,
     out: &std::path::Path,
 ) -> dfut::Result<()> {
-    use std::sync::atomic::Ordering;
     use Prefetch::{Links, No, Oracle, Random};
+    use std::sync::atomic::Ordering;
     let modes: [(&'static str, usize, &str, Prefetch); 7] = [
         ("noreuse", 0, "default", No),
         ("warm", rag.shards.len(), "default", No),
@@ -224,7 +224,12 @@ fn bench(
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut prefetched, mut useful) = (0u64, 0u64);
     let mut think_total = std::time::Duration::ZERO;
-    let waits_before: u64 = rt.client().workers().iter().map(|w| w.load.waits_behind_low).sum();
+    let waits_before: u64 = rt
+        .client()
+        .workers()
+        .iter()
+        .map(|w| w.load.waits_behind_low)
+        .sum();
     for (mode, resident, policy, prefetch) in modes {
         rt.client()
             .set_policy(dfut::scheduler::policy_by_name(policy)?);
@@ -289,7 +294,10 @@ fn bench(
                 };
                 let mut warming = Vec::new();
                 for s in wanted {
-                    if ahead.contains(&s) || rag.shards.is_resident(s) || warming.len() >= PREFETCH_SHARDS {
+                    if ahead.contains(&s)
+                        || rag.shards.is_resident(s)
+                        || warming.len() >= PREFETCH_SHARDS
+                    {
                         continue;
                     }
                     warming.push(rag.shards.warm_low(s));
@@ -323,7 +331,12 @@ fn bench(
         });
     }
     rag.shards.clear();
-    let waits: u64 = rt.client().workers().iter().map(|w| w.load.waits_behind_low).sum::<u64>()
+    let waits: u64 = rt
+        .client()
+        .workers()
+        .iter()
+        .map(|w| w.load.waits_behind_low)
+        .sum::<u64>()
         - waits_before;
     eprintln!(
         "prefetch (links): {prefetched} shards warmed ahead, {useful} used by the next question; \
@@ -366,9 +379,17 @@ fn bench(
     }
     json.insert(
         "rag_prefetch_precision".into(),
-        (if prefetched == 0 { 0.0 } else { ((useful as f64 / prefetched as f64) * 1000.0).round() / 1000.0 }).into(),
+        (if prefetched == 0 {
+            0.0
+        } else {
+            ((useful as f64 / prefetched as f64) * 1000.0).round() / 1000.0
+        })
+        .into(),
     );
-    json.insert("rag_prefetch_wasted".into(), prefetched.saturating_sub(useful).into());
+    json.insert(
+        "rag_prefetch_wasted".into(),
+        prefetched.saturating_sub(useful).into(),
+    );
     json.insert("rag_demand_waits_behind_prefetch".into(), waits.into());
     std::fs::create_dir_all(out).map_err(|e| dfut::Error::Process(e.to_string()))?;
     let svg = out.join("rag.svg");
