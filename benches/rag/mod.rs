@@ -26,6 +26,9 @@ use corpus::Corpus;
 pub const SHARDS: usize = 32;
 /// Shards a question is searched in, by default.
 pub const SHARDS_PER_QUERY: usize = 4;
+/// Retries of shard builds and searches: a worker that dies loses no
+/// question (its shards are built again elsewhere, from their lineage).
+pub const RETRIES: u32 = 2;
 /// Pages the router ranks to choose them.
 const ROUTED_PAGES: u32 = 12;
 
@@ -170,11 +173,12 @@ impl Rag {
     /// workers, merged.
     pub fn retrieve(&self, question: &str, k: u32) -> dfut::Result<Vec<(u32, f32)>> {
         let query = self.stats.query(question, k);
-        let searches: Vec<_> = self
-            .route(question)
-            .into_iter()
-            .map(|s| rag_search(self.shards.get(s), query.clone()))
-            .collect();
+        let searches: Vec<_> = dfut::Options::new().retries(RETRIES).call(|| {
+            self.route(question)
+                .into_iter()
+                .map(|s| rag_search(self.shards.get(s), query.clone()))
+                .collect()
+        });
         let mut hits = Vec::new();
         for s in searches {
             hits.extend(s.get()?);

@@ -96,7 +96,10 @@ impl Shards {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
         let docs = self.docs.get(s as usize).cloned().unwrap_or_default();
-        let handle = super::rag_build_shard(docs);
+        // Built again elsewhere if its worker dies.
+        let handle = dfut::Options::new()
+            .retries(super::RETRIES)
+            .call(|| super::rag_build_shard(docs));
         if capacity > 0 {
             lru.resident.push_back((s, handle.clone()));
             while lru.resident.len() > capacity {

@@ -135,3 +135,38 @@ fn shards_are_kept_up_to_the_capacity_shared_by_concurrent_misses_and_rebuilt_al
     assert_eq!(rag.retrieve(question, 10).unwrap(), first);
     assert_eq!(rag.shards.misses.load(Ordering::Relaxed), misses);
 }
+
+#[test]
+fn a_worker_killed_mid_trace_loses_no_question() {
+    let corpus = corpus::load().unwrap_or_else(|e| panic!("the corpus: {e}"));
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let rag = Rag::build(corpus, 32).unwrap();
+    let questions: Vec<(usize, String)> = rag
+        .corpus
+        .pages
+        .iter()
+        .enumerate()
+        .step_by(25)
+        .map(|(i, p)| (i, p.summary.clone()))
+        .collect();
+    let victim = rt.worker_pids()[0];
+    for (n, (page, question)) in questions.iter().enumerate() {
+        if n == questions.len() / 3 {
+            crate::util::signal(victim, "-KILL");
+        }
+        let hits = rag
+            .retrieve(question, 10)
+            .unwrap_or_else(|e| panic!("question {n} ({question}): {e}"));
+        assert!(
+            hits.iter()
+                .any(|(c, _)| rag.corpus.chunks[*c as usize].page as usize == *page),
+            "question {n} ({question}) found its page"
+        );
+    }
+    assert!(crate::util::eventually(crate::util::LIMIT, || rt
+        .client()
+        .workers()
+        .len()
+        == 1));
+}
