@@ -159,7 +159,7 @@ enum Prefetch {
     No,
     /// The shards of the answer's suggested follow-ups.
     Links,
-    /// As many random shards.
+    /// As many random shards as `Links` warms at most.
     Random,
     /// The shards of the question actually asked next.
     Oracle,
@@ -179,6 +179,9 @@ struct Outcome {
     recall10: f64,
     bytes_moved: u64,
     bytes_mapped: u64,
+    /// Demand tasks (searches, builds) that waited for a slot held by a
+    /// low-priority prefetch build.
+    waits_behind_low: u64,
 }
 
 impl Outcome {
@@ -192,12 +195,17 @@ impl Outcome {
 }
 
 /// Bytes the workers fetched over the network and mapped from shared
-/// memory, as their heartbeats last reported.
-fn worker_bytes(rt: &dfut::Runtime) -> (u64, u64) {
-    // A heartbeat's worth of time for the counts to arrive.
+/// memory, and normal tasks that waited for a slot a low-priority task
+/// held, as their heartbeats last reported.
+fn worker_counts(rt: &dfut::Runtime) -> [u64; 3] {
+    // A few heartbeats' worth of time for the counts to arrive.
     std::thread::sleep(std::time::Duration::from_millis(600));
-    rt.client().workers().iter().fold((0, 0), |(f, m), w| {
-        (f + w.load.fetched_bytes, m + w.load.mapped_bytes)
+    rt.client().workers().iter().fold([0; 3], |[f, m, w], x| {
+        [
+            f + x.load.fetched_bytes,
+            m + x.load.mapped_bytes,
+            w + x.load.waits_behind_low,
+        ]
     })
 }
 
@@ -224,12 +232,6 @@ fn bench(
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut prefetched, mut useful) = (0u64, 0u64);
     let mut think_total = std::time::Duration::ZERO;
-    let waits_before: u64 = rt
-        .client()
-        .workers()
-        .iter()
-        .map(|w| w.load.waits_behind_low)
-        .sum();
     for (mode, resident, policy, prefetch) in modes {
         rt.client()
             .set_policy(dfut::scheduler::policy_by_name(policy)?);
@@ -243,7 +245,7 @@ fn bench(
                 rt.block_on(b.settled());
             }
         }
-        let (fetched, mapped) = worker_bytes(rt);
+        let before = worker_counts(rt);
         let mut latencies_ms = Vec::with_capacity(trace.len());
         let (mut hits, mut found) = (0usize, 0usize);
         // Shards warmed ahead and not used yet (prefetch modes).
@@ -283,7 +285,7 @@ fn bench(
                         .take(PREFETCH_LINKS)
                         .flat_map(|p| rag.route(&rag.corpus.pages[p as usize].summary))
                         .collect(),
-                    Random => (0..PREFETCH_LINKS)
+                    Random => (0..PREFETCH_SHARDS)
                         .map(|_| rng.random_range(0..rag.shards.len() as u32))
                         .collect(),
                     Oracle => trace
@@ -318,7 +320,7 @@ fn bench(
         // Throughput counts the time spent answering, not reading.
         let seconds = start.elapsed().saturating_sub(thought).as_secs_f64();
         think_total += thought;
-        let (fetched_after, mapped_after) = worker_bytes(rt);
+        let after = worker_counts(rt);
         let n = trace.len().max(1) as f64;
         outcomes.push(Outcome {
             mode,
@@ -326,32 +328,26 @@ fn bench(
             seconds,
             hit_rate: hits as f64 / n,
             recall10: found as f64 / n,
-            bytes_moved: fetched_after.saturating_sub(fetched),
-            bytes_mapped: mapped_after.saturating_sub(mapped),
+            bytes_moved: after[0].saturating_sub(before[0]),
+            bytes_mapped: after[1].saturating_sub(before[1]),
+            waits_behind_low: after[2].saturating_sub(before[2]),
         });
     }
     rag.shards.clear();
-    let waits: u64 = rt
-        .client()
-        .workers()
-        .iter()
-        .map(|w| w.load.waits_behind_low)
-        .sum::<u64>()
-        - waits_before;
     eprintln!(
         "prefetch (links): {prefetched} shards warmed ahead, {useful} used by the next question; \
          {:.1} s of simulated reading over the prefetch modes",
         think_total.as_secs_f64()
     );
     println!(
-        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>12} {:>12}",
-        "mode", "p50 ms", "p99 ms", "q/s", "hits", "recall", "net bytes", "shm bytes"
+        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>12} {:>12} {:>6}",
+        "mode", "p50 ms", "p99 ms", "q/s", "hits", "recall", "net bytes", "shm bytes", "waits"
     );
     let mut json = serde_json::Map::new();
     for o in &outcomes {
         let qps = o.latencies_ms.len() as f64 / o.seconds;
         println!(
-            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.3} {:>12} {:>12}",
+            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.3} {:>12} {:>12} {:>6}",
             o.mode,
             o.percentile(0.5),
             o.percentile(0.99),
@@ -359,7 +355,8 @@ fn bench(
             o.hit_rate,
             o.recall10,
             o.bytes_moved,
-            o.bytes_mapped
+            o.bytes_mapped,
+            o.waits_behind_low
         );
         let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
         let m = o.mode;
@@ -376,6 +373,10 @@ fn bench(
         json.insert(format!("rag_{m}_recall10"), round(o.recall10, 3).into());
         json.insert(format!("rag_{m}_bytes_moved"), o.bytes_moved.into());
         json.insert(format!("rag_{m}_bytes_mapped"), o.bytes_mapped.into());
+        json.insert(
+            format!("rag_{m}_waits_behind_low"),
+            o.waits_behind_low.into(),
+        );
     }
     json.insert(
         "rag_prefetch_precision".into(),
@@ -390,6 +391,10 @@ fn bench(
         "rag_prefetch_wasted".into(),
         prefetched.saturating_sub(useful).into(),
     );
+    let waits = outcomes
+        .iter()
+        .find(|o| o.mode == "prefetch")
+        .map_or(0, |o| o.waits_behind_low);
     json.insert("rag_demand_waits_behind_prefetch".into(), waits.into());
     std::fs::create_dir_all(out).map_err(|e| dfut::Error::Process(e.to_string()))?;
     let svg = out.join("rag.svg");

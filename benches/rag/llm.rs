@@ -92,9 +92,19 @@ impl Llm {
             })?
             .trim()
             .to_owned();
+        // A citation is named as a word of its own (not `pread(2)` for
+        // `read(2)`).
+        let names = |cite: &str| {
+            text.match_indices(cite).any(|(i, _)| {
+                !text[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        };
         let mut citations: Vec<String> = Vec::new();
         for (cite, _) in sources {
-            if text.contains(cite.as_str()) && !citations.contains(cite) {
+            if names(cite) && !citations.contains(cite) {
                 citations.push(cite.clone());
             }
         }

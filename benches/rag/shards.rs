@@ -79,6 +79,9 @@ impl Shards {
     fn use_shard(&self, s: u32, count: bool) -> DistFuture<Shard> {
         let capacity = *self.capacity.lock().unwrap_or_else(|p| p.into_inner());
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
+        // A build that failed is not kept: it is built again.
+        lru.resident
+            .retain(|(id, h)| *id != s || h.status() != dfut::Status::Failed);
         if let Some(entry) = lru
             .resident
             .iter()

@@ -1,6 +1,6 @@
 //! The benchmark's trace: seeded sessions of a user who asks, reads the
-//! answer, then with probability α follows one of its suggested links
-//! (a SEE ALSO page of the page it cites first) or asks a fresh question.
+//! answer, then with probability α follows a link (a SEE ALSO page of the
+//! page asked about, chosen uniformly) or asks a fresh question.
 //!
 //! A question is a page's NAME line, so each has a right answer (that
 //! page), and recall is measured on the trace itself.

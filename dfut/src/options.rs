@@ -45,11 +45,13 @@ pub struct Options {
 /// How urgent a call is: background work (a prefetch, a warm-up) is
 /// [`Priority::Low`] and never goes ahead of [`Priority::Normal`] work.
 ///
-/// Low-priority tasks wait at their owner behind every normal task, and
-/// at a worker they run only when no normal task waits for a slot, on at
-/// most all but one of its slots (a single-slot worker lends its slot).
-/// A running task is never interrupted. `async` remote functions hold no
-/// slot, so priority does not order them.
+/// Low-priority tasks wait in their owner's backlog behind every normal
+/// task waiting there, and at a worker they run only when no normal task
+/// waits for a slot, on at most all but one of its slots (a single-slot
+/// worker lends its slot). A running task is never interrupted, so a
+/// normal task can still wait for a slot a low one holds when normal
+/// tasks hold all the others. `async` remote functions hold no slot, so
+/// priority does not order them.
 ///
 /// ```
 /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;

@@ -13,9 +13,10 @@
 //!
 //! Two priorities: low-priority tasks (background work) wait in a queue of
 //! their own, taken only when no normal task waits, and run on at most all
-//! but one of the slots (all of a single-slot worker's), so a normal task
-//! arriving finds a slot unless normal tasks hold them all. Helping
-//! threads run normal tasks only.
+//! but one of the slots (all of a single-slot worker's), so normal work
+//! always has a slot of its own. Helping threads run normal tasks only; a
+//! low-priority task parked in a nested wait is not counted against the
+//! low-priority slots, so its own low-priority children can run.
 //!
 //! Bounds: the ready queues hold what owners sent (each owner keeps at most
 //! its admission window in flight here, beyond which tasks wait at the
@@ -155,6 +156,8 @@ impl Waiter {
 thread_local! {
     /// How many tasks are stacked on this thread (0 outside tasks).
     static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Whether the task on top of this thread's stack is low-priority.
+    static LOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl Runner {
@@ -200,13 +203,15 @@ impl Runner {
         let job: Job = Box::new(move || {
             // Counted out however the task ends (its panics are caught
             // beneath).
-            struct Done(Arc<Runner>);
+            struct Done(Arc<Runner>, bool);
             impl Drop for Done {
                 fn drop(&mut self) {
-                    self.0.lock().low_running -= 1;
+                    LOW.with(|l| l.set(self.1));
+                    let mut st = self.0.lock();
+                    st.low_running = st.low_running.saturating_sub(1);
                 }
             }
-            let _done = Done(runner);
+            let _done = Done(runner, LOW.with(|l| l.replace(true)));
             job();
         });
         let mut st = self.lock();
@@ -321,11 +326,18 @@ impl Runner {
         let mut cx = Context::from_waker(&waker);
         let mut fut = std::pin::pin!(fut);
         let depth = DEPTH.with(std::cell::Cell::get);
+        let low = LOW.with(std::cell::Cell::get);
         let mut holding = true;
         let mut announced = false;
+        // A low-priority task parked in its wait is not counted against
+        // the low-priority slots: its low-priority children can run.
+        let mut counted_out = false;
         loop {
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                 self.resume(&waiter, holding);
+                if counted_out {
+                    self.lock().low_running += 1;
+                }
                 if announced {
                     blocked(false);
                 }
@@ -344,7 +356,9 @@ impl Runner {
                 if holding && let Some(job) = st.ready.pop_back() {
                     // Newest first: most likely a child of the waiting task.
                     drop(st);
+                    LOW.with(|l| l.set(false));
                     run_job(job);
+                    LOW.with(|l| l.set(low));
                     continue;
                 }
                 // Not listed now: a waiter is a helper only while parked.
@@ -353,6 +367,10 @@ impl Runner {
             if holding {
                 holding = false;
                 st.release();
+            }
+            if low && !counted_out {
+                counted_out = true;
+                st.low_running = st.low_running.saturating_sub(1);
             }
             self.dispatch(st);
             waiter.park();
@@ -366,7 +384,9 @@ impl Runner {
             if let Some(gift) = gift {
                 holding = true;
                 if let Gift::Job(job) = gift {
+                    LOW.with(|l| l.set(false));
                     run_job(job);
+                    LOW.with(|l| l.set(low));
                 }
             }
         }
@@ -604,5 +624,27 @@ mod tests {
         let mut rest: Vec<String> = (0..2).map(|_| rx.recv_timeout(second).unwrap()).collect();
         rest.sort();
         assert_eq!(rest, vec!["low 1", "low 2"]);
+    }
+
+    #[test]
+    fn a_low_priority_task_waiting_on_a_low_priority_child_finishes() {
+        // One slot for low-priority work: the parent waits for its child.
+        let r = runner(2);
+        let (tx, rx) = mpsc::channel();
+        let parent = r.clone();
+        r.submit_low(Box::new(move || {
+            let done = flag();
+            let inner = done.0.clone();
+            let t = tx.clone();
+            parent.submit_low(Box::new(move || {
+                t.send("child").unwrap();
+                Flag(inner).set();
+            }));
+            parent.wait_helping(done, |_| {});
+            tx.send("parent").unwrap();
+        }));
+        let second = Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(second).unwrap(), "child");
+        assert_eq!(rx.recv_timeout(second).unwrap(), "parent");
     }
 }
