@@ -59,10 +59,22 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
                 }
             })
             .collect();
+        let mut sums = Vec::with_capacity(fs.len());
         for f in &fs {
-            f.get()?;
+            sums.push(f.get()?);
         }
-        Ok(32.0 / start.elapsed().as_secs_f64())
+        let rate = 32.0 / start.elapsed().as_secs_f64();
+        // Checked outside the timed region: two products against faer here.
+        for s in [0u64, 31] {
+            let want = dfut_benches::matmul::product_sum(&dfut::matrix::Backend::Cpu, s, 256)?;
+            let got = sums[s as usize];
+            if (got - want).abs() > 1e-3 * want.abs().max(1.0) {
+                return Err(dfut::Error::Decode(format!(
+                    "w4 small product {s}: sum {got}, expected {want}"
+                )));
+            }
+        }
+        Ok(rate)
     };
     small(false)?;
     let rates: Vec<f64> = (0..RUNS)
