@@ -334,6 +334,7 @@ fn bench(
         });
     }
     rag.shards.clear();
+    let seed = seed_mode(rt, rag, trace)?;
     eprintln!(
         "prefetch (links): {prefetched} shards warmed ahead, {useful} used by the next question; \
          {:.1} s of simulated reading over the prefetch modes",
@@ -391,6 +392,13 @@ fn bench(
         "rag_prefetch_wasted".into(),
         prefetched.saturating_sub(useful).into(),
     );
+    for (every, steps_per_s) in &seed {
+        println!("seed mode, retrieving every {every} steps: {steps_per_s:.0} steps/s");
+        json.insert(
+            format!("rag_seed_r{every}_steps_per_s"),
+            ((steps_per_s * 10.0).round() / 10.0).into(),
+        );
+    }
     let waits = outcomes
         .iter()
         .find(|o| o.mode == "prefetch")
@@ -402,6 +410,50 @@ fn bench(
     eprintln!("chart: {}", svg.display());
     println!("{}", serde_json::Value::Object(json));
     Ok(())
+}
+
+/// The study project's agent ("seed mode"): it generates at every step
+/// and retrieves every R steps, every generation step reading the one
+/// retrieval future in place on a worker. Steps per second for R = 1 and
+/// R = 10, all shards resident.
+fn seed_mode(
+    rt: &dfut::Runtime,
+    rag: &Rag,
+    trace: &[trace::Step],
+) -> dfut::Result<Vec<(usize, f64)>> {
+    const AGENTS: usize = 10;
+    const STEPS: usize = 20;
+    rag.shards.set_capacity(rag.shards.len());
+    let built: Vec<_> = (0..rag.shards.len())
+        .map(|s| rag.shards.warm(s as u32))
+        .collect();
+    for b in &built {
+        rt.block_on(b.settled());
+    }
+    let topics: Vec<&str> = trace
+        .iter()
+        .take(AGENTS)
+        .map(|s| rag.corpus.pages[s.page as usize].summary.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for every in [1usize, 10] {
+        let start = Instant::now();
+        for topic in &topics {
+            let mut context = rag.context(topic, 10);
+            for step in 0..STEPS {
+                if step > 0 && step % every == 0 {
+                    context = rag.context(topic, 10);
+                }
+                let said =
+                    dfut_benches::rag::rag_generate(&context, format!("{topic} ({step})")).get()?;
+                std::hint::black_box(said);
+            }
+        }
+        let steps = (topics.len() * STEPS) as f64;
+        out.push((every, steps / start.elapsed().as_secs_f64()));
+    }
+    rag.shards.clear();
+    Ok(out)
 }
 
 /// Latency (p50 and p99) and hit rate per mode, as bars.

@@ -23,16 +23,43 @@ pub struct Answer {
 
 /// Chooses sentences of the chunks `hits` (best first) for `question`.
 pub fn extract(corpus: &Corpus, question: &str, hits: &[(u32, f32)]) -> Answer {
+    let chunks: Vec<&str> = hits
+        .iter()
+        .filter_map(|(c, _)| corpus.chunks.get(*c as usize))
+        .map(|c| c.text.as_str())
+        .collect();
+    let (text, citations) = quote(question, &chunks);
+    let follow_ups = citations
+        .first()
+        .and_then(|cite| {
+            let (name, section) = cite.trim_end_matches(')').split_once('(')?;
+            corpus.find(name, section)
+        })
+        .map(|p| {
+            corpus.pages[p as usize]
+                .see_also
+                .iter()
+                .map(|(n, s)| format!("{n}({s})"))
+                .collect()
+        })
+        .unwrap_or_default();
+    Answer {
+        text,
+        citations,
+        follow_ups,
+    }
+}
+
+/// The answer's text and its citations, from `chunks` (best first, each
+/// prefixed with its page as `name(section): `).
+pub fn quote(question: &str, chunks: &[&str]) -> (String, Vec<String>) {
     let mut wanted = tokens(question);
     wanted.sort_unstable();
     wanted.dedup();
-    // (overlap, hit rank, sentence, page)
-    let mut candidates: Vec<(usize, usize, String, u32)> = Vec::new();
-    for (rank, (chunk, _)) in hits.iter().enumerate() {
-        let Some(c) = corpus.chunks.get(*chunk as usize) else {
-            continue;
-        };
-        let text = c.text.split_once(": ").map_or(c.text.as_str(), |(_, t)| t);
+    // (overlap, chunk rank, sentence, citation)
+    let mut candidates: Vec<(usize, usize, &str, &str)> = Vec::new();
+    for (rank, chunk) in chunks.iter().enumerate() {
+        let (cite, text) = chunk.split_once(": ").unwrap_or(("", chunk));
         // Long runs without a full stop are code (a SYNOPSIS), not prose.
         for sentence in sentences(text).filter(|s| s.len() <= MAX_SENTENCE) {
             let mut have = tokens(sentence);
@@ -43,46 +70,31 @@ pub fn extract(corpus: &Corpus, question: &str, hits: &[(u32, f32)]) -> Answer {
                 .filter(|t| wanted.binary_search(t).is_ok())
                 .count();
             if overlap > 0 {
-                candidates.push((overlap, rank, sentence.to_owned(), c.page));
+                candidates.push((overlap, rank, sentence, cite));
             }
         }
     }
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut text = Vec::new();
+    let mut picked: Vec<(&str, &str)> = Vec::new();
     let mut citations: Vec<String> = Vec::new();
-    let mut first_page = None;
-    for (_, _, sentence, page) in candidates {
-        if text.len() == SENTENCES {
+    for (_, _, sentence, cite) in candidates {
+        if picked.len() == SENTENCES {
             break;
         }
-        if text.iter().any(|(s, _): &(String, String)| *s == sentence) {
+        if picked.iter().any(|(s, _)| *s == sentence) {
             continue;
         }
-        let cite = corpus.pages[page as usize].cite();
-        first_page.get_or_insert(page);
-        if !citations.contains(&cite) {
-            citations.push(cite.clone());
+        if !citations.iter().any(|c| c == cite) {
+            citations.push(cite.to_owned());
         }
-        text.push((sentence, cite));
+        picked.push((sentence, cite));
     }
-    let follow_ups = first_page
-        .map(|p| {
-            corpus.pages[p as usize]
-                .see_also
-                .iter()
-                .map(|(n, s)| format!("{n}({s})"))
-                .collect()
-        })
-        .unwrap_or_default();
-    Answer {
-        text: text
-            .iter()
-            .map(|(s, c)| format!("{s} [{c}]"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        citations,
-        follow_ups,
-    }
+    let text = picked
+        .iter()
+        .map(|(s, c)| format!("{s} [{c}]"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (text, citations)
 }
 
 /// Sentences of `text`: cut after `.`, `!` or `?` followed by a space.

@@ -167,6 +167,8 @@ pub struct Shard {
     pub doc_len: Vec<u32>,
     /// Each document's chunk id in the corpus.
     pub chunk_ids: Vec<u32>,
+    /// Each document's text (what an answer quotes).
+    pub texts: Vec<String>,
 }
 
 impl Shard {
@@ -178,6 +180,7 @@ impl Shard {
             let toks = tokens(text);
             shard.doc_len.push(toks.len() as u32);
             shard.chunk_ids.push(*id);
+            shard.texts.push(text.clone());
             let mut counts: HashMap<String, u16> = HashMap::new();
             for t in toks {
                 let c = counts.entry(t).or_default();
@@ -302,6 +305,22 @@ pub fn search(shard: &ArchivedShard, query: &ArchivedQuery) -> Vec<(u32, f32)> {
         .collect();
     rank(&mut hits, query.k.to_native() as usize);
     hits
+}
+
+/// Like [`search`], each hit with its document's text.
+pub fn search_texts(shard: &ArchivedShard, query: &ArchivedQuery) -> Vec<(u32, f32, String)> {
+    let hits = search(shard, query);
+    hits.into_iter()
+        .map(|(id, score)| {
+            let text = shard
+                .chunk_ids
+                .iter()
+                .position(|c| c.to_native() == id)
+                .map(|i| shard.texts[i].as_str().to_owned())
+                .unwrap_or_default();
+            (id, score, text)
+        })
+        .collect()
 }
 
 /// Sorts hits best first (ties: lower id first) and keeps `k`.

@@ -80,6 +80,30 @@ pub fn link_order(corpus: &Corpus) -> Vec<u32> {
     order
 }
 
+/// Searches a shard in place: the best hits with their texts.
+#[dfut::remote]
+pub fn rag_search_texts(shard: Archived<Shard>, query: Archived<Query>) -> Vec<(u32, f32, String)> {
+    bm25::search_texts(&shard, &query)
+}
+
+/// Merges the hits of several shards into one retrieval result (it stays
+/// on a worker, for many generation steps to read).
+#[dfut::remote]
+pub fn rag_context(parts: dfut::Many<Vec<(u32, f32, String)>>, k: u32) -> Vec<(u32, f32, String)> {
+    let mut all: Vec<(u32, f32, String)> = parts.into_iter().flatten().collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k as usize);
+    all
+}
+
+/// One generation step of an agent: an answer to `prompt` quoted from a
+/// retrieval result read in place.
+#[dfut::remote]
+pub fn rag_generate(context: Archived<Vec<(u32, f32, String)>>, prompt: String) -> String {
+    let chunks: Vec<&str> = context.iter().map(|h| h.2.as_str()).collect();
+    answer::quote(&prompt, &chunks).0
+}
+
 /// The driver's side: the corpus, the router, and the shards' handles.
 pub struct Rag {
     /// Pages and chunks.
@@ -185,6 +209,20 @@ impl Rag {
         }
         bm25::rank(&mut hits, k as usize);
         Ok(hits)
+    }
+
+    /// The retrieval for `question` as one future on a worker: the routed
+    /// shards searched, their hits merged there, never sent here.
+    pub fn context(&self, question: &str, k: u32) -> dfut::DistFuture<Vec<(u32, f32, String)>> {
+        let query = self.stats.query(question, k);
+        dfut::Options::new().retries(RETRIES).call(|| {
+            let parts: Vec<_> = self
+                .route(question)
+                .into_iter()
+                .map(|s| rag_search_texts(self.shards.get(s), query.clone()))
+                .collect();
+            rag_context(&parts[..], k)
+        })
     }
 
     /// Answers `question` from its best chunks: extracted from them, or

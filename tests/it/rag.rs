@@ -3,7 +3,7 @@
 
 use dfut_benches::rag::{Rag, corpus};
 
-use crate::util::cluster;
+use crate::util::{LIMIT, cluster};
 
 #[test]
 fn the_manual_pages_are_answered_from_with_recall_above_ninety_percent() {
@@ -37,6 +37,23 @@ fn the_manual_pages_are_answered_from_with_recall_above_ninety_percent() {
         "{answer:?}"
     );
     assert!(!answer.follow_ups.is_empty(), "{answer:?}");
+
+    // The agent's pattern: one retrieval future on a worker, read in place
+    // by generation steps, answers as the driver would.
+    let question = "how do I create a pipe";
+    let context = rag.context(question, 10);
+    let hits = rag.retrieve(question, 10).unwrap();
+    let texts: Vec<&str> = hits
+        .iter()
+        .map(|(c, _)| rag.corpus.chunks[*c as usize].text.as_str())
+        .collect();
+    let here = dfut_benches::rag::answer::quote(question, &texts).0;
+    for _ in 0..3 {
+        assert_eq!(
+            dfut_benches::rag::rag_generate(&context, question.to_owned()).get_timeout(LIMIT),
+            Ok(here.clone())
+        );
+    }
 
     // The same question through an OpenAI-compatible endpoint.
     let (url, request) = chat_server("Call pipe() [pipe(2)] to get two descriptors.");
