@@ -151,6 +151,27 @@ fn shards_are_kept_up_to_the_capacity_shared_by_concurrent_misses_and_rebuilt_al
     let misses = rag.shards.misses.load(Ordering::Relaxed);
     assert_eq!(rag.retrieve(question, 10).unwrap(), first);
     assert_eq!(rag.shards.misses.load(Ordering::Relaxed), misses);
+
+    // The same answers whatever is kept: nothing (built per question),
+    // two shards, everything.
+    let questions: Vec<String> = rag
+        .corpus
+        .pages
+        .iter()
+        .step_by(97)
+        .map(|p| p.summary.clone())
+        .collect();
+    let answers = |capacity: usize| -> Vec<Vec<(u32, f32)>> {
+        rag.shards.clear();
+        rag.shards.set_capacity(capacity);
+        questions
+            .iter()
+            .map(|q| rag.retrieve(q, 10).unwrap())
+            .collect()
+    };
+    let all = answers(32);
+    assert_eq!(answers(0), all, "no reuse");
+    assert_eq!(answers(2), all, "two shards resident");
 }
 
 #[test]
