@@ -658,6 +658,7 @@ pub(crate) fn runtime_threads(var: &str, default: usize) -> usize {
 /// Settings of one local worker, for [`Builder::add_worker`]: the study
 /// project's knobs.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerOptions {
     /// Task slots (default: the number of cores; 2 for in-process workers).
     pub max_concurrent: Option<u32>,

@@ -56,13 +56,27 @@ pub const DEFAULT_INLINE_MAX: u32 = 64 * 1024;
 /// ```
 /// let s = dfut::Speculation::default();
 /// assert_eq!((s.multiplier, s.min_wait), (3.0, std::time::Duration::from_millis(50)));
+/// let eager = dfut::Speculation::new(2.0, std::time::Duration::from_millis(10));
+/// assert_eq!(eager.multiplier, 2.0);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Speculation {
     /// How many mean completion times a task may take before a copy starts.
     pub multiplier: f64,
     /// Never start a copy before this.
     pub min_wait: std::time::Duration,
+}
+
+impl Speculation {
+    /// Copies start after `multiplier` mean completion times, and never
+    /// before `min_wait`.
+    pub fn new(multiplier: f64, min_wait: std::time::Duration) -> Self {
+        Self {
+            multiplier,
+            min_wait,
+        }
+    }
 }
 
 impl Default for Speculation {
@@ -182,6 +196,7 @@ struct Inner {
 /// # Ok::<(), dfut::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Tasks submitted (retries not counted).
     pub submitted: u64,

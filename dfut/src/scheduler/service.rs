@@ -23,6 +23,7 @@ use crate::Result;
 /// assert_eq!(config.mode, "default");
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// Address to listen on.
     pub addr: SocketAddr,

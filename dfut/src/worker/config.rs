@@ -33,6 +33,7 @@ use clap::Parser;
 /// ```
 #[derive(Debug, Clone, Parser)]
 #[command(name = "worker", about = "Run a dfut worker")]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Address of the scheduler to register with.
     #[arg(long, env = "DFUT_SCHEDULER")]
