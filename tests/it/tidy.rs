@@ -1,5 +1,6 @@
 //! Repository rules checked as tests: every Rust file says what it is for,
-//! and the macro crate is pinned to the exact version of `dfut`.
+//! the macro crate is pinned to the exact version of `dfut`, and the
+//! declared `rust-version` is honest as far as this machine can tell.
 
 use std::path::{Path, PathBuf};
 
@@ -60,4 +61,45 @@ fn the_macro_crate_is_pinned_to_the_facade_version() {
     let workspace_version = version_of("Cargo.toml", "version = ");
     let pinned = version_of("Cargo.toml", "dfut-macros = ");
     assert_eq!(pinned, format!("={workspace_version}"));
+}
+
+/// A `rust-version` as numbers (`1.88` is `[1, 88, 0]`).
+fn rust_version(v: &str) -> Vec<u64> {
+    let mut parts: Vec<u64> = v.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    parts.resize(3, 0);
+    parts
+}
+
+#[test]
+fn the_declared_rust_version_covers_every_dependency_and_clippy_checks_it() {
+    let declared = version_of("Cargo.toml", "rust-version");
+    let clippy = std::fs::read_to_string(workspace().join("clippy.toml")).unwrap();
+    assert!(
+        clippy.contains(&format!("msrv = \"{declared}\"")),
+        "clippy.toml's msrv is the declared rust-version {declared} (clippy then flags newer APIs)"
+    );
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let newer: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            (rust_version(v) > rust_version(&declared)).then(|| format!("{} needs {v}", p["name"]))
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "dependencies need a newer Rust than the declared {declared}: {newer:?}"
+    );
 }
