@@ -260,6 +260,9 @@ pub struct Failure {
     pub kind: FailureKind,
     /// The message, e.g. the panic message.
     pub message: String,
+    /// Where it happened in the remote code (a panic's
+    /// `file:line:column`); empty if unknown.
+    pub location: String,
 }
 
 /// How a task ended.

@@ -33,6 +33,7 @@ fn decode_error(index: usize, message: impl std::fmt::Display) -> Failure {
     Failure {
         kind: FailureKind::Decode,
         message: format!("argument {index}: {message}"),
+        location: String::new(),
     }
 }
 
@@ -88,6 +89,7 @@ pub fn ret_fallible<T: Data, E: Display>(value: std::result::Result<T, E>) -> Ta
         Err(e) => Err(Failure {
             kind: FailureKind::Returned,
             message: e.to_string(),
+            location: String::new(),
         }),
     }
 }

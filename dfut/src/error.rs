@@ -23,20 +23,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The remote function panicked; the worker survived.
-    #[error("remote function `{function}` panicked: {message}")]
+    #[error("remote function `{function}` panicked on worker {worker} at {location}: {message}")]
     TaskPanicked {
         /// The function's registered name.
         function: String,
         /// The panic message.
         message: String,
+        /// The address of the worker it ran on.
+        worker: String,
+        /// Where it panicked, `file:line:column` (`unknown` if the worker
+        /// could not tell).
+        location: String,
     },
     /// The remote function returned an error.
-    #[error("remote function `{function}` failed: {message}")]
+    #[error("remote function `{function}` failed on worker {worker}: {message}")]
     TaskFailed {
         /// The function's registered name.
         function: String,
         /// The error's `Display` text.
         message: String,
+        /// The address of the worker it ran on.
+        worker: String,
     },
     /// The worker holding or computing the value died (and retries, if any,
     /// are used up).
@@ -140,9 +147,22 @@ impl Error {
         let function = function.to_owned();
         let message = f.message.clone();
         match f.kind {
-            FailureKind::Panicked => Error::TaskPanicked { function, message },
+            FailureKind::Panicked => Error::TaskPanicked {
+                function,
+                message,
+                worker: worker.to_owned(),
+                location: if f.location.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    f.location.clone()
+                },
+            },
             FailureKind::Returned | FailureKind::Other | FailureKind::ArgumentFailed => {
-                Error::TaskFailed { function, message }
+                Error::TaskFailed {
+                    function,
+                    message,
+                    worker: worker.to_owned(),
+                }
             }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
             FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
@@ -184,7 +204,15 @@ impl Error {
             Error::Timeout(limit) => limit.as_millis().to_string(),
             other => other.to_string(),
         };
-        Failure { kind, message }
+        let location = match self {
+            Error::TaskPanicked { location, .. } if location != "unknown" => location.clone(),
+            _ => String::new(),
+        };
+        Failure {
+            kind,
+            message,
+            location,
+        }
     }
 }
 
@@ -198,10 +226,13 @@ mod tests {
             Error::TaskPanicked {
                 function: "m::f".into(),
                 message: "boom".into(),
+                worker: "w".into(),
+                location: "src/lib.rs:3:5".into(),
             },
             Error::TaskFailed {
                 function: "m::f".into(),
                 message: "bad input".into(),
+                worker: "w".into(),
             },
             Error::UnknownFunction {
                 name: "m::f".into(),

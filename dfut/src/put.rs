@@ -45,6 +45,7 @@ fn stored(args: Args) -> TaskResult {
         _ => Err(Failure {
             kind: FailureKind::Decode,
             message: "put takes exactly one value".into(),
+            location: String::new(),
         }),
     }
 }

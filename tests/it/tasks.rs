@@ -79,16 +79,47 @@ fn nested_calls_and_async_functions() {
 fn a_panicking_task_reports_its_message_and_the_worker_keeps_serving() {
     let rt = cluster(3);
     let _g = rt.enter();
+    let workers: Vec<String> = rt
+        .client()
+        .workers()
+        .iter()
+        .map(|w| w.addr.to_string())
+        .collect();
     let boom: Vec<_> = (0..6).map(|i| explode(format!("boom {i}"))).collect();
     for (i, f) in boom.iter().enumerate() {
         match f.get_timeout(LIMIT) {
-            Err(Error::TaskPanicked { function, message }) => {
+            Err(e @ Error::TaskPanicked { .. }) => {
+                let shown = e.to_string();
+                let Error::TaskPanicked {
+                    function,
+                    message,
+                    worker,
+                    location,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
                 assert_eq!(function, "dfut_tests::explode");
                 assert_eq!(message, format!("boom {i}"));
+                assert!(workers.contains(&worker), "{worker} among {workers:?}");
+                // `explode`'s `panic!` in tests/src/lib.rs.
+                assert!(location.starts_with("tests/src/lib.rs:"), "{location}");
+                assert!(
+                    shown.contains(&worker) && shown.contains(&location),
+                    "{shown}"
+                );
             }
             other => panic!("expected a panic error, got {other:?}"),
         }
         assert_eq!(f.status(), Status::Failed);
+    }
+    // An async task's panic says where too.
+    match panics_async("late").get_timeout(LIMIT) {
+        Err(Error::TaskPanicked { location, .. }) => {
+            assert!(location.starts_with("tests/src/lib.rs:"), "{location}");
+        }
+        other => panic!("expected a panic error, got {other:?}"),
     }
     let after: Vec<_> = (0..30).map(echo).collect();
     for (i, f) in after.iter().enumerate() {
@@ -106,13 +137,25 @@ fn a_returned_error_is_a_task_failure() {
     let rt = cluster(3);
     let _g = rt.enter();
     assert_eq!(even_only(4).get_timeout(LIMIT), Ok(4));
-    assert_eq!(
-        even_only(5).get_timeout(LIMIT),
+    match even_only(5).get_timeout(LIMIT) {
         Err(Error::TaskFailed {
-            function: "dfut_tests::even_only".into(),
-            message: "5 is odd".into()
-        })
-    );
+            function,
+            message,
+            worker,
+            ..
+        }) => {
+            assert_eq!(function, "dfut_tests::even_only");
+            assert_eq!(message, "5 is odd");
+            assert!(
+                rt.client()
+                    .workers()
+                    .iter()
+                    .any(|w| w.addr.to_string() == worker),
+                "{worker}"
+            );
+        }
+        other => panic!("expected a task failure, got {other:?}"),
+    }
 }
 
 /// Defined in the test binary only: the workers do not have it.

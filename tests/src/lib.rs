@@ -383,3 +383,10 @@ pub fn made_by(link: (u32, Vec<u64>)) -> u32 {
 pub fn gpu_host_sum(v: dfut::Archived<Vec<u8>>) -> u64 {
     v.iter().map(|b| u64::from(*b)).sum()
 }
+
+/// Panics with `message` after an await.
+#[dfut::remote]
+pub async fn panics_async(message: String) -> u64 {
+    tokio::task::yield_now().await;
+    panic!("{message}")
+}

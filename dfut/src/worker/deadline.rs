@@ -31,6 +31,7 @@ pub(crate) fn timed_out(timeout_ms: u32) -> Failure {
     Failure {
         kind: FailureKind::TimedOut,
         message: timeout_ms.to_string(),
+        location: String::new(),
     }
 }
 

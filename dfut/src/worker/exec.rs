@@ -383,6 +383,15 @@ async fn run_async(
         tokio::time::sleep(delay.sample()).await;
     }
     let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
+    // A panic is caught on the thread it happened on, where its location
+    // was recorded.
+    let fut = async move {
+        use futures_util::FutureExt;
+        match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(panicked(p)),
+        }
+    };
     let mut task = tokio::spawn(fut);
     lock(&shared.aborts).insert(id, task.abort_handle());
     // `None`: past its deadline.
@@ -407,7 +416,7 @@ async fn run_async(
                 Ok(r) => r.map(blob),
                 Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
                 Err(e) => Err(match e.try_into_panic() {
-                    Ok(p) => failure(FailureKind::Panicked, panic_message(p)),
+                    Ok(p) => panicked(p),
                     Err(e) => failure(FailureKind::Other, e.to_string()),
                 }),
             }
@@ -562,6 +571,7 @@ fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
     Failure {
         kind,
         message: message.into(),
+        location: String::new(),
     }
 }
 
@@ -681,8 +691,42 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     TASK.with(|t| *t.borrow_mut() = previous);
     match result {
         Ok(r) => r.map(blob),
-        Err(p) => Err(failure(FailureKind::Panicked, panic_message(p))),
+        Err(p) => Err(panicked(p)),
     }
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, as recorded by the
+    /// hook [`record_panic_locations`] installs.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that records each panic's
+/// location for the task that caught it, then runs the previous hook (so
+/// panics print as before).
+pub(crate) fn record_panic_locations() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(l) = info.location() {
+                let at = format!("{}:{}:{}", l.file(), l.line(), l.column());
+                let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = Some(at));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// The failure of a task that panicked with `payload` on this thread.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Failure {
+    let mut f = failure(FailureKind::Panicked, panic_message(payload));
+    f.location = PANIC_AT
+        .try_with(|p| p.borrow_mut().take())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    f
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -185,6 +185,7 @@ impl Shared {
 
 /// Starts a worker on the current runtime.
 pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -> Result<Worker> {
+    exec::record_panic_locations();
     if config.gpu {
         open_gpu()?;
     }

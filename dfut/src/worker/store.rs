@@ -92,6 +92,7 @@ fn freed(id: ObjectId) -> Failure {
     Failure {
         kind: FailureKind::NoSuchObject,
         message: format!("object {id} was freed"),
+        location: String::new(),
     }
 }
 
@@ -292,6 +293,7 @@ impl Store {
                     let _ = w.send(Err(Failure {
                         kind: FailureKind::NoSuchObject,
                         message: format!("object {id} was never computed here"),
+                        location: String::new(),
                     }));
                 }
             }
@@ -481,6 +483,7 @@ mod tests {
         let lost = Failure {
             kind: FailureKind::WorkerLost,
             message: "argument lost".into(),
+            location: String::new(),
         };
         s.complete(id(1, 1), Err(lost));
         s.expect(id(1, 1));
