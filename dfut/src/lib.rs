@@ -88,8 +88,9 @@ pub use worker::cancelled;
 pub use rkyv;
 
 /// Installs a `tracing` subscriber printing to stderr, filtered by
-/// `DFUT_LOG` (default `warn`). Called by worker processes and the `dfut`
-/// tool; a driver may call it too. Does nothing if a subscriber is set.
+/// `DFUT_LOG` (default `warn`). Called by worker processes, the `dfut`
+/// tool and [`init`]; does nothing if a subscriber is set (install yours
+/// before calling [`init`] to keep it).
 ///
 /// ```
 /// dfut::init_tracing();

@@ -51,6 +51,9 @@ pub fn init() -> Result<Runtime> {
     if std::env::var(ROLE_ENV).as_deref() == Ok("worker") {
         crate::local::worker_main();
     }
+    // A driver logs like its workers (`DFUT_LOG`, default `warn`) unless
+    // its program installed a subscriber first.
+    crate::init_tracing();
     static RUNNING: Mutex<std::sync::Weak<Inner>> = Mutex::new(std::sync::Weak::new());
     // Held while starting, so concurrent callers share one cluster.
     let mut running = crate::lock(&RUNNING);
