@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use dfut_benches::rag::{Rag, SHARDS, SHARDS_PER_QUERY, answer, corpus, trace};
-use plotters::prelude::*;
 use rand::{Rng, SeedableRng};
+
+#[path = "common/bars.rs"]
+mod bars;
 
 #[derive(Parser)]
 #[command(about = "Retrieval-augmented answers from the Linux manual pages, on a dfut cluster")]
@@ -458,48 +460,16 @@ fn seed_mode(
 
 /// Latency (p50 and p99) and hit rate per mode, as bars.
 fn chart(outcomes: &[Outcome], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    type Metric = fn(&Outcome) -> f64;
-    let metrics: [(&str, Metric); 3] = [
-        ("p50 latency (ms)", |o| o.percentile(0.5)),
-        ("p99 latency (ms)", |o| o.percentile(0.99)),
-        ("hit rate", |o| o.hit_rate),
-    ];
-    let root = SVGBackend::new(path, (1200, 380)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let panels = root.split_evenly((1, 3));
-    for (area, (title, value)) in panels.iter().zip(metrics) {
-        let max = outcomes.iter().map(value).fold(0.0, f64::max) * 1.15;
-        let n = outcomes.len();
-        let mut c = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(28)
-            .y_label_area_size(150)
-            .build_cartesian_2d(0.0..max.max(1e-9), (0..n).into_segmented())?;
-        c.configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|y| match y {
-                SegmentValue::CenterOf(i) => outcomes
-                    .get(*i)
-                    .map(|o| o.mode.to_owned())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
-            .label_style(("sans-serif", 12))
-            .draw()?;
-        c.draw_series(outcomes.iter().enumerate().map(|(i, o)| {
-            let mut bar = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (value(o), SegmentValue::Exact(i + 1)),
-                ],
-                Palette99::pick(i).filled(),
-            );
-            bar.set_margin(5, 5, 0, 0);
-            bar
-        }))?;
-    }
-    root.present()?;
-    Ok(())
+    let labels: Vec<String> = outcomes.iter().map(|o| o.mode.to_owned()).collect();
+    let metric = |f: fn(&Outcome) -> f64| outcomes.iter().map(f).collect::<Vec<f64>>();
+    bars::bar_panels(
+        path,
+        (1200, 380),
+        &labels,
+        &[
+            ("p50 latency (ms)", metric(|o| o.percentile(0.5))),
+            ("p99 latency (ms)", metric(|o| o.percentile(0.99))),
+            ("hit rate", metric(|o| o.hit_rate)),
+        ],
+    )
 }

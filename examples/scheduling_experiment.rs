@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dfut::{DistFuture, WorkerOptions};
-use plotters::prelude::*;
+#[path = "common/bars.rs"]
+mod bars;
 
 #[derive(Parser)]
 struct Args {
@@ -160,49 +161,20 @@ fn run(rt: &dfut::Runtime, args: &Args, pids: &[u32], slots: u32) -> dfut::Resul
 }
 
 fn chart(outcomes: &[Outcome], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    type Metric = fn(&Outcome) -> f64;
-    let metrics: [(&str, Metric); 2] = [
-        ("makespan (ms)", |o| o.makespan.as_secs_f64() * 1e3),
-        ("p99 task latency (ms)", |o| o.p99.as_secs_f64() * 1e3),
-    ];
-    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let halves = root.split_evenly((1, 2));
-    for (area, (title, value)) in halves.iter().zip(metrics) {
-        let max = outcomes.iter().map(value).fold(0.0, f64::max) * 1.15;
-        let n = outcomes.len();
-        let mut c = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(30)
-            .y_label_area_size(110)
-            .build_cartesian_2d(0.0..max.max(1e-9), (0..n).into_segmented())?;
-        c.configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|y| match y {
-                SegmentValue::CenterOf(i) => outcomes
-                    .get(*i)
-                    .map(|o| o.policy.clone())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            })
-            .label_style(("sans-serif", 13))
-            .draw()?;
-        c.draw_series(outcomes.iter().enumerate().map(|(i, o)| {
-            let mut bar = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (value(o), SegmentValue::Exact(i + 1)),
-                ],
-                Palette99::pick(i).filled(),
-            );
-            bar.set_margin(5, 5, 0, 0);
-            bar
-        }))?;
-    }
-    root.present()?;
-    Ok(())
+    let labels: Vec<String> = outcomes.iter().map(|o| o.policy.clone()).collect();
+    let metric = |f: fn(&Outcome) -> f64| outcomes.iter().map(f).collect::<Vec<f64>>();
+    bars::bar_panels(
+        path,
+        (1000, 420),
+        &labels,
+        &[
+            ("makespan (ms)", metric(|o| o.makespan.as_secs_f64() * 1e3)),
+            (
+                "p99 task latency (ms)",
+                metric(|o| o.p99.as_secs_f64() * 1e3),
+            ),
+        ],
+    )
 }
 
 fn num_cores() -> u32 {

@@ -79,7 +79,10 @@ pub fn arg_many<T: Data>(args: &Args, index: usize) -> std::result::Result<Many<
 
 /// Encodes a function's return value.
 pub fn ret<T: Data>(value: &T) -> TaskResult {
-    value.encode().map_err(|e| e.to_failure())
+    value
+        .encode()
+        .map(crate::blob::blob)
+        .map_err(|e| e.to_failure())
 }
 
 /// Encodes a fallible function's return value.

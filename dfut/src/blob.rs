@@ -56,14 +56,6 @@ impl Bytes {
         }
     }
 
-    /// The bytes as a vector: moved when they are on the heap, else copied.
-    pub(crate) fn into_vec(mut self) -> Vec<u8> {
-        match &mut self.0 {
-            Repr::Heap(v) => std::mem::take(v),
-            _ => self.to_vec(),
-        }
-    }
-
     /// Whether the bytes live in a file mapping rather than on the heap.
     pub(crate) fn is_mapped(&self) -> bool {
         matches!(self.0, Repr::Mapped { .. })

@@ -22,17 +22,16 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dfut_net::wire::ObjectId;
 
-use crate::blob::{Blob, Bytes};
+use crate::blob::Blob;
 use crate::lock;
-use crate::shm::Region;
+use crate::shm::{Region, try_lock};
 
 /// How long a fetched copy stays linked after it was fetched.
 const KEEP: Duration = Duration::from_secs(10);
@@ -43,8 +42,6 @@ const TURN_PATIENCE: Duration = Duration::from_secs(60);
 /// Between looks for another process's copy while waiting: from the
 /// first to the last, doubling.
 const POLL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(50));
-/// Values this small are not worth a file.
-const MIN_BYTES: usize = 64 << 10;
 /// The index directory's name under the shared-memory root.
 const INDEX: &str = "dfut-fetched";
 
@@ -104,10 +101,7 @@ impl HostCache {
     /// The copy of `id` another process of this host linked, mapped.
     fn lookup(&self, id: ObjectId) -> Option<Blob> {
         let target = std::fs::read_link(self.link(id)).ok()?;
-        if !crate::shm::is_object_path(&target) {
-            return None;
-        }
-        Bytes::mapped(target, false).ok().map(Arc::new)
+        crate::shm::map_offered(&target).ok()
     }
 
     /// The object `id`: mapped from a copy of this host if one is linked,
@@ -155,7 +149,7 @@ impl HostCache {
             return Ok(Found::Host(b));
         }
         let blob = fetch.await?;
-        if blob.len() < MIN_BYTES || blob.is_mapped() {
+        if blob.len() <= crate::limits::LARGE || blob.is_mapped() {
             // Small, or mapped from this host's shared memory already.
             return Ok(Found::Fetched(blob));
         }
@@ -230,12 +224,6 @@ impl Drop for Turn {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// Tries to take an exclusive lock on `file` without waiting.
-fn try_lock(file: &File) -> bool {
-    // SAFETY: `flock` on a valid open descriptor; no memory is involved.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Removes links in the index under `root` whose copies are gone (their

@@ -9,6 +9,10 @@ use std::sync::OnceLock;
 
 use dfut_net::EndpointOptions;
 
+/// Values larger than this are "large": pushed and fetched on streams of
+/// their own, kept in shared memory, fetched once per host.
+pub(crate) const LARGE: usize = 64 << 10;
+
 /// Room left in a message for everything but the value itself.
 const HEADROOM: usize = 64 << 10;
 

@@ -69,8 +69,6 @@ pub(crate) struct TaskRecord {
     pub timeout_ms: u32,
     /// Whether a failure of the task itself is retried too.
     pub retry_on_error: bool,
-    /// Background work (`Priority::Low`).
-    pub low: bool,
     /// Times a worker died while holding the task (sent or running).
     pub lost_runs: u32,
     /// Times a worker died while the task was known to be running on it.

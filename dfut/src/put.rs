@@ -34,30 +34,19 @@ inventory::submit! {
     }
 }
 
-/// The worker's side: the result is the argument, byte for byte (both are
-/// the archive of the same value).
+/// The worker's side: the result is the argument's bytes as they are (both
+/// are the archive of the same value), with no copy: a file its owner
+/// sealed in shared memory stays a mapping of that file, which the store
+/// then links as its own.
 fn stored(args: Args) -> TaskResult {
     let mut args = args.into_iter();
     match (args.next(), args.next()) {
-        // The worker holds the only reference: no copy.
-        (Some(ArgBytes::One(bytes)), None) => Ok(std::sync::Arc::try_unwrap(bytes)
-            .map_or_else(|shared| shared.to_vec(), |b| b.into_vec())),
+        (Some(ArgBytes::One(bytes)), None) => Ok(bytes),
         _ => Err(Failure {
             kind: FailureKind::Decode,
             message: "put takes exactly one value".into(),
             location: String::new(),
         }),
-    }
-}
-
-/// The result of a put, on a worker: its argument's bytes as they are,
-/// with no copy (a file its owner sealed in shared memory stays a mapping
-/// of that file, which the store then links as its own). `None` for any
-/// other function.
-pub(crate) fn stored_as_is(function: &str, args: &Args) -> Option<crate::object::Blob> {
-    match args.as_slice() {
-        [ArgBytes::One(bytes)] if function == NAME => Some(bytes.clone()),
-        _ => None,
     }
 }
 

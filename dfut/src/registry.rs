@@ -27,7 +27,7 @@ pub enum ArgBytes {
 /// Encoded arguments handed to a generated invoker, in declaration order.
 pub type Args = Vec<ArgBytes>;
 /// What an invoker returns: the encoded result or why it failed.
-pub type TaskResult = std::result::Result<Vec<u8>, Failure>;
+pub type TaskResult = std::result::Result<crate::object::Blob, Failure>;
 /// The future an async invoker returns.
 pub type BoxTask = Pin<Box<dyn Future<Output = TaskResult> + Send>>;
 
@@ -157,7 +157,7 @@ mod tests {
     fn run_times_are_an_exponentially_weighted_mean() {
         static F: RemoteFn = RemoteFn {
             name: "t::f",
-            invoke: Invoke::Sync(|_| Ok(Vec::new())),
+            invoke: Invoke::Sync(|_| Ok(crate::blob::blob(Vec::new()))),
             gpu: false,
         };
         let e = Entry {

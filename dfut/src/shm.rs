@@ -94,8 +94,21 @@ pub(crate) fn is_object_path(path: &Path) -> bool {
         && path.file_name().is_some_and(|n| n != "lock")
 }
 
+/// Maps, read-only, an object file another process offers (a peer's
+/// answer, a link of this host's index): only a path [`is_object_path`]
+/// accepts, never an arbitrary file.
+pub(crate) fn map_offered(path: &Path) -> std::io::Result<Blob> {
+    if !is_object_path(path) {
+        return Err(std::io::Error::other(format!(
+            "{} is not a shared-memory object file",
+            path.display()
+        )));
+    }
+    Ok(Arc::new(Bytes::mapped(path.to_owned(), false)?))
+}
+
 /// Tries to take an exclusive lock on `file` without waiting.
-fn try_lock(file: &File) -> bool {
+pub(crate) fn try_lock(file: &File) -> bool {
     // SAFETY: `flock` on a valid open descriptor; no memory is involved.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }

@@ -256,19 +256,13 @@ fn dfut_objects_lists_the_largest_objects_with_their_references() {
     let failed = explode("on purpose");
     assert!(big.get_timeout(LIMIT).is_ok() && smaller.get_timeout(LIMIT).is_ok());
     assert!(failed.get_timeout(LIMIT).is_err());
-    let out = std::process::Command::new(crate::util::dfut_tool())
-        .args(["objects", "--json", "--limit", "5", "--scheduler"])
-        .arg(rt.scheduler_addr().to_string())
-        .arg("--credential-file")
-        .arg(&credential)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listed = crate::util::json_output(
+        std::process::Command::new(crate::util::dfut_tool())
+            .args(["objects", "--json", "--limit", "5", "--scheduler"])
+            .arg(rt.scheduler_addr().to_string())
+            .arg("--credential-file")
+            .arg(&credential),
     );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let listed = listed.as_array().unwrap();
     let field = |i: usize, k: &str| listed[i][k].clone();
     assert_eq!(field(0, "id"), big.id().to_string());

@@ -78,17 +78,11 @@ fn the_declared_rust_version_covers_every_dependency_and_clippy_checks_it() {
         clippy.contains(&format!("msrv = \"{declared}\"")),
         "clippy.toml's msrv is the declared rust-version {declared} (clippy then flags newer APIs)"
     );
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let meta = crate::util::json_output(
+        std::process::Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--offline"])
+            .current_dir(workspace()),
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let newer: Vec<String> = meta["packages"]
         .as_array()
         .unwrap()

@@ -127,3 +127,16 @@ pub fn start_scheduler(procs: &mut Processes, port: u16, pem: &std::path::Path) 
         &pem.display().to_string(),
     ]))
 }
+
+/// Runs `cmd`, which must succeed, and parses its standard output as JSON.
+pub fn json_output(cmd: &mut std::process::Command) -> serde_json::Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{cmd:?} printed no JSON: {e}"))
+}

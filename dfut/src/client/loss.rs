@@ -139,7 +139,6 @@ mod tests {
             lost_runs: 0,
             crashes: 0,
             charge: None,
-            low: false,
         };
         ObjectCell::new(
             ObjectId { owner: 1, seq: 1 },

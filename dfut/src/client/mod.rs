@@ -537,7 +537,6 @@ impl Client {
             retries_left: options.retries,
             timeout_ms: options.timeout_ms,
             retry_on_error: options.retry_on_error,
-            low: options.low,
             lost_runs: 0,
             crashes: 0,
             charge: None,
@@ -623,7 +622,12 @@ impl Client {
             }
             break prepare(cell, task, self.inner.inline_max, &self.inner.push_seq);
         };
-        let (spec, needs, fn_spec, pushes) = match prepared {
+        let Prepared {
+            spec,
+            placements: needs,
+            fn_spec,
+            pushes,
+        } = match prepared {
             Ok(p) => p,
             Err(Unready::Failed(e)) => {
                 self.settle(cell, Phase::Failed(e));
@@ -1112,15 +1116,10 @@ impl Client {
         let host = self.inner.shm_host.clone().unwrap_or_default();
         let mut reply = self.request(holder, id, host).await?;
         if let Fetched::Shared { path, len } = &reply {
-            let mapped = if crate::shm::is_object_path(std::path::Path::new(path)) {
-                crate::blob::Bytes::mapped(path.into(), false)
-            } else {
-                Err(std::io::Error::other("not a shared-memory object"))
-            };
-            match mapped {
+            match crate::shm::map_offered(std::path::Path::new(path)) {
                 Ok(b) if b.len() as u64 == *len => {
                     self.inner.shared_bytes.fetch_add(*len, Ordering::Relaxed);
-                    return Ok(Arc::new(b));
+                    return Ok(b);
                 }
                 // Freed meanwhile, not visible here (another mount
                 // namespace or root), or not an object file: ask for the
@@ -1481,8 +1480,12 @@ impl Client {
             if st.dispatched.elapsed() < limit {
                 continue;
             }
-            let Ok((spec, _, fn_spec, pushes)) =
-                prepare(&cell, task, self.inner.inline_max, &self.inner.push_seq)
+            let Ok(Prepared {
+                spec,
+                fn_spec,
+                pushes,
+                ..
+            }) = prepare(&cell, task, self.inner.inline_max, &self.inner.push_seq)
             else {
                 continue;
             };
@@ -1621,7 +1624,6 @@ enum Unready {
     ArgQueued,
 }
 
-/// What became of a dispatch.
 /// What `Client::resurrect` found.
 enum Revived {
     /// The argument's value is alive: a handle to it.
@@ -1634,11 +1636,12 @@ enum Revived {
 }
 
 /// The most bytes of task records an owner keeps as lineage after their
-/// tasks finished (argument values kept to send again, and 256 bytes per
-/// record). Past it, new results of tasks with retries are not kept
-/// rebuildable: their tasks are still retried while they run.
+/// tasks finished (see `TaskRecord::weight`). Past it, new results of
+/// tasks with retries are not kept rebuildable: their tasks are still
+/// retried while they run.
 pub(crate) const MAX_LINEAGE_BYTES: u64 = 256 << 20;
 
+/// What became of a dispatch.
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
     /// Sent, or settled (failed): nothing more to do.
@@ -1788,30 +1791,33 @@ fn wire_one(
     }
 }
 
+/// A task ready to send.
+struct Prepared {
+    /// Its wire form.
+    spec: TaskSpec,
+    /// Where its referenced arguments live.
+    placements: Vec<ArgPlacement>,
+    /// The function's compile-time options.
+    fn_spec: &'static FnSpec,
+    /// Large argument values to push beside it (`Arg::Pushed`).
+    pushes: Vec<(u64, Blob)>,
+}
+
 /// The wire form of a task and where its arguments live; fails if an
 /// argument already failed.
-#[allow(clippy::type_complexity)]
 fn prepare(
     cell: &ObjectCell,
     task: &TaskRecord,
     inline_max: u32,
     push_seq: &AtomicU64,
-) -> std::result::Result<
-    (
-        TaskSpec,
-        Vec<ArgPlacement>,
-        &'static FnSpec,
-        Vec<(u64, Blob)>,
-    ),
-    Unready,
-> {
+) -> std::result::Result<Prepared, Unready> {
     let mut args = Vec::with_capacity(task.args.len());
     let mut placements = Vec::new();
     let mut pushes = Vec::new();
     for arg in &task.args {
         args.push(match arg {
             // Large values go on streams of their own, beside the task.
-            ArgSource::Value(blob) if blob.len() > PUSH_MIN => {
+            ArgSource::Value(blob) if blob.len() > crate::limits::LARGE => {
                 let req = push_seq.fetch_add(1, Ordering::Relaxed);
                 pushes.push((req, blob.clone()));
                 Arg::Pushed {
@@ -1858,11 +1864,12 @@ fn prepare(
         inline_max,
         timeout_ms: task.timeout_ms,
         confirm_start: task.lost_runs > 0,
-        low_priority: task.low,
+        low_priority: cell.low.load(Ordering::Relaxed),
     };
-    Ok((spec, placements, task.spec, pushes))
+    Ok(Prepared {
+        spec,
+        placements,
+        fn_spec: task.spec,
+        pushes,
+    })
 }
-
-/// Argument values larger than this are pushed on a stream of their own
-/// rather than sent inside the task's message.
-const PUSH_MIN: usize = 64 << 10;

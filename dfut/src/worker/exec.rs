@@ -413,7 +413,7 @@ async fn run_async(
         Some(r) => {
             entry.record(took);
             match r {
-                Ok(r) => r.map(blob),
+                Ok(r) => r,
                 Err(e) if e.is_cancelled() => Err(failure(FailureKind::Other, "cancelled")),
                 Err(e) => Err(match e.try_into_panic() {
                     Ok(p) => panicked(p),
@@ -506,10 +506,6 @@ fn settle(
     (done, woke)
 }
 
-/// Results larger than this go to shared memory (when the worker has it):
-/// smaller ones travel inline with their completion anyway.
-const SHARED_MIN: usize = 64 << 10;
-
 /// Where a result is kept: sealed in this host's shared memory when it is
 /// large and the worker has some, else on the heap; refused with
 /// `StoreFull` when the store can neither hold nor spill it.
@@ -539,7 +535,7 @@ fn keep(shared: &Shared, id: ObjectId, blob: Blob) -> Result<Blob, Failure> {
         {
             Ok(region.adopt(id, &blob).unwrap_or(blob))
         }
-        Some(region) if blob.len() > SHARED_MIN && !blob.is_mapped() => {
+        Some(region) if blob.len() > crate::limits::LARGE && !blob.is_mapped() => {
             match region.seal(id, &blob) {
                 Ok(sealed) => Ok(sealed),
                 Err(e) => {
@@ -674,9 +670,6 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     let Invoke::Sync(f) = entry.function.invoke else {
         return Err(failure(FailureKind::Other, "not a sync function"));
     };
-    if let Some(value) = crate::put::stored_as_is(entry.function.name, &args) {
-        return Ok(value);
-    }
     let _current = crate::context::enter(scope.shared.client.clone());
     // A helping thread runs this on top of another task: that task's
     // `Options::call` must not apply to this one's calls.
@@ -690,7 +683,7 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     entry.record(start.elapsed());
     TASK.with(|t| *t.borrow_mut() = previous);
     match result {
-        Ok(r) => r.map(blob),
+        Ok(r) => r,
         Err(p) => Err(panicked(p)),
     }
 }
@@ -820,13 +813,8 @@ async fn pushed(shared: &Shared, owner: u64, req: u64, len: u64) -> Result<Blob,
 /// Maps an argument its owner sealed in this host's shared memory.
 fn shared_arg(path: String, len: u64) -> Result<Blob, Failure> {
     let path = std::path::PathBuf::from(path);
-    let mapped = if crate::shm::is_object_path(&path) {
-        crate::blob::Bytes::mapped(path.clone(), false)
-    } else {
-        Err(std::io::Error::other("not a shared-memory object file"))
-    };
-    match mapped {
-        Ok(b) if b.len() as u64 == len => Ok(Arc::new(b)),
+    match crate::shm::map_offered(&path) {
+        Ok(b) if b.len() as u64 == len => Ok(b),
         Ok(b) => Err(failure(
             FailureKind::Decode,
             format!("shared argument of {} bytes, {len} announced", b.len()),
@@ -852,9 +840,6 @@ async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
     }
 }
 
-/// Values larger than this are sent on a stream of their own.
-const BULK_MIN: usize = 64 << 10;
-
 /// Answers a fetch once the object is ready: with the path of its file to
 /// a fetcher on this host, on a bulk stream when large, else inline.
 pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: ObjectId, host: String) {
@@ -867,7 +852,7 @@ pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: Objec
                     path: path.to_string_lossy().into_owned(),
                     len: blob.len() as u64,
                 },
-                _ if blob.len() > BULK_MIN => Message::Bulk {
+                _ if blob.len() > crate::limits::LARGE => Message::Bulk {
                     req,
                     payload: dfut_net::wire::Payload::new(blob),
                 },
