@@ -1,8 +1,8 @@
 //! Criterion benches of fine-grained tasks on a local cluster of 2 worker
 //! processes: W1 (no-op throughput), W2 (round-trip latency) and W3
 //! (dependency chain), W4 (32 small matrix products, next to faer called
-//! directly) and W5 (map-reduce word count over 64 MiB), as DESIGN.md
-//! defines them.
+//! directly) and W5 (map-reduce word count over 64 MiB), as the README's
+//! "Benchmarks" section defines them.
 
 #![allow(clippy::unwrap_used)] // a failed bench run should stop loudly
 

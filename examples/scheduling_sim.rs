@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use clap::Parser;
-use dfut::scheduler::{ArgPlacement, ObjectId, Scheduler, TaskNeeds, WorkerLoad, WorkerView};
+use dfut::scheduler::{ArgPlacement, ObjectId, Scheduler, TaskNeeds, WorkerView};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -172,25 +172,21 @@ impl Sim<'_> {
         let arg;
         let args: &[ArgPlacement] = match task.arg_holder {
             Some(h) => {
-                arg = [ArgPlacement {
-                    id: ObjectId {
+                arg = [ArgPlacement::new(
+                    ObjectId {
                         owner: 1,
                         seq: i as u64,
                     },
-                    holder: addr(h),
-                    bytes: Some(ARG_BYTES),
-                    readers: 0,
-                }];
+                    addr(h),
+                )
+                .bytes(Some(ARG_BYTES))];
                 &arg
             }
             None => &[],
         };
-        let needs = TaskNeeds {
-            function: if task.gpu { "gpu" } else { "cpu" },
-            gpu: task.gpu,
-            args,
-            cost: None,
-        };
+        let needs = TaskNeeds::new(if task.gpu { "gpu" } else { "cpu" })
+            .gpu(task.gpu)
+            .args(args);
         let Ok(w) = self.policy.place(&needs, &self.view) else {
             return false;
         };
@@ -236,15 +232,11 @@ fn simulate(args: &Args, policy: &mut dyn Scheduler, tasks: &[Task]) -> Outcome 
     let view: Vec<WorkerView> = workers
         .iter()
         .enumerate()
-        .map(|(i, w)| WorkerView {
-            id: i as u64,
-            addr: addr(i),
-            max_concurrent: SLOTS,
-            hw_generation: if w.speed > 1.0 { 2 } else { 1 },
-            speed: w.speed,
-            gpu: w.gpu,
-            inflight: 0,
-            load: WorkerLoad::default(),
+        .map(|(i, w)| {
+            WorkerView::new(i as u64, addr(i), SLOTS)
+                .hw_generation(if w.speed > 1.0 { 2 } else { 1 })
+                .speed(w.speed)
+                .gpu(w.gpu)
         })
         .collect();
     let mut sim = Sim {

@@ -56,6 +56,11 @@ mod remote;
 /// - `#[remote(gpu)]`: run only on GPU workers.
 /// - `#[remote(cost = X)]`: the task's relative cost (1.0 typical), a hint
 ///   for placement policies.
+/// - `#[remote(name = "...")]`: the name it is registered and called by
+///   (default: its module path and name), to keep it stable across a
+///   refactor. Two functions of one name in a binary stop it at start,
+///   and a worker refuses a call whose argument and result types differ
+///   from its own function's (`Error::SignatureMismatch`).
 /// - `#[remote(crate = "path")]`: where the `dfut` crate is, if renamed.
 ///
 /// ```

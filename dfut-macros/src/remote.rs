@@ -18,6 +18,8 @@ struct Options {
     cost: Option<f64>,
     timeout_ms: u32,
     retry_on_error: bool,
+    /// The registered name, when given (`name = "..."`).
+    name: Option<syn::LitStr>,
     krate: syn::Path,
 }
 
@@ -68,6 +70,7 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
         cost: None,
         timeout_ms: 0,
         retry_on_error: false,
+        name: None,
         krate: syn::parse_quote!(::dfut),
     };
     let parser = syn::meta::parser(|meta| {
@@ -103,6 +106,13 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
         } else if meta.path.is_ident("retry_on_error") {
             opts.retry_on_error = true;
             Ok(())
+        } else if meta.path.is_ident("name") {
+            let lit: syn::LitStr = meta.value()?.parse()?;
+            if lit.value().trim().is_empty() {
+                return Err(meta.error("`name` must not be empty"));
+            }
+            opts.name = Some(lit);
+            Ok(())
         } else if meta.path.is_ident("crate") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             opts.krate = lit.parse()?;
@@ -110,7 +120,7 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
         } else {
             Err(meta.error(
                 "unknown option; expected `gpu`, `retries = N`, `retry_on_error`, \
-                 `timeout_ms = N`, `cost = X` or `crate = \"path\"`",
+                 `timeout_ms = N`, `cost = X`, `name = \"...\"` or `crate = \"path\"`",
             ))
         }
     });
@@ -368,7 +378,24 @@ fn generate(r: &Remote) -> TokenStream {
         Some(c) => quote! { ::core::option::Option::Some(#c) },
         None => quote! { ::core::option::Option::None },
     };
-    let registered_name = quote! { ::core::concat!(::core::module_path!(), "::", #name_str) };
+    let registered_name = match &r.opts.name {
+        Some(name) => quote! { #name },
+        None => quote! { ::core::concat!(::core::module_path!(), "::", #name_str) },
+    };
+    // The full names of the argument and result types, hashed once per
+    // process; the caller's travels with each task and the worker's must
+    // match it.
+    let signature_fn = quote! {
+        fn __dfut_signature() -> u64 {
+            static SIGNATURE: ::std::sync::OnceLock<u64> = ::std::sync::OnceLock::new();
+            *SIGNATURE.get_or_init(|| {
+                #krate::__private::signature(&[
+                    #(::core::any::type_name::<#arg_types>(),)*
+                    ::core::any::type_name::<#output>(),
+                ])
+            })
+        }
+    };
 
     quote! {
         #[doc = #local_doc]
@@ -379,8 +406,10 @@ fn generate(r: &Remote) -> TokenStream {
         #[doc = ""]
         #[doc = #stub_doc]
         #vis fn #name(#(#arg_names: impl #krate::IntoArg<#arg_types>),*) -> #krate::DistFuture<#output> {
+            #signature_fn
             static __DFUT_SPEC: #krate::__private::FnSpec = #krate::__private::FnSpec {
                 name: #registered_name,
+                signature: __dfut_signature,
                 retries: #retries,
                 gpu: #gpu,
                 cost: #cost,
@@ -396,9 +425,12 @@ fn generate(r: &Remote) -> TokenStream {
         const _: () = {
             #(#checks)*
             #output_check
+            #signature_fn
             #krate::__private::inventory::submit! {
                 #krate::__private::RemoteFn {
                     name: #registered_name,
+                    location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+                    signature: __dfut_signature,
                     invoke: { #invoke },
                     gpu: #gpu,
                 }

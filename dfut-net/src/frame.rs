@@ -198,6 +198,7 @@ mod tests {
             low_priority: false,
             id: ObjectId { owner: 7, seq: 9 },
             function: "m::f".into(),
+            signature: 0x5157,
             args: vec![
                 Arg::Value(vec![1, 2, 3]),
                 Arg::Ref {

@@ -204,6 +204,11 @@ pub struct TaskSpec {
     pub id: ObjectId,
     /// The registered name of the remote function.
     pub function: String,
+    /// A hash of the function's argument and result types as the caller
+    /// was compiled with them; a worker whose function of that name has
+    /// another refuses the task ([`FailureKind::SignatureMismatch`]). 0:
+    /// not checked.
+    pub signature: u64,
     /// Its arguments, in order.
     pub args: Vec<Arg>,
     /// Results up to this size are sent back inline with the completion.
@@ -249,6 +254,9 @@ pub enum FailureKind {
     /// An argument sealed in shared memory ([`Arg::Shared`]) cannot be
     /// mapped there: the owner sends it again as bytes.
     SharedUnmappable,
+    /// The worker's function of that name takes or returns other types
+    /// than the caller's (they were built from different sources).
+    SignatureMismatch,
     /// Some other failure.
     Other,
 }

@@ -18,6 +18,23 @@ pub use crate::registry::{ArgBytes, Args, BoxTask, Invoke, RemoteFn, TaskResult}
 use crate::{Error, Result};
 use dfut_net::wire::{Failure, FailureKind};
 
+/// The signature of a remote function whose argument types, then result
+/// type, have these full names (`std::any::type_name`): FNV-1a over the
+/// names, each ended by a NUL byte. Never 0 (0 means unchecked).
+pub fn signature(types: &[&str]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in types.iter().flat_map(|t| t.bytes().chain([0])) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+    }
+    hash.max(1)
+}
+
+/// The signature of a function whose types are not checked.
+pub fn unchecked() -> u64 {
+    0
+}
+
 /// Submits a call with the current client.
 pub fn submit<T: Data>(spec: &'static FnSpec, args: Vec<Result<RawArg>>) -> DistFuture<T> {
     let args: Result<Vec<_>> = args.into_iter().map(|a| a.map(|r| r.0)).collect();

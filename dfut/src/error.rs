@@ -86,6 +86,16 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// The worker's function of this name takes or returns other types
+    /// than the caller's: the driver and the worker were built from
+    /// different sources.
+    #[error("signature mismatch for `{function}`: {message}")]
+    SignatureMismatch {
+        /// The function called.
+        function: String,
+        /// What differs and where the worker's function is defined.
+        message: String,
+    },
     /// A value could not be encoded.
     #[error("could not encode a value: {0}")]
     Encode(String),
@@ -165,6 +175,7 @@ impl Error {
                 }
             }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
+            FailureKind::SignatureMismatch => Error::SignatureMismatch { function, message },
             FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
             FailureKind::Encode => Error::Encode(format!("{function}: {message}")),
             FailureKind::NoSuchObject | FailureKind::SharedUnmappable => {
@@ -189,6 +200,7 @@ impl Error {
             Error::TaskPanicked { .. } => FailureKind::Panicked,
             Error::TaskFailed { .. } => FailureKind::Returned,
             Error::UnknownFunction { .. } => FailureKind::UnknownFunction,
+            Error::SignatureMismatch { .. } => FailureKind::SignatureMismatch,
             Error::Decode(_) => FailureKind::Decode,
             Error::Encode(_) => FailureKind::Encode,
             Error::ObjectUnavailable(_) => FailureKind::NoSuchObject,
@@ -198,9 +210,9 @@ impl Error {
             _ => FailureKind::Other,
         };
         let message = match self {
-            Error::TaskPanicked { message, .. } | Error::TaskFailed { message, .. } => {
-                message.clone()
-            }
+            Error::TaskPanicked { message, .. }
+            | Error::TaskFailed { message, .. }
+            | Error::SignatureMismatch { message, .. } => message.clone(),
             Error::Timeout(limit) => limit.as_millis().to_string(),
             other => other.to_string(),
         };
@@ -236,6 +248,10 @@ mod tests {
             },
             Error::UnknownFunction {
                 name: "m::f".into(),
+            },
+            Error::SignatureMismatch {
+                function: "m::f".into(),
+                message: "the worker's `m::f` takes other types".into(),
             },
             Error::Timeout(Duration::from_millis(250)),
         ];

@@ -20,7 +20,20 @@
 //! ```
 //!
 //! See `ARCHITECTURE.md` in the repository for how the pieces fit.
+//!
+//! ## Features
+//!
+//! The default build is the core alone: `#[remote]`, `DistFuture`, the
+//! combinators, workers, the scheduler and the QUIC transport. Optional:
+//!
+//! - `cli`: the `dfut` tool and `WorkerConfig::parse` (flags as
+//!   well as environment variables);
+//! - `progress`: a progress bar on the driver's terminal for [`Progress`];
+//! - `matrix`: `dfut::matrix`, dense matrices on faer and the tiled product;
+//! - `gpu`: the matrix module's wgpu path (implies `matrix`);
+//! - `serde`: `dfut::Serde<T>`, any serde type as an argument or result.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Lets `#[dfut::remote]` functions inside this crate name it `::dfut`.
 extern crate self as dfut;
@@ -45,6 +58,8 @@ mod host_cache;
 mod limits;
 mod local;
 mod mapreduce;
+#[cfg(feature = "matrix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "matrix")))]
 pub mod matrix;
 mod object;
 mod options;
@@ -54,6 +69,8 @@ mod refusals;
 mod registry;
 mod runtime;
 pub mod scheduler;
+#[cfg(feature = "serde")]
+mod serde_data;
 mod shm;
 pub mod worker;
 
@@ -80,6 +97,9 @@ pub use progress::Progress;
 pub use put::put;
 pub use registry::registered_functions;
 pub use runtime::{Builder, Runtime, WorkerOptions, init, init_async};
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use serde_data::Serde;
 pub use worker::cancelled;
 
 /// The rkyv crate dfut uses; derive its traits on your own argument and

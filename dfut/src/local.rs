@@ -186,8 +186,7 @@ pub(crate) fn worker_main() -> ! {
 }
 
 fn serve_as_child() -> Result<()> {
-    let config = <WorkerConfig as clap::Parser>::try_parse_from(["worker"])
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let config = WorkerConfig::from_env()?;
     if config.credential_file.is_some() || std::env::var_os("DFUT_CREDENTIAL").is_some() {
         // Started by hand (`DFUT_ROLE=worker`), not by a local cluster.
         return worker::run(config);

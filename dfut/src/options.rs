@@ -183,6 +183,7 @@ mod tests {
 
     static SPEC: FnSpec = FnSpec {
         name: "t::f",
+        signature: crate::__private::unchecked,
         retries: 2,
         gpu: false,
         cost: None,

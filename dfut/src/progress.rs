@@ -4,7 +4,8 @@
 //! A [`Progress`] counts tasks done out of a total. Tracking a future adds
 //! a tiny waiter task on the runtime that counts it when it settles; values
 //! are never fetched for this. The bar (indicatif: done / total, rate, ETA)
-//! is drawn only when stderr is a terminal, and never when `DFUT_PROGRESS=0`.
+//! is drawn only with the `progress` feature, when stderr is a terminal, and
+//! never when `DFUT_PROGRESS=0`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ struct Inner {
     done: AtomicU64,
     failed: AtomicU64,
     started: Instant,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Option<bar::Bar>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -50,24 +51,13 @@ impl std::fmt::Debug for Progress {
 
 impl Progress {
     /// A counter for `total` tasks. With `show`, a progress bar labelled
-    /// `label` is drawn on stderr if it is a terminal (and `DFUT_PROGRESS`
-    /// is not `0`).
+    /// `label` is drawn on stderr if it is a terminal, `DFUT_PROGRESS` is
+    /// not `0` and dfut was built with its `progress` feature.
     pub fn new(total: u64, label: &str, show: bool) -> Self {
         let wanted = show
             && std::io::stderr().is_terminal()
             && std::env::var("DFUT_PROGRESS").as_deref() != Ok("0");
-        let bar = wanted.then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {pos}/{len} tasks, {per_sec}, eta {eta}",
-            )
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.set_prefix(label.to_owned());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+        let bar = if wanted { bar::new(total, label) } else { None };
         Self {
             inner: Arc::new(Inner {
                 total: AtomicU64::new(total),
@@ -143,6 +133,48 @@ impl Progress {
     pub fn wait(&self) {
         while !self.is_complete() {
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The terminal bar: indicatif's with the `progress` feature, else none.
+#[cfg(feature = "progress")]
+mod bar {
+    use std::time::Duration;
+
+    pub(super) type Bar = indicatif::ProgressBar;
+
+    pub(super) fn new(total: u64, label: &str) -> Option<Bar> {
+        let bar = indicatif::ProgressBar::new(total);
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} tasks, {per_sec}, eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(label.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    }
+}
+
+/// The terminal bar: indicatif's with the `progress` feature, else none.
+#[cfg(not(feature = "progress"))]
+mod bar {
+    /// Never made: there is no bar without the `progress` feature.
+    pub(super) enum Bar {}
+
+    pub(super) fn new(_total: u64, _label: &str) -> Option<Bar> {
+        None
+    }
+
+    impl Bar {
+        pub(super) fn set_position(&self, _done: u64) {
+            match *self {}
+        }
+
+        pub(super) fn finish(&self) {
+            match *self {}
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dfut_net::wire::Failure;
+use dfut_net::wire::{Failure, FailureKind};
 
 /// The encoded bytes of one argument.
 #[derive(Debug, Clone)]
@@ -54,6 +54,11 @@ impl std::fmt::Debug for Invoke {
 pub struct RemoteFn {
     /// The registered name: the function's module path and name.
     pub name: &'static str,
+    /// Where it is defined (`file:line`).
+    pub location: &'static str,
+    /// The hash of its argument and result types
+    /// ([`crate::__private::signature`]).
+    pub signature: fn() -> u64,
     /// How to call it.
     pub invoke: Invoke,
     /// Whether it runs only on GPU workers (and may use their GPU).
@@ -65,6 +70,8 @@ inventory::collect!(RemoteFn);
 /// A registered function with the run times a worker has measured for it.
 pub(crate) struct Entry {
     pub function: &'static RemoteFn,
+    /// `function.signature()`, computed once.
+    signature: u64,
     /// Exponentially weighted mean run time in nanoseconds; 0 until the
     /// first run has been measured.
     mean_ns: AtomicU64,
@@ -106,26 +113,102 @@ impl Entry {
     }
 }
 
-/// Finds a remote function by its registered name.
-pub(crate) fn lookup(name: &str) -> Option<&'static Entry> {
-    static TABLE: OnceLock<HashMap<&'static str, Entry>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| {
-            crate::matrix::link();
-            crate::put::link();
-            inventory::iter::<RemoteFn>
-                .into_iter()
-                .map(|f| {
-                    let entry = Entry {
-                        function: f,
-                        mean_ns: AtomicU64::new(0),
-                        blocks: AtomicBool::new(false),
-                    };
-                    (f.name, entry)
-                })
-                .collect()
-        })
-        .get(name)
+/// The functions linked into this binary by name, and every name
+/// registered twice (with the second definition's location).
+struct Table {
+    by_name: HashMap<&'static str, Entry>,
+    duplicates: Vec<&'static RemoteFn>,
+}
+
+impl Table {
+    fn of(functions: impl IntoIterator<Item = &'static RemoteFn>) -> Self {
+        let mut table = Table {
+            by_name: HashMap::new(),
+            duplicates: Vec::new(),
+        };
+        for f in functions {
+            if table.by_name.contains_key(f.name) {
+                table.duplicates.push(f);
+                continue;
+            }
+            let entry = Entry {
+                function: f,
+                signature: (f.signature)(),
+                mean_ns: AtomicU64::new(0),
+                blocks: AtomicBool::new(false),
+            };
+            table.by_name.insert(f.name, entry);
+        }
+        table
+    }
+
+    /// An error naming both definitions of each duplicated name.
+    fn check_unique(&self) -> crate::Result<()> {
+        let clashes: Vec<String> = self
+            .duplicates
+            .iter()
+            .map(|d| {
+                let first = self
+                    .by_name
+                    .get(d.name)
+                    .map_or("?", |e| e.function.location);
+                format!("`{}` at {first} and at {}", d.name, d.location)
+            })
+            .collect();
+        if clashes.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::Config(format!(
+            "remote functions registered twice under one name (calls could reach \
+             either): {}; rename one, or link only one version of its crate",
+            clashes.join("; ")
+        )))
+    }
+
+    fn lookup(&self, name: &str, signature: u64) -> Result<&Entry, Failure> {
+        let Some(entry) = self.by_name.get(name) else {
+            return Err(Failure {
+                kind: FailureKind::UnknownFunction,
+                message: format!("no remote function `{name}` in this worker"),
+                location: String::new(),
+            });
+        };
+        if signature != 0 && entry.signature != 0 && signature != entry.signature {
+            return Err(Failure {
+                kind: FailureKind::SignatureMismatch,
+                message: format!(
+                    "the worker's `{name}` (defined at {}) takes or returns other types \
+                     than the caller's: build the driver and the workers from the same \
+                     source",
+                    entry.function.location
+                ),
+                location: String::new(),
+            });
+        }
+        Ok(entry)
+    }
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        #[cfg(feature = "matrix")]
+        crate::matrix::link();
+        crate::put::link();
+        Table::of(inventory::iter::<RemoteFn>)
+    })
+}
+
+/// Finds a remote function by its registered name, for a caller compiled
+/// with `signature` (0: not checked).
+pub(crate) fn lookup(name: &str, signature: u64) -> Result<&'static Entry, Failure> {
+    table().lookup(name, signature)
+}
+
+/// Refuses a binary in which two remote functions share a name, naming
+/// both definitions. Workers and drivers check this at start.
+pub(crate) fn check_unique() -> crate::Result<()> {
+    table().check_unique()
 }
 
 /// The names of every remote function linked into this binary, sorted.
@@ -148,19 +231,70 @@ pub fn registered_functions() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
+    fn nothing(_: Args) -> TaskResult {
+        Ok(crate::blob::blob(Vec::new()))
+    }
+
+    static F: RemoteFn = RemoteFn {
+        name: "t::f",
+        location: "src/a.rs:1",
+        signature: || 11,
+        invoke: Invoke::Sync(nothing),
+        gpu: false,
+    };
+
     #[test]
     fn unknown_names_are_not_found() {
-        assert!(lookup("no::such::function").is_none());
+        let e = lookup("no::such::function", 0).err().map(|f| f.kind);
+        assert_eq!(e, Some(FailureKind::UnknownFunction));
+    }
+
+    #[test]
+    fn a_caller_built_with_other_types_is_refused_by_name() {
+        let table = Table::of([&F]);
+        assert!(table.lookup("t::f", 11).is_ok());
+        assert!(table.lookup("t::f", 0).is_ok(), "0 is unchecked");
+        let refused = table.lookup("t::f", 12).err().unwrap();
+        assert_eq!(refused.kind, FailureKind::SignatureMismatch);
+        assert!(refused.message.contains("`t::f`"), "{}", refused.message);
+        assert!(
+            refused.message.contains("src/a.rs:1"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn a_name_registered_twice_is_refused_with_both_locations() {
+        static G: RemoteFn = RemoteFn {
+            name: "t::f",
+            location: "src/b.rs:9",
+            signature: || 11,
+            invoke: Invoke::Sync(nothing),
+            gpu: false,
+        };
+        assert!(Table::of([&F]).check_unique().is_ok());
+        let e = Table::of([&F, &G]).check_unique().unwrap_err().to_string();
+        assert!(e.contains("`t::f` at src/a.rs:1 and at src/b.rs:9"), "{e}");
+        // The binary's own table has no duplicates.
+        check_unique().unwrap();
+    }
+
+    #[test]
+    fn signatures_differ_by_type_and_order_and_are_never_zero() {
+        use crate::__private::signature;
+        let a = signature(&["u64", "alloc::string::String", "u64"]);
+        assert_ne!(a, signature(&["alloc::string::String", "u64", "u64"]));
+        assert_ne!(a, signature(&["u64", "alloc::string::String", "u32"]));
+        assert_ne!(signature(&["ab", "c"]), signature(&["a", "bc"]));
+        assert_ne!(signature(&[]), 0);
+        assert_eq!(a, signature(&["u64", "alloc::string::String", "u64"]));
     }
 
     #[test]
     fn run_times_are_an_exponentially_weighted_mean() {
-        static F: RemoteFn = RemoteFn {
-            name: "t::f",
-            invoke: Invoke::Sync(|_| Ok(crate::blob::blob(Vec::new()))),
-            gpu: false,
-        };
         let e = Entry {
+            signature: 11,
             function: &F,
             mean_ns: AtomicU64::new(0),
             blocks: AtomicBool::new(false),

@@ -331,6 +331,7 @@ impl Builder {
     /// Starts the runtime: the cluster (unless joining one) and this
     /// process's client. Returns once every local worker has registered.
     pub fn start(self) -> Result<Runtime> {
+        crate::registry::check_unique()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(runtime_threads("DFUT_DRIVER_THREADS", 2))
             .thread_name("dfut-driver")

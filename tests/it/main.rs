@@ -17,6 +17,7 @@ mod restart;
 mod scheduling;
 mod security;
 mod shared_memory;
+mod signatures;
 mod tasks;
 mod tidy;
 mod util;

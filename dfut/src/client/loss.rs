@@ -118,6 +118,7 @@ mod tests {
 
     static SPEC: FnSpec = FnSpec {
         name: "t::f",
+        signature: crate::__private::unchecked,
         retries: 0,
         gpu: false,
         cost: None,

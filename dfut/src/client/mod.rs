@@ -94,6 +94,9 @@ impl Default for Speculation {
 pub struct FnSpec {
     /// The registered name.
     pub name: &'static str,
+    /// The hash of its argument and result types
+    /// ([`crate::__private::signature`]).
+    pub signature: fn() -> u64,
     /// How often a task is re-run when its worker dies.
     pub retries: u32,
     /// Whether it needs a GPU worker.
@@ -1860,6 +1863,7 @@ fn prepare(
     let spec = TaskSpec {
         id: cell.id,
         function: task.spec.name.to_owned(),
+        signature: (task.spec.signature)(),
         args,
         inline_max,
         timeout_ms: task.timeout_ms,

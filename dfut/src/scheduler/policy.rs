@@ -12,7 +12,18 @@ use std::net::SocketAddr;
 use dfut_net::wire::{ObjectId, WorkerLoad};
 
 /// What a task needs from the worker that runs it.
+///
+/// Built with [`TaskNeeds::new`] outside dfut (a simulator, a policy's
+/// tests); it gains fields as placement learns more.
+///
+/// ```
+/// use dfut::scheduler::TaskNeeds;
+///
+/// let needs = TaskNeeds::new("matmul").gpu(true).cost(Some(4.0));
+/// assert!(needs.gpu && needs.args.is_empty());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskNeeds<'a> {
     /// The remote function's registered name.
     pub function: &'a str,
@@ -27,7 +38,17 @@ pub struct TaskNeeds<'a> {
 }
 
 /// Where one argument of a task lives.
+///
+/// ```
+/// use dfut::scheduler::ArgPlacement;
+/// use dfut::scheduler::ObjectId;
+///
+/// let arg = ArgPlacement::new(ObjectId { owner: 1, seq: 7 }, "127.0.0.1:4000".parse().unwrap())
+///     .bytes(Some(1 << 20));
+/// assert_eq!((arg.bytes, arg.readers), (Some(1 << 20), 0));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ArgPlacement {
     /// The object.
     pub id: ObjectId,
@@ -41,7 +62,15 @@ pub struct ArgPlacement {
 }
 
 /// One worker as a policy sees it.
+///
+/// ```
+/// use dfut::scheduler::WorkerView;
+///
+/// let w = WorkerView::new(1, "127.0.0.1:4000".parse().unwrap(), 4).inflight(3);
+/// assert_eq!(w.free_slots(), 1);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerView {
     /// The worker's node id.
     pub id: u64,
@@ -61,7 +90,107 @@ pub struct WorkerView {
     pub load: WorkerLoad,
 }
 
+impl<'a> TaskNeeds<'a> {
+    /// A CPU task of `function` with no arguments held by workers and no
+    /// declared cost.
+    pub fn new(function: &'a str) -> Self {
+        Self {
+            function,
+            gpu: false,
+            args: &[],
+            cost: None,
+        }
+    }
+
+    /// Sets whether it must run on a GPU worker.
+    pub fn gpu(mut self, gpu: bool) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Sets where its arguments live.
+    pub fn args(mut self, args: &'a [ArgPlacement]) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Sets its declared relative cost.
+    pub fn cost(mut self, cost: Option<f64>) -> Self {
+        self.cost = cost;
+        self
+    }
+}
+
+impl ArgPlacement {
+    /// Object `id`, held by `holder`, size unknown, no readers yet.
+    pub fn new(id: ObjectId, holder: SocketAddr) -> Self {
+        Self {
+            id,
+            holder,
+            bytes: None,
+            readers: 0,
+        }
+    }
+
+    /// Sets its size in bytes.
+    pub fn bytes(mut self, bytes: Option<u64>) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Sets how many sent tasks read it.
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers;
+        self
+    }
+}
+
 impl WorkerView {
+    /// Worker `id` at `addr` with `max_concurrent` slots: generation 1,
+    /// speed 1.0, no GPU, nothing in flight, an idle load.
+    pub fn new(id: u64, addr: SocketAddr, max_concurrent: u32) -> Self {
+        Self {
+            id,
+            addr,
+            max_concurrent,
+            hw_generation: 1,
+            speed: 1.0,
+            gpu: false,
+            inflight: 0,
+            load: WorkerLoad::default(),
+        }
+    }
+
+    /// Sets its hardware generation.
+    pub fn hw_generation(mut self, generation: u32) -> Self {
+        self.hw_generation = generation;
+        self
+    }
+
+    /// Sets its measured speed.
+    pub fn speed(mut self, speed: f64) -> Self {
+        self.speed = speed;
+        self
+    }
+
+    /// Sets whether it runs GPU tasks.
+    pub fn gpu(mut self, gpu: bool) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Sets this owner's tasks in flight on it.
+    pub fn inflight(mut self, inflight: u32) -> Self {
+        self.inflight = inflight;
+        self
+    }
+
+    /// Sets its last reported load.
+    pub fn load(mut self, load: WorkerLoad) -> Self {
+        self.load = load;
+        self
+    }
+
     /// Tasks waiting for or using its slots: this owner's in-flight tasks,
     /// or the reported load if other owners keep it busier.
     pub fn queue(&self) -> u32 {

@@ -1,5 +1,5 @@
-//! How a worker is configured: from command-line flags, environment
-//! variables, or a builder.
+//! How a worker is configured: from environment variables, command-line
+//! flags (with the `cli` feature), or a builder.
 //!
 //! The knobs are the study project's: port, concurrent tasks, hardware
 //! generation, GPU, injected random delay. This module only describes a
@@ -8,12 +8,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use crate::{Error, Result};
 
 /// A worker's configuration.
 ///
-/// From flags (`WorkerConfig::parse()`, every flag also readable from the
-/// environment variable shown in `--help`) or built in code:
+/// From the environment ([`WorkerConfig::from_env`]: `DFUT_SCHEDULER` and
+/// the variable named on each field), from flags with the `cli` feature
+/// (`WorkerConfig::parse()` from `clap::Parser`, every flag also readable
+/// from the same variable), or built in code:
 ///
 /// ```
 /// use dfut::worker::WorkerConfig;
@@ -25,76 +27,170 @@ use clap::Parser;
 ///     .add_delay(std::time::Duration::from_millis(50));
 /// assert_eq!(config.max_concurrent, Some(4));
 ///
-/// use clap::Parser;
-/// let from_flags = WorkerConfig::try_parse_from(
-///     ["worker", "--scheduler", "10.0.0.1:50051", "--port", "50052", "--gpu"],
-/// ).unwrap();
-/// assert!(from_flags.gpu);
+/// #[cfg(feature = "cli")]
+/// {
+///     use clap::Parser;
+///     let from_flags = WorkerConfig::try_parse_from(
+///         ["worker", "--scheduler", "10.0.0.1:50051", "--port", "50052", "--gpu"],
+///     ).unwrap();
+///     assert!(from_flags.gpu);
+/// }
 /// ```
-#[derive(Debug, Clone, Parser)]
-#[command(name = "worker", about = "Run a dfut worker")]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Parser))]
+#[cfg_attr(feature = "cli", command(name = "worker", about = "Run a dfut worker"))]
 #[non_exhaustive]
 pub struct WorkerConfig {
     /// Address of the scheduler to register with.
-    #[arg(long, env = "DFUT_SCHEDULER")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_SCHEDULER"))]
     pub scheduler: String,
     /// Interface to listen on.
-    #[arg(long, env = "DFUT_WORKER_HOST", default_value = "127.0.0.1")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_WORKER_HOST", default_value = "127.0.0.1")
+    )]
     pub host: String,
     /// UDP port to listen on (0: any free port).
-    #[arg(long, env = "DFUT_WORKER_PORT", default_value_t = 0)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_WORKER_PORT", default_value_t = 0)
+    )]
     pub port: u16,
     /// Address other processes use to reach this worker, when it differs
     /// from the listening address (e.g. behind NAT or when listening on
     /// 0.0.0.0).
-    #[arg(long, env = "DFUT_ADVERTISE")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_ADVERTISE"))]
     pub advertise: Option<String>,
     /// Tasks run at once (default: the number of cores).
-    #[arg(long, env = "DFUT_MAX_CONCURRENT")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_MAX_CONCURRENT"))]
     pub max_concurrent: Option<u32>,
     /// Hardware generation, higher is faster; used by load-aware placement.
-    #[arg(long, env = "DFUT_HW_GENERATION", default_value_t = 1)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_HW_GENERATION", default_value_t = 1)
+    )]
     pub hw_generation: u32,
     /// Run GPU tasks.
-    #[arg(long, env = "DFUT_GPU")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_GPU"))]
     pub gpu: bool,
     /// Inject a random delay before each task, uniform in [0, this many
     /// milliseconds], to simulate a straggler.
-    #[arg(long = "add-delay", env = "DFUT_ADD_DELAY_MS", default_value_t = 0)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "add-delay", env = "DFUT_ADD_DELAY_MS", default_value_t = 0)
+    )]
     pub add_delay_ms: u64,
     /// Seed of the injected delays (default: random).
-    #[arg(long, env = "DFUT_DELAY_SEED")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_DELAY_SEED"))]
     pub delay_seed: Option<u64>,
     /// PEM file holding the cluster credential (else `DFUT_CREDENTIAL`
     /// holds the PEM text itself).
-    #[arg(long, env = "DFUT_CREDENTIAL_FILE")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_CREDENTIAL_FILE"))]
     pub credential_file: Option<PathBuf>,
     /// Milliseconds between heartbeats to the scheduler.
-    #[arg(long, env = "DFUT_HEARTBEAT_MS", default_value_t = 200)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_HEARTBEAT_MS", default_value_t = 200)
+    )]
     pub heartbeat_ms: u64,
     /// This machine's identity: processes with the same one share
     /// host-local resources (default: `/etc/machine-id`, else the host
     /// name).
-    #[arg(long, env = "DFUT_HOST_ID")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_HOST_ID"))]
     pub host_id: Option<String>,
     /// Milliseconds an owner may stay disconnected before its objects here
     /// are freed and its queued tasks dropped (a driver paused or cut off
     /// for less keeps everything).
-    #[arg(long, env = "DFUT_OWNER_GRACE_MS", default_value_t = 30_000)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_OWNER_GRACE_MS", default_value_t = 30_000)
+    )]
     pub owner_grace_ms: u64,
     /// Bytes of objects kept in memory (heap and shared memory together);
     /// past it, the oldest are spilled to disk (default: 30 % of the
     /// machine's memory; 0: no limit).
-    #[arg(long, env = "DFUT_OBJECT_STORE_BYTES")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_OBJECT_STORE_BYTES"))]
     pub object_store_bytes: Option<u64>,
     /// Directory objects are spilled to past the store's limit (default:
     /// the system's temporary directory; `off`: no spilling, and a result
     /// that does not fit fails its task with a `StoreFull` error).
-    #[arg(long, env = "DFUT_SPILL_DIR")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_SPILL_DIR"))]
     pub spill_dir: Option<String>,
 }
 
+/// The environment variables [`WorkerConfig::from_env`] reads, in field
+/// order (the `cli` feature's flags read the same ones).
+pub(crate) const ENV_VARS: [&str; 15] = [
+    "DFUT_SCHEDULER",
+    "DFUT_WORKER_HOST",
+    "DFUT_WORKER_PORT",
+    "DFUT_ADVERTISE",
+    "DFUT_MAX_CONCURRENT",
+    "DFUT_HW_GENERATION",
+    "DFUT_GPU",
+    "DFUT_ADD_DELAY_MS",
+    "DFUT_DELAY_SEED",
+    "DFUT_CREDENTIAL_FILE",
+    "DFUT_HEARTBEAT_MS",
+    "DFUT_HOST_ID",
+    "DFUT_OWNER_GRACE_MS",
+    "DFUT_OBJECT_STORE_BYTES",
+    "DFUT_SPILL_DIR",
+];
+
 impl WorkerConfig {
+    /// The configuration the environment gives: `DFUT_SCHEDULER` (needed),
+    /// `DFUT_WORKER_HOST`, `DFUT_WORKER_PORT`, `DFUT_ADVERTISE`,
+    /// `DFUT_MAX_CONCURRENT`, `DFUT_HW_GENERATION`, `DFUT_GPU` (`1`, `true`,
+    /// `yes` or `on`), `DFUT_ADD_DELAY_MS`, `DFUT_DELAY_SEED`,
+    /// `DFUT_CREDENTIAL_FILE`, `DFUT_HEARTBEAT_MS`, `DFUT_HOST_ID`,
+    /// `DFUT_OWNER_GRACE_MS`, `DFUT_OBJECT_STORE_BYTES`, `DFUT_SPILL_DIR`;
+    /// unset or empty ones keep their defaults. Needs no feature.
+    ///
+    /// ```no_run
+    /// fn main() -> dfut::Result<()> {
+    ///     dfut::worker::run(dfut::worker::WorkerConfig::from_env()?)
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable when `DFUT_SCHEDULER` is unset
+    /// or a value does not parse.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`WorkerConfig::from_env`] over any source of variables.
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let scheduler = get(ENV_VARS[0]).ok_or_else(|| {
+            Error::Config("a worker needs the scheduler's address: set DFUT_SCHEDULER".into())
+        })?;
+        let defaults = Self::new(scheduler);
+        Ok(Self {
+            host: get(ENV_VARS[1]).unwrap_or(defaults.host.clone()),
+            port: parsed(&get, ENV_VARS[2])?.unwrap_or(defaults.port),
+            advertise: get(ENV_VARS[3]),
+            max_concurrent: parsed(&get, ENV_VARS[4])?,
+            hw_generation: parsed(&get, ENV_VARS[5])?.unwrap_or(defaults.hw_generation),
+            gpu: flag(&get, ENV_VARS[6])?,
+            add_delay_ms: parsed(&get, ENV_VARS[7])?.unwrap_or(defaults.add_delay_ms),
+            delay_seed: parsed(&get, ENV_VARS[8])?,
+            credential_file: get(ENV_VARS[9]).map(PathBuf::from),
+            heartbeat_ms: parsed(&get, ENV_VARS[10])?.unwrap_or(defaults.heartbeat_ms),
+            host_id: get(ENV_VARS[11]),
+            owner_grace_ms: parsed(&get, ENV_VARS[12])?.unwrap_or(defaults.owner_grace_ms),
+            object_store_bytes: parsed(&get, ENV_VARS[13])?,
+            spill_dir: get(ENV_VARS[14]),
+            ..defaults
+        })
+    }
+
     /// A configuration with defaults, registering with `scheduler`.
     pub fn new(scheduler: impl Into<String>) -> Self {
         Self {
@@ -203,6 +299,32 @@ impl WorkerConfig {
     }
 }
 
+/// The variable `name` parsed as a `T`, if set.
+fn parsed<T>(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    get(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|e| Error::Config(format!("{name}={v:?} does not parse: {e}")))
+        })
+        .transpose()
+}
+
+/// The variable `name` as a switch, read the way clap reads a flag's
+/// variable (unset: off).
+fn flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool> {
+    match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("0" | "false" | "no" | "off" | "n" | "f") => Ok(false),
+        Some("1" | "true" | "yes" | "on" | "y" | "t") => Ok(true),
+        Some(v) => Err(Error::Config(format!(
+            "{name}={v:?} is not a switch: use 1 or 0"
+        ))),
+    }
+}
+
 /// This machine's identity for host-local sharing: `DFUT_HOST_ID` if set,
 /// else `/etc/machine-id`, else the kernel's host name.
 ///
@@ -229,4 +351,70 @@ pub(crate) fn total_memory() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<WorkerConfig> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        WorkerConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn the_environment_sets_every_field_and_unset_ones_keep_their_defaults() {
+        let c = config(&[
+            ("DFUT_SCHEDULER", "10.0.0.1:50051"),
+            ("DFUT_WORKER_PORT", "50052"),
+            ("DFUT_MAX_CONCURRENT", "3"),
+            ("DFUT_GPU", "true"),
+            ("DFUT_SPILL_DIR", "off"),
+            ("DFUT_HOST_ID", " "),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.scheduler.as_str(), c.port, c.max_concurrent, c.gpu),
+            ("10.0.0.1:50051", 50052, Some(3), true)
+        );
+        assert_eq!(
+            (c.host.as_str(), c.heartbeat_ms, c.host_id.as_deref()),
+            ("127.0.0.1", 200, None)
+        );
+        assert_eq!(c.spill_root(), None);
+    }
+
+    #[test]
+    fn a_missing_scheduler_or_a_bad_value_names_its_variable() {
+        let e = config(&[]).unwrap_err().to_string();
+        assert!(e.contains("DFUT_SCHEDULER"), "{e}");
+        let e = config(&[("DFUT_SCHEDULER", "s:1"), ("DFUT_WORKER_PORT", "70000")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DFUT_WORKER_PORT"), "{e}");
+        let e = config(&[("DFUT_SCHEDULER", "s:1"), ("DFUT_GPU", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DFUT_GPU"), "{e}");
+    }
+
+    /// The flags of the `cli` feature read exactly the variables that
+    /// `from_env` reads.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn the_flags_read_the_same_variables_as_from_env() {
+        use clap::CommandFactory;
+        let command = WorkerConfig::command();
+        let flags: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(flags, ENV_VARS);
+    }
 }

@@ -76,9 +76,9 @@ pub(crate) struct Reader<'a> {
 /// the slots once its arguments are resolved; an async task is spawned.
 pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: &mut Reader<'_>) {
     lock(&shared.store).expect(task.id);
-    let entry = registry::lookup(&task.function);
+    let entry = registry::lookup(&task.function, task.signature);
     let meta = Meta::of(&task);
-    let fast = entry.filter(|e| {
+    let fast = entry.as_ref().ok().copied().filter(|e| {
         shared.delay.is_none()
             && meta.plain()
             && runs_inline(e)
@@ -137,13 +137,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
     tokio::spawn(async move {
         let (id, inline_max) = (meta.id, meta.inline_max);
         let args = resolve_args(&shared, task.id.owner, task.args).await;
-        let prepared = match entry {
-            None => Err(failure(
-                FailureKind::UnknownFunction,
-                format!("no remote function `{}` in this worker", task.function),
-            )),
-            Some(entry) => args.map(|args| (entry, args)),
-        };
+        let prepared = entry.and_then(|entry| args.map(|args| (entry, args)));
         let (entry, args) = match prepared {
             Ok(p) => p,
             Err(f) => {

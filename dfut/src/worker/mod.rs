@@ -44,10 +44,10 @@ const AWAIT_PATIENCE: Duration = Duration::from_secs(30);
 /// Call it from your own binary, so the worker has your remote functions:
 ///
 /// ```no_run
-/// use clap::Parser;
-///
 /// fn main() -> dfut::Result<()> {
-///     dfut::worker::run(dfut::worker::WorkerConfig::parse())
+///     // Settings from DFUT_SCHEDULER and the rest; with the `cli` feature,
+///     // `<WorkerConfig as clap::Parser>::parse()` takes flags too.
+///     dfut::worker::run(dfut::worker::WorkerConfig::from_env()?)
 /// }
 /// ```
 pub fn run(config: WorkerConfig) -> Result<()> {
@@ -185,6 +185,7 @@ impl Shared {
 
 /// Starts a worker on the current runtime.
 pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -> Result<Worker> {
+    crate::registry::check_unique()?;
     exec::record_panic_locations();
     if config.gpu {
         open_gpu()?;

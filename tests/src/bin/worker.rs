@@ -28,11 +28,26 @@
 //! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
 //!   results of 100 KiB that stay on the workers, prints `ready`, and
 //!   waits to be killed (the ownership tests).
+//!
+//! It also defines two functions under names the `it` test binary defines
+//! too (`signatures.rs`): one with the same types, one with others.
 
 use std::time::Duration;
 
 use dfut_benches as _;
 use dfut_tests::{echo, hop, nested_sum};
+
+/// Same name and types as the test binary's `same_types`.
+#[dfut::remote(name = "dfut_tests::signature::same")]
+fn same_types(x: u64) -> u64 {
+    x + 1
+}
+
+/// Same name as the test binary's `other_types`, other argument type.
+#[dfut::remote(name = "dfut_tests::signature::other")]
+fn other_types(x: u64) -> u64 {
+    x + 1
+}
 
 fn main() -> dfut::Result<()> {
     match std::env::args().nth(1).as_deref() {

@@ -13,4 +13,9 @@ fn c() -> u32 {
     1
 }
 
+#[dfut::remote(name = "")]
+fn d() -> u32 {
+    1
+}
+
 fn main() {}
