@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::frame::FrameError;
 
 /// What went wrong while talking to a peer.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
     /// The peer could not prove it belongs to the cluster, or we could not

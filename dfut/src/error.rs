@@ -96,6 +96,16 @@ pub enum Error {
         /// What differs and where the worker's function is defined.
         message: String,
     },
+    /// A system call failed: starting a process, a thread or a runtime,
+    /// reading a pipe. `source()` is the I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: IoCause,
+    },
     /// A value could not be encoded.
     #[error("could not encode a value: {0}")]
     Encode(String),
@@ -105,6 +115,11 @@ pub enum Error {
     /// The network failed.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The network layer failed (a connection lost, a malformed frame, an
+    /// endpoint that could not start); `source()` is its error, and
+    /// through it the frame error where there is one.
+    #[error("transport error: {0}")]
+    Net(#[source] NetError),
     /// A peer failed to authenticate, or refused us.
     #[error("authentication failed: {0}")]
     Auth(String),
@@ -142,11 +157,74 @@ pub enum Error {
     Process(String),
 }
 
+/// An I/O error kept as the cause of an [`Error`]: cheap to clone, and
+/// equal to another of the same kind and message.
+///
+/// ```
+/// use std::error::Error as _;
+/// let e = dfut::Error::Io {
+///     context: "cannot start worker".into(),
+///     source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
+/// };
+/// let io = e.source().and_then(|s| s.downcast_ref::<dfut::IoCause>()).unwrap();
+/// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+/// ```
+#[derive(Debug, Clone)]
+pub struct IoCause(std::sync::Arc<std::io::Error>);
+
+impl IoCause {
+    /// The error's kind.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+
+    /// The I/O error itself.
+    pub fn get(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl From<std::io::Error> for IoCause {
+    fn from(e: std::io::Error) -> Self {
+        Self(std::sync::Arc::new(e))
+    }
+}
+
+impl PartialEq for IoCause {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind() == other.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl std::fmt::Display for IoCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for IoCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done, for `map_err`.
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |e| Error::Io {
+            context,
+            source: e.into(),
+        }
+    }
+}
+
 impl From<NetError> for Error {
     fn from(e: NetError) -> Self {
         match e {
+            // Their reasons are text already: nothing below them to keep.
             NetError::Auth { .. } | NetError::Credential(_) => Error::Auth(e.to_string()),
-            other => Error::Transport(other.to_string()),
+            other => Error::Net(other),
         }
     }
 }
@@ -268,5 +346,20 @@ mod tests {
         }
         .into();
         assert!(matches!(e, Error::Auth(m) if m.contains("bad certificate")));
+    }
+
+    #[test]
+    fn a_network_error_keeps_its_source_chain() {
+        use std::error::Error as _;
+        let frame = dfut_net::frame::FrameError::TooLarge { len: 10, max: 1 };
+        let e: Error = NetError::Frame {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            source: frame.clone(),
+        }
+        .into();
+        let net = e.source().and_then(|s| s.downcast_ref::<NetError>());
+        assert!(matches!(net, Some(NetError::Frame { .. })), "{e:?}");
+        let below = net.and_then(|n| n.source()).and_then(|s| s.downcast_ref());
+        assert_eq!(below, Some(&frame));
     }
 }

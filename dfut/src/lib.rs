@@ -88,7 +88,7 @@ pub use context::EnterGuard;
 pub use data::Data;
 pub use dfut_macros::remote;
 pub use dfut_net::ClusterCredential;
-pub use error::{Error, Result};
+pub use error::{Error, IoCause, Result};
 pub use future::DistFuture;
 pub use mapreduce::{Job, MapReduce};
 pub use object::Status;

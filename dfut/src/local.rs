@@ -43,8 +43,9 @@ impl LocalWorker {
     pub fn spawn(spec: &Spec) -> Result<Self> {
         let program = match &spec.program {
             Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| Error::Process(format!("cannot find the current program: {e}")))?,
+            None => {
+                std::env::current_exe().map_err(Error::io("cannot find the current program"))?
+            }
         };
         let mut cmd = Command::new(&program);
         cmd.env(ROLE_ENV, "worker")
@@ -70,9 +71,10 @@ impl LocalWorker {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Process(format!("cannot start worker {}: {e}", program.display()))
-        })?;
+        let mut child = cmd.spawn().map_err(Error::io(format!(
+            "cannot start worker {}",
+            program.display()
+        )))?;
         let sent = child.stdin.as_mut().map(|stdin| {
             writeln!(
                 stdin,
@@ -150,7 +152,7 @@ impl LocalWorker {
                 let _ = child.wait();
                 // It left its shared memory behind: remove it now.
                 crate::shm::sweep_all();
-                killed.map_err(|e| Error::Process(format!("cannot kill worker: {e}")))
+                killed.map_err(Error::io("cannot kill worker"))
             }
             LocalWorker::InProcess { worker, rt } => {
                 worker.shutdown();
@@ -194,7 +196,7 @@ fn serve_as_child() -> Result<()> {
     let stdin = std::io::stdin();
     let mut pem = String::new();
     for line in stdin.lock().lines() {
-        let line = line.map_err(|e| Error::Process(format!("reading the credential: {e}")))?;
+        let line = line.map_err(Error::io("reading the credential"))?;
         if line == CREDENTIAL_END {
             break;
         }
@@ -211,6 +213,6 @@ fn serve_as_child() -> Result<()> {
             crate::shm::remove_own();
             std::process::exit(0);
         })
-        .map_err(|e| Error::Process(format!("cannot watch the driver: {e}")))?;
+        .map_err(Error::io("cannot watch the driver"))?;
     worker::run_with(config, credential)
 }

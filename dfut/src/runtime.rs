@@ -87,7 +87,7 @@ pub async fn init_async() -> Result<Runtime> {
         .spawn(move || {
             let _ = tx.send(init());
         })
-        .map_err(|e| Error::Process(format!("cannot start dfut: {e}")))?;
+        .map_err(Error::io("cannot start dfut"))?;
     rx.await
         .map_err(|_| Error::Process("dfut start-up thread ended without an answer".into()))?
 }
@@ -337,7 +337,7 @@ impl Builder {
             .thread_name("dfut-driver")
             .enable_all()
             .build()
-            .map_err(|e| Error::Process(format!("cannot start the runtime: {e}")))?;
+            .map_err(Error::io("cannot start the runtime"))?;
         let credential = match (self.credential, self.join) {
             (Some(c), _) => c,
             (None, None) => ClusterCredential::generate()?,

@@ -1040,7 +1040,7 @@ impl Client {
                 _ => return Err(Error::ObjectUnavailable(obj.cell.id.to_string())),
             };
             match self.fetch(holder, obj.cell.id).await {
-                Err(e @ (Error::WorkerLost { .. } | Error::Transport(_))) => {
+                Err(e @ (Error::WorkerLost { .. } | Error::Transport(_) | Error::Net(_))) => {
                     // The holder is gone: let the loss be handled (which may
                     // retry the task), then look again.
                     self.worker_lost(holder, &e.to_string());

@@ -763,7 +763,7 @@ async fn resolve_ref(shared: &Arc<Shared>, id: ObjectId, holder: &str) -> Result
     } else {
         shared.client.fetch(holder, id).await.map_err(|e| {
             let mut f = e.to_failure();
-            if matches!(e, crate::Error::Transport(_)) {
+            if matches!(e, crate::Error::Transport(_) | crate::Error::Net(_)) {
                 f.kind = FailureKind::WorkerLost;
             }
             f

@@ -93,7 +93,7 @@ pub(crate) fn runtime_for(config: &WorkerConfig) -> Result<tokio::runtime::Runti
         .thread_stack_size(runner::STACK_BYTES)
         .enable_all()
         .build()
-        .map_err(|e| Error::Process(format!("cannot start the worker runtime: {e}")))
+        .map_err(Error::io("cannot start the worker runtime"))
 }
 
 /// A running worker.
