@@ -87,7 +87,7 @@ pub use combinators::{
 pub use context::EnterGuard;
 pub use data::Data;
 pub use dfut_macros::remote;
-pub use dfut_net::ClusterCredential;
+pub use dfut_net::{ClusterCredential, NetError};
 pub use error::{Error, IoCause, Result};
 pub use future::DistFuture;
 pub use mapreduce::{Job, MapReduce};

@@ -26,7 +26,9 @@ use rkyv::{Archive, Deserialize, Place, Serialize};
 /// the byte vector's validation; encoding is one postcard pass and one
 /// copy. Use it for types you cannot derive rkyv's traits on (types from
 /// other crates) and for small or medium values; derive rkyv's traits for
-/// large values on a hot path. The `serde` bench (`cargo bench -p
+/// large values on a hot path. Postcard has no recursion limit: a deeply
+/// nested value of a recursive type can exhaust a worker's stack when
+/// decoded (peers are members of the cluster). The `serde` bench (`cargo bench -p
 /// dfut-benches --bench serde`) measures both on the same records.
 ///
 /// ```

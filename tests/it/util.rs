@@ -47,7 +47,7 @@ pub fn dfut_tool() -> std::path::PathBuf {
         .expect("the test binary lives in <target>/<profile>/deps");
     assert!(
         tool.is_file(),
-        "the `dfut` tool is missing at {}: build it with `cargo build -p dfut --bin dfut` \
+        "the `dfut` tool is missing at {}: build it with `cargo build -p dfut --features cli --bin dfut` \
          (a workspace build makes it)",
         tool.display()
     );

@@ -71,7 +71,10 @@ pub struct WorkerConfig {
     )]
     pub hw_generation: u32,
     /// Run GPU tasks.
-    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_GPU"))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_GPU", value_parser = clap::builder::BoolishValueParser::new())
+    )]
     pub gpu: bool,
     /// Inject a random delay before each task, uniform in [0, this many
     /// milliseconds], to simulate a straggler.
@@ -145,7 +148,8 @@ impl WorkerConfig {
     /// `yes` or `on`), `DFUT_ADD_DELAY_MS`, `DFUT_DELAY_SEED`,
     /// `DFUT_CREDENTIAL_FILE`, `DFUT_HEARTBEAT_MS`, `DFUT_HOST_ID`,
     /// `DFUT_OWNER_GRACE_MS`, `DFUT_OBJECT_STORE_BYTES`, `DFUT_SPILL_DIR`;
-    /// unset or empty ones keep their defaults. Needs no feature.
+    /// values are trimmed, and unset or empty ones keep their defaults
+    /// (but an empty `DFUT_SPILL_DIR` turns spilling off). Needs no feature.
     ///
     /// ```no_run
     /// fn main() -> dfut::Result<()> {
@@ -163,11 +167,8 @@ impl WorkerConfig {
 
     /// [`WorkerConfig::from_env`] over any source of variables.
     pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let raw = |name: &str| get(name).map(|v| v.trim().to_owned());
+        let get = |name: &str| raw(name).filter(|v| !v.is_empty());
         let scheduler = get(ENV_VARS[0]).ok_or_else(|| {
             Error::Config("a worker needs the scheduler's address: set DFUT_SCHEDULER".into())
         })?;
@@ -186,7 +187,8 @@ impl WorkerConfig {
             host_id: get(ENV_VARS[11]),
             owner_grace_ms: parsed(&get, ENV_VARS[12])?.unwrap_or(defaults.owner_grace_ms),
             object_store_bytes: parsed(&get, ENV_VARS[13])?,
-            spill_dir: get(ENV_VARS[14]),
+            // Set but empty means off, as `spill_root` reads it.
+            spill_dir: raw(ENV_VARS[14]),
             ..defaults
         })
     }
@@ -313,8 +315,8 @@ where
         .transpose()
 }
 
-/// The variable `name` as a switch, read the way clap reads a flag's
-/// variable (unset: off).
+/// The variable `name` as a switch (unset: off), with the words clap's
+/// `BoolishValueParser` takes for `--gpu`'s variable.
 fn flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool> {
     match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
         None | Some("0" | "false" | "no" | "off" | "n" | "f") => Ok(false),
@@ -374,7 +376,7 @@ mod tests {
             ("DFUT_WORKER_PORT", "50052"),
             ("DFUT_MAX_CONCURRENT", "3"),
             ("DFUT_GPU", "true"),
-            ("DFUT_SPILL_DIR", "off"),
+            ("DFUT_SPILL_DIR", ""),
             ("DFUT_HOST_ID", " "),
         ])
         .unwrap();
