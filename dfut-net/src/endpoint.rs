@@ -38,8 +38,10 @@ const MAX_DATAGRAM: u16 = 16 * 1024;
 /// Bytes of a bulk stream's header: the request number and the length.
 const BULK_HEADER: usize = 16;
 
-/// Tunables of an endpoint.
+/// Tunables of an endpoint. Outside this crate, start from
+/// `EndpointOptions::default()` and set fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EndpointOptions {
     /// Largest frame accepted from a peer.
     pub max_frame: usize,

@@ -77,7 +77,11 @@ impl std::fmt::Display for ObjectId {
 }
 
 /// What a worker is and what it can do, sent once when it registers.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+///
+/// It gains fields as workers describe more of themselves: outside this
+/// crate, start from `WorkerInfo::default()` and set fields.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerInfo {
     /// The worker's node id.
     pub id: u64,
@@ -100,7 +104,11 @@ pub struct WorkerInfo {
 }
 
 /// A worker's load, sent with every heartbeat.
+///
+/// It gains counters over time: outside this crate, start from
+/// `WorkerLoad::default()` and set fields.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerLoad {
     /// Tasks executing now.
     pub running: u32,
@@ -140,6 +148,7 @@ pub struct WorkerLoad {
 
 /// One worker as the scheduler sees it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WorkerState {
     /// What it is.
     pub info: WorkerInfo,
@@ -147,6 +156,17 @@ pub struct WorkerState {
     pub load: WorkerLoad,
     /// It missed its last heartbeats: still a member, but not to be chosen.
     pub suspect: bool,
+}
+
+impl WorkerState {
+    /// A worker with its load, not suspect.
+    pub fn new(info: WorkerInfo, load: WorkerLoad) -> Self {
+        Self {
+            info,
+            load,
+            suspect: false,
+        }
+    }
 }
 
 /// A task argument: either its encoded value, or a reference to an object
@@ -287,6 +307,7 @@ pub enum Outcome {
 
 /// A cluster-wide summary printed by `dfut status`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ClusterStatus {
     /// The scheduler's placement policy.
     pub mode: String,
@@ -294,8 +315,16 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerState>,
 }
 
+impl ClusterStatus {
+    /// The summary of a cluster placing with `mode`.
+    pub fn new(mode: String, workers: Vec<WorkerState>) -> Self {
+        Self { mode, workers }
+    }
+}
+
 /// How far along an object held by a worker is, and where its bytes are.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ObjectState {
     /// Computed; in the worker's memory.
     Heap,
@@ -311,6 +340,7 @@ pub enum ObjectState {
 
 /// One object a worker holds, as `dfut objects` lists it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ObjectListing {
     /// The object.
     pub id: ObjectId,
@@ -326,6 +356,21 @@ pub struct ObjectListing {
     /// The function that computes it, as its owner knows it (empty when
     /// the owner did not answer).
     pub function: String,
+}
+
+impl ObjectListing {
+    /// Object `id` in `state` at `holder`: no size, references or function
+    /// known yet.
+    pub fn new(id: ObjectId, state: ObjectState, holder: String) -> Self {
+        Self {
+            id,
+            bytes: 0,
+            state,
+            holder,
+            refs: None,
+            function: String::new(),
+        }
+    }
 }
 
 /// The role a connecting peer declares in its first message.

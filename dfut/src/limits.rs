@@ -38,10 +38,9 @@ pub(crate) fn max_value() -> usize {
 
 /// Endpoint settings with this cluster's message limit.
 pub(crate) fn endpoint_options() -> EndpointOptions {
-    EndpointOptions {
-        max_frame: max_message(),
-        ..EndpointOptions::default()
-    }
+    let mut options = EndpointOptions::default();
+    options.max_frame = max_message();
+    options
 }
 
 /// The error for a value of `bytes` that does not fit.

@@ -43,6 +43,7 @@ impl Default for MapReduce {
 
 /// A running map-reduce job.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Job<M> {
     /// The final value, still on its worker.
     pub result: DistFuture<M>,

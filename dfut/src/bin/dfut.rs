@@ -257,6 +257,7 @@ fn state_name(state: ObjectState) -> &'static str {
         ObjectState::Spilled => "spilled",
         ObjectState::Computing => "computing",
         ObjectState::Failed => "failed",
+        _ => "other",
     }
 }
 

@@ -52,11 +52,7 @@ impl Membership {
         self.members.insert(
             id,
             Member {
-                state: WorkerState {
-                    info,
-                    load: WorkerLoad::default(),
-                    suspect: false,
-                },
+                state: WorkerState::new(info, WorkerLoad::default()),
                 last_seen: now,
                 session,
             },
@@ -121,16 +117,15 @@ mod tests {
     use super::*;
 
     fn info(id: u64) -> WorkerInfo {
-        WorkerInfo {
-            id,
-            addr: format!("127.0.0.1:{}", 1000 + id),
-            max_concurrent: 2,
-            hw_generation: 1,
-            gpu: false,
-            pid: 1,
-            speed: 1.0,
-            host: "h".into(),
-        }
+        let mut info = WorkerInfo::default();
+        info.id = id;
+        info.addr = format!("127.0.0.1:{}", 1000 + id);
+        info.max_concurrent = 2;
+        info.hw_generation = 1;
+        info.pid = 1;
+        info.speed = 1.0;
+        info.host = "h".into();
+        info
     }
 
     #[test]
@@ -157,11 +152,9 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Membership::new(Duration::from_secs(1), Duration::from_secs(1));
         m.register(info(1), t0, 1);
-        let load = WorkerLoad {
-            running: 3,
-            objects: 9,
-            ..WorkerLoad::default()
-        };
+        let mut load = WorkerLoad::default();
+        load.running = 3;
+        load.objects = 9;
         m.heartbeat(1, 1, load.clone(), t0);
         assert_eq!(m.view(t0)[0].load, load);
         assert!(m.remove(1, 1));

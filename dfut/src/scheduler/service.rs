@@ -216,10 +216,10 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
             }
             (Some(_), Message::StatusRequest) => {
                 let st = lock(&state);
-                let _ = link.send(Message::StatusReply(ClusterStatus {
-                    mode: st.mode.clone(),
-                    workers: st.membership.view(Instant::now()),
-                }));
+                let _ = link.send(Message::StatusReply(ClusterStatus::new(
+                    st.mode.clone(),
+                    st.membership.view(Instant::now()),
+                )));
             }
             (_, Message::Goodbye) => break,
             (r, other) => {

@@ -103,14 +103,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, link: Link, req: u64, limit: u32)
                 Some((n, f)) => (Some(n), f),
                 None => (None, String::new()),
             };
-            ObjectListing {
-                id,
-                bytes,
-                state,
-                holder: holder.clone(),
-                refs,
-                function,
-            }
+            let mut listing = ObjectListing::new(id, state, holder.clone());
+            listing.bytes = bytes;
+            listing.refs = refs;
+            listing.function = function;
+            listing
         })
         .collect();
     let _ = link.send(Message::ObjectsReply { req, objects });

@@ -164,22 +164,25 @@ pub(crate) struct Shared {
 impl Shared {
     fn load(&self) -> WorkerLoad {
         let store = lock(&self.store);
-        WorkerLoad {
-            running: self.running.load(Ordering::Relaxed),
-            queued: self.queued.load(Ordering::Relaxed),
-            objects: store.len() as u64,
-            object_bytes: store.bytes(),
-            shared_bytes: store.usage().shared,
-            spilled_bytes: store.usage().disk,
-            spilled_objects: store.usage().disk_objects,
-            fetched_bytes: self.client.stats().fetched_bytes,
-            mapped_bytes: self.client.stats().shared_bytes,
-            waits_behind_low: self.runner.waits_behind_low(),
-            tasks_done: self.done.load(Ordering::Relaxed),
-            tasks_failed: self.failed.load(Ordering::Relaxed),
-            abandoned: self.abandoned.load(Ordering::Relaxed),
-            unhealthy: self.abandoned.load(Ordering::Relaxed) > deadline::MAX_ABANDONED,
-        }
+        let usage = store.usage();
+        let stats = self.client.stats();
+        // `WorkerLoad` is #[non_exhaustive] (in dfut-net): no struct literal.
+        let mut load = WorkerLoad::default();
+        load.running = self.running.load(Ordering::Relaxed);
+        load.queued = self.queued.load(Ordering::Relaxed);
+        load.objects = store.len() as u64;
+        load.object_bytes = store.bytes();
+        load.shared_bytes = usage.shared;
+        load.spilled_bytes = usage.disk;
+        load.spilled_objects = usage.disk_objects;
+        load.fetched_bytes = stats.fetched_bytes;
+        load.mapped_bytes = stats.shared_bytes;
+        load.waits_behind_low = self.runner.waits_behind_low();
+        load.tasks_done = self.done.load(Ordering::Relaxed);
+        load.tasks_failed = self.failed.load(Ordering::Relaxed);
+        load.abandoned = self.abandoned.load(Ordering::Relaxed);
+        load.unhealthy = load.abandoned > deadline::MAX_ABANDONED;
+        load
     }
 }
 
@@ -241,16 +244,15 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         shm.as_ref().map(|_| host.clone()),
     );
     client.follow_scheduler(scheduler).await?;
-    let info = WorkerInfo {
-        id,
-        addr: addr.to_string(),
-        max_concurrent: config.slots(),
-        hw_generation: config.hw_generation,
-        gpu: config.gpu,
-        pid: std::process::id(),
-        speed: calibrate(),
-        host: host.clone(),
-    };
+    let mut info = WorkerInfo::default();
+    info.id = id;
+    info.addr = addr.to_string();
+    info.max_concurrent = config.slots();
+    info.hw_generation = config.hw_generation;
+    info.gpu = config.gpu;
+    info.pid = std::process::id();
+    info.speed = calibrate();
+    info.host = host.clone();
     let spill = match config.spill_root() {
         Some(root) => Some(crate::shm::Region::create(&root).map_err(|e| {
             Error::Config(format!("spill directory under {}: {e}", root.display()))
