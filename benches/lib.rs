@@ -28,7 +28,9 @@ pub fn w1(n: u64) -> dfut::Result<Duration> {
     let took = start.elapsed();
     // Checked in every build, outside the timed region.
     if let Some((i, v)) = got.iter().enumerate().find(|(i, v)| **v != *i as u64) {
-        return Err(dfut::Error::Decode(format!("noop({i}) returned {v}")));
+        return Err(dfut::Error::Decode(
+            format!("noop({i}) returned {v}").into(),
+        ));
     }
     Ok(took)
 }
@@ -41,7 +43,9 @@ pub fn w2(n: u64) -> dfut::Result<Vec<Duration>> {
         let v = noop(i).get()?;
         out.push(start.elapsed());
         if v != i {
-            return Err(dfut::Error::Decode(format!("noop({i}) returned {v}")));
+            return Err(dfut::Error::Decode(
+                format!("noop({i}) returned {v}").into(),
+            ));
         }
     }
     Ok(out)
@@ -57,7 +61,7 @@ pub fn w3(n: u64) -> dfut::Result<Duration> {
     }
     let v = f.get()?;
     if v != 0 {
-        return Err(dfut::Error::Decode(format!("chain returned {v}")));
+        return Err(dfut::Error::Decode(format!("chain returned {v}").into()));
     }
     Ok(start.elapsed())
 }

@@ -69,9 +69,9 @@ fn w4(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> {
             let want = dfut_benches::matmul::product_sum(&dfut::matrix::Backend::Cpu, s, 256)?;
             let got = sums[s as usize];
             if (got - want).abs() > 1e-3 * want.abs().max(1.0) {
-                return Err(dfut::Error::Decode(format!(
-                    "w4 small product {s}: sum {got}, expected {want}"
-                )));
+                return Err(dfut::Error::Decode(
+                    format!("w4 small product {s}: sum {got}, expected {want}").into(),
+                ));
             }
         }
         Ok(rate)
@@ -176,9 +176,9 @@ fn w6_read(rt: &dfut::Runtime, what: &str) -> dfut::Result<Vec<f64>> {
         let s = sum(made.get_archived()?.as_slice());
         secs.push(start.elapsed().as_secs_f64());
         if s != expected {
-            return Err(dfut::Error::Decode(format!(
-                "w6 {what}: sum {s}, expected {expected}"
-            )));
+            return Err(dfut::Error::Decode(
+                format!("w6 {what}: sum {s}, expected {expected}").into(),
+            ));
         }
     }
     Ok(secs)
@@ -201,9 +201,9 @@ fn w6_put_sum(rt: &dfut::Runtime) -> dfut::Result<Vec<f64>> {
         let s = w6_sum(&put).get()?;
         secs.push(start.elapsed().as_secs_f64());
         if s != expected {
-            return Err(dfut::Error::Decode(format!(
-                "w6 put and sum: {s}, expected {expected}"
-            )));
+            return Err(dfut::Error::Decode(
+                format!("w6 put and sum: {s}, expected {expected}").into(),
+            ));
         }
     }
     if rt.client().stats().shared_args_bytes == before {
@@ -229,9 +229,9 @@ fn w6_net(rt: &dfut::Runtime, out: &mut Map<String, Value>) -> dfut::Result<()> 
         let s = w6_sum(v).get()?;
         arg.push(start.elapsed().as_secs_f64());
         if s != expected {
-            return Err(dfut::Error::Decode(format!(
-                "w6 arg: sum {s}, expected {expected}"
-            )));
+            return Err(dfut::Error::Decode(
+                format!("w6 arg: sum {s}, expected {expected}").into(),
+            ));
         }
     }
     let fetch = w6_read(rt, "fetch")?;

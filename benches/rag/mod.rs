@@ -144,7 +144,7 @@ impl Rag {
             .collect();
         let router_stats = Stats::of(page_docs.iter().map(|(_, t)| t.as_str()));
         let router = dfut::rkyv::to_bytes::<dfut::rkyv::rancor::Error>(&Shard::build(&page_docs))
-            .map_err(|e| dfut::Error::Encode(e.to_string()))?;
+            .map_err(|e| dfut::Error::Encode(dfut::Cause::new(e)))?;
         let mut shard_of_page = vec![0u32; corpus.pages.len()];
         let n = corpus.pages.len().max(1);
         for (rank, page) in link_order(&corpus).into_iter().enumerate() {

@@ -50,11 +50,16 @@ impl std::fmt::Debug for ClusterCredential {
     }
 }
 
+/// A TLS configuration error, kept as the cause.
+fn bad(e: impl std::error::Error + Send + Sync + 'static) -> NetError {
+    NetError::Credential(crate::Cause::new(e))
+}
+
 impl ClusterCredential {
     /// Creates a fresh credential for a new cluster.
     pub fn generate() -> Result<Self, NetError> {
         let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
-            .map_err(|e| NetError::Credential(e.to_string()))?;
+            .map_err(|e| NetError::Credential(crate::Cause::new(e)))?;
         let pem = format!(
             "{}{}",
             certified.cert.pem(),
@@ -66,9 +71,9 @@ impl ClusterCredential {
     /// Reads a credential from PEM text holding one certificate and its key.
     pub fn from_pem(pem: &str) -> Result<Self, NetError> {
         let cert = CertificateDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| NetError::Credential(format!("no certificate: {e}")))?;
+            .map_err(|e| NetError::Credential(crate::Cause::context("no certificate", e)))?;
         let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| NetError::Credential(format!("no private key: {e}")))?;
+            .map_err(|e| NetError::Credential(crate::Cause::context("no private key", e)))?;
         Ok(Self {
             cert,
             key: Arc::new(key),
@@ -121,37 +126,35 @@ impl ClusterCredential {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.cert.clone())
-            .map_err(|e| NetError::Credential(e.to_string()))?;
+            .map_err(|e| NetError::Credential(crate::Cause::new(e)))?;
         Ok(Arc::new(roots))
     }
 
     pub(crate) fn server_config(&self) -> Result<QuicServerConfig, NetError> {
-        let bad = |e: &dyn std::fmt::Display| NetError::Credential(e.to_string());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             self.roots()?,
             Self::provider(),
         )
         .build()
-        .map_err(|e| bad(&e))?;
+        .map_err(bad)?;
         let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| bad(&e))?
+            .map_err(bad)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
-            .map_err(|e| bad(&e))?;
+            .map_err(bad)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        QuicServerConfig::try_from(tls).map_err(|e| bad(&e))
+        QuicServerConfig::try_from(tls).map_err(bad)
     }
 
     pub(crate) fn client_config(&self) -> Result<QuicClientConfig, NetError> {
-        let bad = |e: &dyn std::fmt::Display| NetError::Credential(e.to_string());
         let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| bad(&e))?
+            .map_err(bad)?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(vec![self.cert.clone()], self.key.clone_key())
-            .map_err(|e| bad(&e))?;
+            .map_err(bad)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        QuicClientConfig::try_from(tls).map_err(|e| bad(&e))
+        QuicClientConfig::try_from(tls).map_err(bad)
     }
 }

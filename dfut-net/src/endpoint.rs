@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::auth::SERVER_NAME;
 use crate::frame::{self, FrameReader};
 use crate::wire::{Message, Payload};
-use crate::{ClusterCredential, NetError};
+use crate::{Cause, ClusterCredential, NetError};
 
 /// Application close code for a connection closed because of a bad frame.
 const CLOSE_BAD_FRAME: u32 = 1;
@@ -85,16 +85,16 @@ impl Endpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(credential.client_config()?));
         client.transport_config(transport);
         let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|e| NetError::Endpoint(format!("bind {addr}: {e}")))?;
+            .map_err(|e| NetError::Endpoint(Cause::context(format!("bind {addr}"), e)))?;
         let mut config = quinn::EndpointConfig::default();
         // Accept datagrams as large as MTU discovery may find (below).
         config
             .max_udp_payload_size(MAX_DATAGRAM)
-            .map_err(|e| NetError::Endpoint(format!("datagram size: {e}")))?;
+            .map_err(|e| NetError::Endpoint(Cause::context("datagram size", e)))?;
         let runtime = quinn::default_runtime()
-            .ok_or_else(|| NetError::Endpoint("no async runtime".into()))?;
+            .ok_or_else(|| NetError::Endpoint(Cause::msg("no async runtime")))?;
         let mut endpoint = quinn::Endpoint::new(config, Some(server), socket, runtime)
-            .map_err(|e| NetError::Endpoint(format!("bind {addr}: {e}")))?;
+            .map_err(|e| NetError::Endpoint(Cause::context(format!("bind {addr}"), e)))?;
         endpoint.set_default_client_config(client);
         Ok(Self {
             inner: endpoint,
@@ -106,7 +106,7 @@ impl Endpoint {
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
         self.inner
             .local_addr()
-            .map_err(|e| NetError::Endpoint(e.to_string()))
+            .map_err(|e| NetError::Endpoint(Cause::new(e)))
     }
 
     /// Connects to the endpoint at `addr` and opens a link to it.
@@ -125,7 +125,7 @@ impl Endpoint {
         let connecting = self
             .inner
             .connect(addr, SERVER_NAME)
-            .map_err(|e| NetError::Endpoint(format!("connect {addr}: {e}")))?;
+            .map_err(|e| NetError::Endpoint(Cause::context(format!("connect {addr}"), e)))?;
         let conn = connecting.await.map_err(|e| classify(addr, &e))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| classify(addr, &e))?;
         Ok((conn, send, recv))
@@ -240,6 +240,7 @@ impl Link {
             None => NetError::ConnectionLost {
                 peer: self.peer(),
                 reason: "link writer stopped".into(),
+                source: None,
             },
         }
     }
@@ -268,7 +269,7 @@ impl Inbox {
 fn transport_config(options: &EndpointOptions) -> Result<TransportConfig, NetError> {
     let mut t = TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(options.idle_timeout)
-        .map_err(|e| NetError::Endpoint(format!("idle timeout: {e}")))?;
+        .map_err(|e| NetError::Endpoint(Cause::context("idle timeout", e)))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(options.keep_alive));
     // Larger windows keep bulk transfers (large objects) from stalling on
@@ -302,6 +303,7 @@ fn classify(peer: SocketAddr, e: &ConnectionError) -> NetError {
         other => NetError::ConnectionLost {
             peer,
             reason: other.to_string(),
+            source: Some(Cause::new(other.clone())),
         },
     }
 }
@@ -414,7 +416,7 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
     let mut header = [0u8; BULK_HEADER];
     recv.read_exact(&mut header)
         .await
-        .map_err(|e| FrameError::Io(e.to_string()))?;
+        .map_err(|e| FrameError::Io(crate::Cause::new(e)))?;
     let word = |i: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(&header[i..i + 8]);
@@ -427,20 +429,22 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
             max: usize::try_from(max_bulk).unwrap_or(usize::MAX),
         });
     }
-    let len = usize::try_from(len).map_err(|_| FrameError::Malformed("bulk too long".into()))?;
+    let len = usize::try_from(len)
+        .map_err(|_| FrameError::Malformed(crate::Cause::msg("bulk too long")))?;
     // Reserved whole, so the bytes are copied once: a reservation is
     // address space only (pages are backed as the bytes arrive and are
     // written), so announcing a length still pins nothing the peer has not
     // sent; one that cannot be reserved is refused, not an abort.
     let mut data: Vec<u8> = Vec::new();
-    data.try_reserve_exact(len)
-        .map_err(|e| FrameError::Malformed(format!("bulk of {len} bytes: {e}")))?;
+    data.try_reserve_exact(len).map_err(|e| {
+        FrameError::Malformed(crate::Cause::context(format!("bulk of {len} bytes"), e))
+    })?;
     while data.len() < len {
         let want = len - data.len();
         match recv.read_chunk(want, true).await {
             Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
             Ok(None) => return Err(FrameError::Truncated),
-            Err(e) => return Err(FrameError::Io(e.to_string())),
+            Err(e) => return Err(FrameError::Io(crate::Cause::new(e))),
         }
     }
     Ok(Message::Bulk {

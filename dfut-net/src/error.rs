@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use crate::Cause;
 use crate::frame::FrameError;
 
 /// What went wrong while talking to a peer.
@@ -22,7 +23,7 @@ pub enum NetError {
     },
     /// The cluster credential could not be created or read.
     #[error("invalid cluster credential: {0}")]
-    Credential(String),
+    Credential(#[source] Cause),
     /// A frame on the connection was malformed, truncated or too large; the
     /// connection has been closed.
     #[error("bad frame from {peer}: {source}")]
@@ -39,11 +40,13 @@ pub enum NetError {
         peer: SocketAddr,
         /// Why it was lost.
         reason: String,
+        /// The transport's error, where there is one.
+        source: Option<Cause>,
     },
     /// The endpoint could not be created or could not start a connection.
     #[error("endpoint error: {0}")]
-    Endpoint(String),
+    Endpoint(#[source] Cause),
     /// A message could not be encoded.
     #[error("could not encode message: {0}")]
-    Encode(String),
+    Encode(#[source] Cause),
 }

@@ -12,6 +12,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::Cause;
 use crate::wire::{ArchivedMessage, Message};
 
 /// Bytes of the length prefix.
@@ -36,10 +37,10 @@ pub enum FrameError {
     Truncated,
     /// The bytes are not a valid archived message.
     #[error("malformed message: {0}")]
-    Malformed(String),
+    Malformed(#[source] Cause),
     /// Reading the stream failed.
     #[error("read failed: {0}")]
-    Io(String),
+    Io(#[source] Cause),
 }
 
 /// Appends `msg` to `out` as one frame.
@@ -55,9 +56,10 @@ pub enum FrameError {
 /// ```
 pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), crate::NetError> {
     let bytes = rkyv::to_bytes::<rancor::BoxedError>(msg)
-        .map_err(|e| crate::NetError::Encode(e.to_string()))?;
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| crate::NetError::Encode(format!("message of {} bytes", bytes.len())))?;
+        .map_err(|e| crate::NetError::Encode(Cause::new(e)))?;
+    let len = u32::try_from(bytes.len()).map_err(|_| {
+        crate::NetError::Encode(Cause::msg(format!("message of {} bytes", bytes.len())))
+    })?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&bytes);
     Ok(())
@@ -75,9 +77,9 @@ pub fn decode(body: &[u8]) -> Result<Message, FrameError> {
 
 fn decode_aligned(body: &AlignedVec<16>) -> Result<Message, FrameError> {
     let archived = rkyv::access::<ArchivedMessage, rancor::BoxedError>(body)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        .map_err(|e| FrameError::Malformed(Cause::new(e)))?;
     rkyv::deserialize::<Message, rancor::BoxedError>(archived)
-        .map_err(|e| FrameError::Malformed(e.to_string()))
+        .map_err(|e| FrameError::Malformed(Cause::new(e)))
 }
 
 /// Reads frames from a byte stream.
@@ -128,7 +130,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .inner
                 .read(&mut header[got..])
                 .await
-                .map_err(|e| FrameError::Io(e.to_string()))?;
+                .map_err(|e| FrameError::Io(Cause::new(e)))?;
             if n == 0 {
                 return if got == 0 {
                     Ok(None)
@@ -156,7 +158,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .await
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-                    _ => FrameError::Io(e.to_string()),
+                    _ => FrameError::Io(Cause::new(e)),
                 })?;
         }
         let msg = decode_aligned(&self.buf)?;

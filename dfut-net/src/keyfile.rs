@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::NetError;
 
 fn err(path: &Path, what: impl std::fmt::Display) -> NetError {
-    NetError::Credential(format!("{}: {what}", path.display()))
+    NetError::Credential(crate::Cause::msg(format!("{}: {what}", path.display())))
 }
 
 /// Writes `pem` to `path` with mode 0600. Fails if `path` exists, unless
@@ -67,7 +67,7 @@ pub(crate) fn write(path: &Path, pem: &str, overwrite: bool) -> Result<(), NetEr
 
 /// Whether `e` says the file already existed.
 pub(crate) fn already_exists(e: &NetError) -> bool {
-    matches!(e, NetError::Credential(m) if m.ends_with("pass --force)"))
+    matches!(e, NetError::Credential(m) if m.to_string().ends_with("pass --force)"))
 }
 
 /// Reads the PEM text at `path`, refusing a file others may read.

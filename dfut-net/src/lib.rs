@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cause;
 mod endpoint;
 mod error;
 pub mod frame;
@@ -42,6 +43,7 @@ mod keyfile;
 pub mod wire;
 
 pub use auth::ClusterCredential;
+pub use cause::Cause;
 pub use endpoint::{Endpoint, EndpointOptions, Inbox, Incoming, Link};
 pub use error::NetError;
 pub use rkyv;

@@ -79,7 +79,7 @@ where
             Bytes::Aligned(v)
         };
         rkyv::access::<T::Archived, BoxedError>(bytes.as_slice())
-            .map_err(|e| Error::Decode(e.to_string()))?;
+            .map_err(|e| Error::Decode(dfut_net::Cause::new(e)))?;
         Ok(Self {
             bytes,
             _type: PhantomData,

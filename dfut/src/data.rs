@@ -59,14 +59,15 @@ where
         // buffer by doubling costs ten times the serialization itself.
         let hint = size_hint::<T>();
         let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(self, Vec::with_capacity(hint))
-            .map_err(|e| Error::Encode(e.to_string()))?;
+            .map_err(|e| Error::Encode(dfut_net::Cause::new(e)))?;
         remember_size::<T>(bytes.len());
         Ok(bytes)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
         let decode = |aligned: &[u8]| {
-            rkyv::from_bytes::<T, BoxedError>(aligned).map_err(|e| Error::Decode(e.to_string()))
+            rkyv::from_bytes::<T, BoxedError>(aligned)
+                .map_err(|e| Error::Decode(dfut_net::Cause::new(e)))
         };
         if (bytes.as_ptr() as usize).is_multiple_of(16) {
             decode(bytes)

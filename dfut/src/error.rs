@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use dfut_net::NetError;
 use dfut_net::wire::{Failure, FailureKind};
+use dfut_net::{Cause, NetError};
 
 /// The result type of dfut operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,16 +102,22 @@ pub enum Error {
     Io {
         /// What was being done.
         context: String,
-        /// The operating system's error.
+        /// The operating system's error (`Cause::find::<std::io::Error>`).
         #[source]
-        source: IoCause,
+        source: Cause,
     },
-    /// A value could not be encoded.
+    /// A value could not be encoded; the cause is rkyv's error or dfut's
+    /// reason.
     #[error("could not encode a value: {0}")]
-    Encode(String),
-    /// Bytes could not be decoded as the expected type.
+    Encode(#[source] Cause),
+    /// Bytes could not be decoded as the expected type; the cause is
+    /// rkyv's error or dfut's reason.
     #[error("could not decode a value: {0}")]
-    Decode(String),
+    Decode(#[source] Cause),
+    /// The cluster credential could not be made, read or used; `source()`
+    /// is the network layer's error.
+    #[error("{0}")]
+    Credential(#[source] NetError),
     /// The network failed.
     #[error("transport error: {0}")]
     Transport(String),
@@ -157,64 +163,13 @@ pub enum Error {
     Process(String),
 }
 
-/// An I/O error kept as the cause of an [`Error`]: cheap to clone, and
-/// equal to another of the same kind and message.
-///
-/// ```
-/// use std::error::Error as _;
-/// let e = dfut::Error::Io {
-///     context: "cannot start worker".into(),
-///     source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
-/// };
-/// let io = e.source().and_then(|s| s.downcast_ref::<dfut::IoCause>()).unwrap();
-/// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
-/// ```
-#[derive(Debug, Clone)]
-pub struct IoCause(std::sync::Arc<std::io::Error>);
-
-impl IoCause {
-    /// The error's kind.
-    pub fn kind(&self) -> std::io::ErrorKind {
-        self.0.kind()
-    }
-
-    /// The I/O error itself.
-    pub fn get(&self) -> &std::io::Error {
-        &self.0
-    }
-}
-
-impl From<std::io::Error> for IoCause {
-    fn from(e: std::io::Error) -> Self {
-        Self(std::sync::Arc::new(e))
-    }
-}
-
-impl PartialEq for IoCause {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind() == other.kind() && self.0.to_string() == other.0.to_string()
-    }
-}
-
-impl std::fmt::Display for IoCause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for IoCause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
 impl Error {
     /// Wraps an I/O error with what was being done, for `map_err`.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |e| Error::Io {
             context,
-            source: e.into(),
+            source: Cause::new(e),
         }
     }
 }
@@ -222,8 +177,9 @@ impl Error {
 impl From<NetError> for Error {
     fn from(e: NetError) -> Self {
         match e {
-            // Their reasons are text already: nothing below them to keep.
-            NetError::Auth { .. } | NetError::Credential(_) => Error::Auth(e.to_string()),
+            // Its reason is text already: nothing below it to keep.
+            NetError::Auth { .. } => Error::Auth(e.to_string()),
+            NetError::Credential(_) => Error::Credential(e),
             other => Error::Net(other),
         }
     }
@@ -254,8 +210,8 @@ impl Error {
             }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
             FailureKind::SignatureMismatch => Error::SignatureMismatch { function, message },
-            FailureKind::Decode => Error::Decode(format!("{function}: {message}")),
-            FailureKind::Encode => Error::Encode(format!("{function}: {message}")),
+            FailureKind::Decode => Error::Decode(Cause::msg(format!("{function}: {message}"))),
+            FailureKind::Encode => Error::Encode(Cause::msg(format!("{function}: {message}"))),
             FailureKind::NoSuchObject | FailureKind::SharedUnmappable => {
                 Error::ObjectUnavailable(message)
             }
@@ -346,6 +302,21 @@ mod tests {
         }
         .into();
         assert!(matches!(e, Error::Auth(m) if m.contains("bad certificate")));
+    }
+
+    #[test]
+    fn io_and_decode_errors_keep_their_causes() {
+        use std::error::Error as _;
+        let e = Error::io("cannot start worker")(std::io::ErrorKind::NotFound.into());
+        assert!(e.to_string().starts_with("cannot start worker: "), "{e}");
+        let cause = e.source().and_then(|s| s.downcast_ref::<Cause>()).unwrap();
+        let io = cause.find::<std::io::Error>().map(std::io::Error::kind);
+        assert_eq!(io, Some(std::io::ErrorKind::NotFound));
+        let bad = <Vec<u64> as crate::Data>::decode(b"not an archive").unwrap_err();
+        assert!(matches!(bad, Error::Decode(_)), "{bad:?}");
+        assert!(bad.source().is_some(), "rkyv's error is kept");
+        let credential = Error::from(NetError::Credential(Cause::msg("no private key")));
+        assert!(credential.source().is_some(), "{credential:?}");
     }
 
     #[test]

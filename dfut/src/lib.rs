@@ -87,8 +87,8 @@ pub use combinators::{
 pub use context::EnterGuard;
 pub use data::Data;
 pub use dfut_macros::remote;
-pub use dfut_net::{ClusterCredential, NetError};
-pub use error::{Error, IoCause, Result};
+pub use dfut_net::{Cause, ClusterCredential, NetError};
+pub use error::{Error, Result};
 pub use future::DistFuture;
 pub use mapreduce::{Job, MapReduce};
 pub use object::Status;

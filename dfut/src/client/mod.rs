@@ -1855,10 +1855,13 @@ fn prepare(
     // would not fit in one message fails here, before it is sent.
     let wired: usize = args.iter().map(wired_bytes).sum();
     if wired > crate::limits::max_value() {
-        return Err(Unready::Failed(Error::Encode(crate::limits::too_large(
-            &format!("the arguments of `{}`, as sent", task.spec.name),
-            wired,
-        ))));
+        return Err(Unready::Failed(Error::Encode(
+            crate::limits::too_large(
+                &format!("the arguments of `{}`, as sent", task.spec.name),
+                wired,
+            )
+            .into(),
+        )));
     }
     let spec = TaskSpec {
         id: cell.id,

@@ -103,7 +103,7 @@ fn too_large() -> dfut::Result<()> {
     }
     let together = dfut_tests::total_len(&parts[..]).get_timeout(limit);
     assert!(
-        matches!(&together, Err(dfut::Error::Encode(m)) if m.contains("as sent")),
+        matches!(&together, Err(dfut::Error::Encode(m)) if m.to_string().contains("as sent")),
         "inline results that do not fit fail the call that reads them: {together:?}"
     );
     assert_eq!(

@@ -1,0 +1,127 @@
+//! The cause kept inside dfut's errors: another library's error (or a
+//! message), shared so errors stay cheap to clone, and reachable through
+//! `std::error::Error::source`.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+/// The error underneath a dfut error: `source()` of the error holding it
+/// returns it, and its own `source()` goes on down the chain.
+///
+/// Clones share the error. Two causes are equal when their messages are
+/// (errors from other libraries rarely compare).
+///
+/// ```
+/// use dfut_net::Cause;
+///
+/// let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+/// let cause = Cause::context("bind 127.0.0.1:1", io);
+/// assert!(cause.to_string().starts_with("bind 127.0.0.1:1: "));
+/// let found = cause.find::<std::io::Error>().map(|e| e.kind());
+/// assert_eq!(found, Some(std::io::ErrorKind::AddrInUse));
+/// ```
+#[derive(Clone)]
+pub struct Cause(Arc<dyn Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// A cause that is only a message (no error underneath).
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self(Arc::new(Message(message.into())))
+    }
+
+    /// `error`, with what was being done: displayed as
+    /// `"{context}: {error}"`, with `error` as its source.
+    pub fn context(context: impl Into<String>, error: impl Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(Context {
+            context: context.into(),
+            source: Box::new(error),
+        }))
+    }
+
+    /// The first error of type `T` in this cause's chain.
+    pub fn find<T: Error + 'static>(&self) -> Option<&T> {
+        let mut next: Option<&(dyn Error + 'static)> = Some(&*self.0);
+        while let Some(e) = next {
+            if let Some(t) = e.downcast_ref::<T>() {
+                return Some(t);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::msg(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::msg(message)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl Error for Cause {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+/// A cause that is only text.
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for Message {}
+
+/// An error with what was being done when it happened.
+#[derive(Debug)]
+struct Context {
+    context: String,
+    source: Box<dyn Error + Send + Sync + 'static>,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.source)
+    }
+}
+
+impl Error for Context {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
