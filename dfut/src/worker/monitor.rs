@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::exec::Handoff;
-use crate::{Error, Result, lock};
+use crate::{Cause, Error, Result, lock};
 
 /// An inline task running longer than this is moved off its reader, and
 /// its function never runs inline again.
@@ -30,14 +30,17 @@ const WATCH_EVERY: Duration = Duration::from_millis(10);
 
 /// The monitor's runtime, started on first use.
 pub(crate) fn handle() -> Result<tokio::runtime::Handle> {
-    static HANDLE: OnceLock<std::result::Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    static HANDLE: OnceLock<std::result::Result<tokio::runtime::Handle, Cause>> = OnceLock::new();
     HANDLE
         .get_or_init(start)
         .clone()
-        .map_err(|e| Error::Process(format!("cannot start the monitor thread: {e}")))
+        .map_err(|source| Error::Io {
+            context: "cannot start the monitor thread".into(),
+            source,
+        })
 }
 
-fn start() -> std::result::Result<tokio::runtime::Handle, String> {
+fn start() -> std::result::Result<tokio::runtime::Handle, Cause> {
     // The runtime is built (and, on failure, dropped) on its own thread:
     // dropping a runtime inside async code would panic.
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -53,13 +56,13 @@ fn start() -> std::result::Result<tokio::runtime::Handle, String> {
                     runtime.block_on(watch_inline_runs());
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let _ = tx.send(Err(Cause::new(e)));
                 }
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(Cause::new)?;
     rx.recv_timeout(Duration::from_secs(10))
-        .map_err(|e| format!("it did not start: {e}"))?
+        .map_err(|e| Cause::context("it did not start", e))?
 }
 
 /// One runtime thread's inline state, shared with the watchdog.
