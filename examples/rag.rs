@@ -92,7 +92,7 @@ fn main() {
 fn run(args: Args) -> dfut::Result<()> {
     let rt = dfut::init()?;
     let start = Instant::now();
-    let corpus = corpus::load().map_err(dfut::Error::Config)?;
+    let corpus = corpus::load().map_err(|e| dfut::Error::Config(e.into()))?;
     eprintln!(
         "corpus: {} pages, {} chunks, read in {:.2} s",
         corpus.pages.len(),

@@ -290,9 +290,9 @@ fn main() -> dfut::Result<()> {
             o.bound.as_secs_f64() * 1e3
         );
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| dfut::Error::Config(e.to_string()))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| dfut::Error::Config(dfut::Cause::new(e)))?;
     let path = args.out.join("scheduling.svg");
-    chart(&outcomes, &path).map_err(|e| dfut::Error::Config(format!("chart: {e}")))?;
+    chart(&outcomes, &path).map_err(|e| dfut::Error::Config(format!("chart: {e}").into()))?;
     println!("chart: {}", path.display());
     Ok(())
 }

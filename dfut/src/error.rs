@@ -142,9 +142,10 @@ pub enum Error {
         /// The function's registered name.
         function: String,
     },
-    /// Bad configuration.
+    /// Bad configuration; the cause is the setting's parse error where
+    /// there is one, else dfut's reason.
     #[error("configuration error: {0}")]
-    Config(String),
+    Config(#[source] Cause),
     /// Matrix shapes that do not fit the operation.
     #[error("cannot {op} a {}x{} matrix and a {}x{} matrix", left.0, left.1, right.0, right.1)]
     Shape {
@@ -155,9 +156,10 @@ pub enum Error {
         /// The right operand's `(rows, cols)`.
         right: (usize, usize),
     },
-    /// The GPU could not be used.
+    /// The GPU could not be used; the cause is wgpu's error where there is
+    /// one.
     #[error("gpu error: {0}")]
-    Gpu(String),
+    Gpu(#[source] Cause),
     /// Starting or managing a local process failed.
     #[error("process error: {0}")]
     Process(String),

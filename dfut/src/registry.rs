@@ -158,11 +158,14 @@ impl Table {
         if clashes.is_empty() {
             return Ok(());
         }
-        Err(crate::Error::Config(format!(
-            "remote functions registered twice under one name (calls could reach \
+        Err(crate::Error::Config(
+            format!(
+                "remote functions registered twice under one name (calls could reach \
              either): {}; rename one, or link only one version of its crate",
-            clashes.join("; ")
-        )))
+                clashes.join("; ")
+            )
+            .into(),
+        ))
     }
 
     fn lookup(&self, name: &str, signature: u64) -> Result<&Entry, Failure> {

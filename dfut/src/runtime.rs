@@ -149,21 +149,21 @@ impl Builder {
     pub fn from_env() -> Result<Self> {
         let mut b = Self::default();
         if let Ok(addr) = std::env::var("DFUT_BIND") {
-            let addr = addr
-                .parse()
-                .map_err(|e| Error::Config(format!("DFUT_BIND=`{addr}`: {e}")))?;
+            let addr = addr.parse().map_err(|e| {
+                Error::Config(crate::Cause::context(format!("DFUT_BIND=`{addr}`"), e))
+            })?;
             b = b.bind(addr);
         }
         if let Ok(n) = std::env::var("DFUT_WORKERS") {
-            let n = n
-                .parse()
-                .map_err(|e| Error::Config(format!("DFUT_WORKERS=`{n}`: {e}")))?;
+            let n = n.parse().map_err(|e| {
+                Error::Config(crate::Cause::context(format!("DFUT_WORKERS=`{n}`"), e))
+            })?;
             b = b.workers(n);
         }
         if let Ok(addr) = std::env::var("DFUT_SCHEDULER") {
-            let addr = addr
-                .parse()
-                .map_err(|e| Error::Config(format!("DFUT_SCHEDULER=`{addr}`: {e}")))?;
+            let addr = addr.parse().map_err(|e| {
+                Error::Config(crate::Cause::context(format!("DFUT_SCHEDULER=`{addr}`"), e))
+            })?;
             b = b.join(addr);
         }
         if let Ok(path) = std::env::var("DFUT_CREDENTIAL_FILE") {
@@ -593,7 +593,7 @@ impl Runtime {
         let mut workers = self.lock_workers();
         let w = workers
             .get_mut(index)
-            .ok_or_else(|| Error::Config(format!("no local worker {index}")))?;
+            .ok_or_else(|| Error::Config(format!("no local worker {index}").into()))?;
         w.kill()
     }
 

@@ -90,7 +90,10 @@ fn runtime() -> dfut::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| dfut::Error::Process(e.to_string()))
+        .map_err(|e| dfut::Error::Io {
+            context: "cannot start the runtime".into(),
+            source: dfut::Cause::new(e),
+        })
 }
 
 /// Writes a new credential to `path` (mode 0600, never following a
@@ -127,9 +130,9 @@ fn run(cli: Cli) -> dfut::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let addr: SocketAddr = format!("{host}:{port}")
-                .parse()
-                .map_err(|e| dfut::Error::Config(format!("{host}:{port}: {e}")))?;
+            let addr: SocketAddr = format!("{host}:{port}").parse().map_err(|e| {
+                dfut::Error::Config(dfut::Cause::context(format!("{host}:{port}"), e))
+            })?;
             let mut config = SchedulerConfig::new(addr);
             config.mode = mode;
             config.heartbeat_timeout = Duration::from_millis(heartbeat_timeout_ms);

@@ -151,9 +151,10 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| {
-            Error::Gpu(format!(
-                "no usable GPU adapter ({e}); install a Vulkan driver \
-                 (for a software one: apt-get install mesa-vulkan-drivers libvulkan1)"
+            Error::Gpu(crate::Cause::context(
+                "no usable GPU adapter (install a Vulkan driver; for a software one: \
+                 apt-get install mesa-vulkan-drivers libvulkan1)",
+                e,
             ))
         })?;
         let info = adapter.get_info();
@@ -163,7 +164,12 @@ impl GpuContext {
             required_limits: adapter.limits(),
             ..Default::default()
         }))
-        .map_err(|e| Error::Gpu(format!("{adapter_name}: cannot open the device: {e}")))?;
+        .map_err(|e| {
+            Error::Gpu(crate::Cause::context(
+                format!("{adapter_name}: cannot open the device"),
+                e,
+            ))
+        })?;
         // Errors are captured per operation (error scopes in `run`); one that
         // escapes is logged, never a panic.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
@@ -317,7 +323,7 @@ impl GpuContext {
         self.queue.submit([encoder.finish()]);
         for scope in [memory, validation] {
             if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(Error::Gpu(e.to_string()));
+                return Err(Error::Gpu(e.to_string().into()));
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -326,13 +332,13 @@ impl GpuContext {
         });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+            .map_err(|e| Error::Gpu(crate::Cause::context("waiting for the device", e)))?;
         rx.recv()
             .map_err(|_| Error::Gpu("the device dropped a read-back".into()))?
-            .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
+            .map_err(|e| Error::Gpu(crate::Cause::context("reading back", e)))?;
         let view = staging
             .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
+            .map_err(|e| Error::Gpu(crate::Cause::context("reading back", e)))?;
         let result = view
             .chunks_exact(4)
             .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
@@ -347,9 +353,9 @@ impl GpuContext {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let groups = (n.div_ceil(TILE), m.div_ceil(TILE));
         if groups.0 > MAX_GROUPS || groups.1 > MAX_GROUPS {
-            return Err(Error::Gpu(format!(
-                "a {m}x{n} product is too large for one dispatch"
-            )));
+            return Err(Error::Gpu(
+                format!("a {m}x{n} product is too large for one dispatch").into(),
+            ));
         }
         let data = self.run(
             &self.matmul,

@@ -41,18 +41,21 @@ pub struct Matrix {
 }
 
 fn dim(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Config(format!("matrix dimension {n} is too large")))
+    u32::try_from(n).map_err(|_| Error::Config(format!("matrix dimension {n} is too large").into()))
 }
 
 impl Matrix {
     /// A `rows x cols` matrix from row-major data.
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
         if rows.checked_mul(cols) != Some(data.len()) {
-            return Err(Error::Config(format!(
-                "a {rows}x{cols} matrix needs {} values, got {}",
-                rows.saturating_mul(cols),
-                data.len()
-            )));
+            return Err(Error::Config(
+                format!(
+                    "a {rows}x{cols} matrix needs {} values, got {}",
+                    rows.saturating_mul(cols),
+                    data.len()
+                )
+                .into(),
+            ));
         }
         Ok(Self {
             rows: dim(rows)?,

@@ -78,12 +78,15 @@ fn assemble(
     let rows: usize = row_heights.iter().map(|h| *h as usize).sum();
     let cols: usize = col_widths.iter().map(|w| *w as usize).sum();
     if tiles.len() != row_heights.len() * col_widths.len() {
-        return Err(Error::Config(format!(
-            "{} tiles for a {}x{} grid",
-            tiles.len(),
-            row_heights.len(),
-            col_widths.len()
-        )));
+        return Err(Error::Config(
+            format!(
+                "{} tiles for a {}x{} grid",
+                tiles.len(),
+                row_heights.len(),
+                col_widths.len()
+            )
+            .into(),
+        ));
     }
     let mut data = vec![0f32; rows * cols];
     let mut r0 = 0;

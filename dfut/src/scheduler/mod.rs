@@ -37,10 +37,13 @@ pub fn policy_by_name(name: &str) -> crate::Result<Box<dyn Scheduler>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     policies::by_name(name, seed).ok_or_else(|| {
-        crate::Error::Config(format!(
-            "unknown scheduling policy `{name}` (valid: {})",
-            POLICY_NAMES.join(", ")
-        ))
+        crate::Error::Config(
+            format!(
+                "unknown scheduling policy `{name}` (valid: {})",
+                POLICY_NAMES.join(", ")
+            )
+            .into(),
+        )
     })
 }
 

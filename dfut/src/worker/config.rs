@@ -305,12 +305,16 @@ impl WorkerConfig {
 fn parsed<T>(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>>
 where
     T: std::str::FromStr,
-    T::Err: std::fmt::Display,
+    T::Err: std::error::Error + Send + Sync + 'static,
 {
     get(name)
         .map(|v| {
-            v.parse()
-                .map_err(|e| Error::Config(format!("{name}={v:?} does not parse: {e}")))
+            v.parse().map_err(|e| {
+                Error::Config(crate::Cause::context(
+                    format!("{name}={v:?} does not parse"),
+                    e,
+                ))
+            })
         })
         .transpose()
 }
@@ -321,9 +325,9 @@ fn flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool> {
     match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
         None | Some("0" | "false" | "no" | "off" | "n" | "f") => Ok(false),
         Some("1" | "true" | "yes" | "on" | "y" | "t") => Ok(true),
-        Some(v) => Err(Error::Config(format!(
-            "{name}={v:?} is not a switch: use 1 or 0"
-        ))),
+        Some(v) => Err(Error::Config(
+            format!("{name}={v:?} is not a switch: use 1 or 0").into(),
+        )),
     }
 }
 

@@ -193,34 +193,36 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     if config.gpu {
         open_gpu()?;
     }
-    let scheduler: SocketAddr = config
-        .scheduler
-        .parse()
-        .map_err(|e| Error::Config(format!("scheduler address `{}`: {e}", config.scheduler)))?;
+    let scheduler: SocketAddr = config.scheduler.parse().map_err(|e| {
+        Error::Config(format!("scheduler address `{}`: {e}", config.scheduler).into())
+    })?;
     let bind: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
         .map_err(|e| {
-            Error::Config(format!(
-                "listen address `{}:{}`: {e}",
-                config.host, config.port
-            ))
+            Error::Config(format!("listen address `{}:{}`: {e}", config.host, config.port).into())
         })?;
     let endpoint = Endpoint::bind(bind, &credential, crate::limits::endpoint_options())?;
     let local = endpoint.local_addr()?;
     let id = rand::random::<u64>();
     let addr: SocketAddr = match &config.advertise {
-        Some(a) => a
-            .parse()
-            .map_err(|e| Error::Config(format!("advertised address `{a}`: {e}")))?,
+        Some(a) => a.parse().map_err(|e| {
+            Error::Config(crate::Cause::context(
+                format!("advertised address `{a}`"),
+                e,
+            ))
+        })?,
         // Listening on every interface: the address our packets to the
         // scheduler leave from is one the cluster can reach.
         None if local.ip().is_unspecified() => match route_source(scheduler) {
             Ok(ip) => SocketAddr::new(ip, local.port()),
             Err(e) => {
-                return Err(Error::Config(format!(
-                    "listening on {local}: cannot tell which address to advertise \
+                return Err(Error::Config(
+                    format!(
+                        "listening on {local}: cannot tell which address to advertise \
                      ({e}); pass --advertise"
-                )));
+                    )
+                    .into(),
+                ));
             }
         },
         None => local,
@@ -255,7 +257,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     info.host = host.clone();
     let spill = match config.spill_root() {
         Some(root) => Some(crate::shm::Region::create(&root).map_err(|e| {
-            Error::Config(format!("spill directory under {}: {e}", root.display()))
+            Error::Config(format!("spill directory under {}: {e}", root.display()).into())
         })?),
         None => None,
     };
@@ -718,8 +720,12 @@ fn calibrate() -> f32 {
 fn open_gpu() -> Result<()> {
     use crate::matrix::gpu::GpuContext;
     if GpuContext::worker().is_none() {
-        let ctx = GpuContext::new()
-            .map_err(|e| Error::Gpu(format!("this worker was started with --gpu but {e}")))?;
+        let ctx = GpuContext::new().map_err(|e| {
+            Error::Gpu(crate::Cause::context(
+                "this worker was started with --gpu",
+                e,
+            ))
+        })?;
         tracing::info!(adapter = ctx.adapter_name(), "GPU ready");
         GpuContext::install(std::sync::Arc::new(ctx));
     }
