@@ -335,7 +335,17 @@ fn generate(r: &Remote) -> TokenStream {
         quote! { #local(#(#decoded),*) }
     };
     let encode = if r.fallible {
-        quote! { #krate::__private::ret_fallible::<#output, _>(#call) }
+        quote! {
+            match #call {
+                ::core::result::Result::Ok(value) => #krate::__private::ret::<#output>(&value),
+                ::core::result::Result::Err(error) => {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{DisplayOnly as _, ErrorChain as _};
+                    let error = #krate::__private::displayable(error);
+                    ::core::result::Result::Err((&&#krate::__private::Returned(&error)).failure())
+                }
+            }
+        }
     } else {
         quote! { #krate::__private::ret::<#output>(&#call) }
     };

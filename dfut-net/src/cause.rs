@@ -44,6 +44,39 @@ impl Cause {
         }))
     }
 
+    /// A chain of messages as a cause, outermost first: its `source()` is
+    /// the second message, and so on (how a remote error's sources come
+    /// back across the wire). `None` for no messages.
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// let cause = dfut_net::Cause::chain(&["parse config".into(), "line 3: bad digit".into()]).unwrap();
+    /// assert_eq!(cause.to_string(), "parse config");
+    /// assert_eq!(cause.source().unwrap().to_string(), "line 3: bad digit");
+    /// ```
+    pub fn chain(messages: &[String]) -> Option<Self> {
+        let mut inner: Option<Box<Chained>> = None;
+        for message in messages.iter().rev() {
+            inner = Some(Box::new(Chained {
+                message: message.clone(),
+                source: inner,
+            }));
+        }
+        inner.map(|c| Self(Arc::new(*c)))
+    }
+
+    /// The messages of this cause and of everything below it, outermost
+    /// first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next: Option<&(dyn Error + 'static)> = Some(&*self.0);
+        while let Some(e) = next {
+            out.push(e.to_string());
+            next = e.source();
+        }
+        out
+    }
+
     /// The first error of type `T` in this cause's chain.
     pub fn find<T: Error + 'static>(&self) -> Option<&T> {
         let mut next: Option<&(dyn Error + 'static)> = Some(&*self.0);
@@ -94,6 +127,25 @@ impl PartialEq for Cause {
 }
 
 impl Eq for Cause {}
+
+/// One message of a chain that came across the wire.
+#[derive(Debug)]
+struct Chained {
+    message: String,
+    source: Option<Box<Chained>>,
+}
+
+impl fmt::Display for Chained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for Chained {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn Error + 'static))
+    }
+}
 
 /// A cause that is only text.
 #[derive(Debug)]

@@ -291,6 +291,12 @@ pub struct Failure {
     /// Where it happened in the remote code (a panic's
     /// `file:line:column`); empty if unknown.
     pub location: String,
+    /// The messages of the error's sources, outermost first (an `Err`
+    /// whose type implements `std::error::Error`); empty if none.
+    pub causes: Vec<String>,
+    /// The panic's backtrace, when the worker captured one
+    /// (`RUST_BACKTRACE=1`); empty otherwise.
+    pub backtrace: String,
 }
 
 /// How a task ended.

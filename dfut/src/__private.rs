@@ -51,6 +51,8 @@ fn decode_error(index: usize, message: impl std::fmt::Display) -> Failure {
         kind: FailureKind::Decode,
         message: format!("argument {index}: {message}"),
         location: String::new(),
+        causes: Vec::new(),
+        backtrace: String::new(),
     }
 }
 
@@ -102,16 +104,59 @@ pub fn ret<T: Data>(value: &T) -> TaskResult {
         .map_err(|e| e.to_failure())
 }
 
-/// Encodes a fallible function's return value.
-pub fn ret_fallible<T: Data, E: Display>(value: std::result::Result<T, E>) -> TaskResult {
-    match value {
-        Ok(v) => ret(&v),
-        Err(e) => Err(Failure {
-            kind: FailureKind::Returned,
-            message: e.to_string(),
-            location: String::new(),
-        }),
+/// An `Err` a remote function returned, reported with its sources when
+/// its type implements `std::error::Error` ([`ErrorChain`]) and with its
+/// `Display` text otherwise ([`DisplayOnly`]): generated code calls
+/// `(&&Returned(&e)).failure()`, and method lookup picks the first that
+/// applies.
+pub struct Returned<'a, E>(pub &'a E);
+
+/// Reports an `Err` whose type implements `std::error::Error`.
+pub trait ErrorChain {
+    /// The failure to send, with the error's sources.
+    fn failure(&self) -> Failure;
+}
+
+impl<E: std::error::Error> ErrorChain for &Returned<'_, E> {
+    fn failure(&self) -> Failure {
+        let mut causes = Vec::new();
+        let mut next = self.0.source();
+        // Bounded: a chain longer than this is cut (a cycle cannot hang).
+        while let Some(e) = next
+            && causes.len() < 64
+        {
+            causes.push(e.to_string());
+            next = e.source();
+        }
+        returned(self.0.to_string(), causes)
     }
+}
+
+/// Reports an `Err` whose type only implements `Display`.
+pub trait DisplayOnly {
+    /// The failure to send.
+    fn failure(&self) -> Failure;
+}
+
+impl<E: Display> DisplayOnly for Returned<'_, E> {
+    fn failure(&self) -> Failure {
+        returned(self.0.to_string(), Vec::new())
+    }
+}
+
+fn returned(message: String, causes: Vec<String>) -> Failure {
+    Failure {
+        kind: FailureKind::Returned,
+        message,
+        location: String::new(),
+        causes,
+        backtrace: String::new(),
+    }
+}
+
+/// Checks that a remote function's error type can be reported.
+pub fn displayable<E: Display>(e: E) -> E {
+    e
 }
 
 /// Checks at compile time that `T` can cross a process boundary.

@@ -23,7 +23,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The remote function panicked; the worker survived.
-    #[error("remote function `{function}` panicked on worker {worker} at {location}: {message}")]
+    #[error(
+        "remote function `{function}` panicked on worker {worker} at {location} \
+         (attempt {attempt}): {message}"
+    )]
     TaskPanicked {
         /// The function's registered name.
         function: String,
@@ -34,9 +37,17 @@ pub enum Error {
         /// Where it panicked, `file:line:column` (`unknown` if the worker
         /// could not tell).
         location: String,
+        /// Which run of the task this was, from 1 (retries and re-runs
+        /// after a lost worker count; so do speculative copies).
+        attempt: u32,
+        /// The panic's backtrace, when the worker captured one (run it
+        /// with `RUST_BACKTRACE=1`).
+        backtrace: Option<Box<str>>,
     },
     /// The remote function returned an error.
-    #[error("remote function `{function}` failed on worker {worker}: {message}")]
+    #[error(
+        "remote function `{function}` failed on worker {worker} (attempt {attempt}): {message}"
+    )]
     TaskFailed {
         /// The function's registered name.
         function: String,
@@ -44,6 +55,12 @@ pub enum Error {
         message: String,
         /// The address of the worker it ran on.
         worker: String,
+        /// Which run of the task this was, from 1.
+        attempt: u32,
+        /// The error's own sources, when its type implements
+        /// `std::error::Error`: `source()` walks them as they were on the
+        /// worker (as text).
+        source: Option<Cause>,
     },
     /// The worker holding or computing the value died (and retries, if any,
     /// are used up).
@@ -202,12 +219,16 @@ impl Error {
                 } else {
                     f.location.clone()
                 },
+                attempt: 1,
+                backtrace: (!f.backtrace.is_empty()).then(|| f.backtrace.as_str().into()),
             },
             FailureKind::Returned | FailureKind::Other | FailureKind::ArgumentFailed => {
                 Error::TaskFailed {
                     function,
                     message,
                     worker: worker.to_owned(),
+                    attempt: 1,
+                    source: Cause::chain(&f.causes),
                 }
             }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
@@ -256,11 +277,33 @@ impl Error {
             Error::TaskPanicked { location, .. } if location != "unknown" => location.clone(),
             _ => String::new(),
         };
+        let causes = match self {
+            Error::TaskFailed {
+                source: Some(c), ..
+            } => c.messages(),
+            _ => Vec::new(),
+        };
+        let backtrace = match self {
+            Error::TaskPanicked {
+                backtrace: Some(b), ..
+            } => b.to_string(),
+            _ => String::new(),
+        };
         Failure {
             kind,
             message,
             location,
+            causes,
+            backtrace,
         }
+    }
+
+    /// The same error, saying it came from run `attempt` of its task.
+    pub(crate) fn at_attempt(mut self, n: u32) -> Self {
+        if let Error::TaskPanicked { attempt, .. } | Error::TaskFailed { attempt, .. } = &mut self {
+            *attempt = n.max(1);
+        }
+        self
     }
 }
 
@@ -276,11 +319,15 @@ mod tests {
                 message: "boom".into(),
                 worker: "w".into(),
                 location: "src/lib.rs:3:5".into(),
+                attempt: 1,
+                backtrace: Some("0: m::f\n1: main".into()),
             },
             Error::TaskFailed {
                 function: "m::f".into(),
                 message: "bad input".into(),
                 worker: "w".into(),
+                attempt: 1,
+                source: Cause::chain(&["bad input".into(), "line 3".into()]),
             },
             Error::UnknownFunction {
                 name: "m::f".into(),

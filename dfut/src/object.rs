@@ -8,7 +8,7 @@
 //! told to free the object. This module does no I/O itself.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -71,6 +71,9 @@ pub(crate) struct TaskRecord {
     pub retry_on_error: bool,
     /// Times a worker died while holding the task (sent or running).
     pub lost_runs: u32,
+    /// Times the task was sent to a worker (retries, re-runs and
+    /// speculative copies included).
+    pub attempts: AtomicU32,
     /// Times a worker died while the task was known to be running on it.
     pub crashes: u32,
     /// The owner's lineage budget and this record's charge on it, while

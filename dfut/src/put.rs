@@ -50,6 +50,8 @@ fn stored(args: Args) -> TaskResult {
             kind: FailureKind::Decode,
             message: "put takes exactly one value".into(),
             location: String::new(),
+            causes: Vec::new(),
+            backtrace: String::new(),
         }),
     }
 }

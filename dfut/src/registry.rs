@@ -174,6 +174,8 @@ impl Table {
                 kind: FailureKind::UnknownFunction,
                 message: format!("no remote function `{name}` in this worker"),
                 location: String::new(),
+                causes: Vec::new(),
+                backtrace: String::new(),
             });
         };
         if signature != 0 && entry.signature != 0 && signature != entry.signature {
@@ -186,6 +188,8 @@ impl Table {
                     entry.function.location
                 ),
                 location: String::new(),
+                causes: Vec::new(),
+                backtrace: String::new(),
             });
         }
         Ok(entry)

@@ -118,7 +118,7 @@ fn retry_on_error_reruns_panics_and_errors() {
     // Retries used up (1 run + 3 retries): the last error is reported.
     assert!(matches!(
         flaky(runs("b"), 10).get_timeout(LIMIT),
-        Err(Error::TaskFailed { message, .. }) if message == "run 4 fails"
+        Err(Error::TaskFailed { message, attempt: 4, .. }) if message == "run 4 fails"
     ));
     // Retrying on error switched off for one call.
     let once = Options::new()
@@ -126,7 +126,8 @@ fn retry_on_error_reruns_panics_and_errors() {
         .call(|| flaky(runs("c"), 1));
     assert!(matches!(
         once.get_timeout(LIMIT),
-        Err(Error::TaskPanicked { message, .. }) if message == "run 1 panics"
+        Err(Error::TaskPanicked { message, attempt: 1, .. })
+            if message == "run 1 panics"
     ));
     assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "1");
 }

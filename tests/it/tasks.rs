@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use dfut::{Error, Status};
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster};
+use crate::util::{LIMIT, cluster, cluster_with};
 
 #[test]
 fn a_thousand_independent_tasks_on_three_workers() {
@@ -155,6 +155,42 @@ fn a_returned_error_is_a_task_failure() {
             );
         }
         other => panic!("expected a task failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_returned_error_keeps_its_sources_and_says_which_attempt_failed() {
+    use std::error::Error as _;
+    let rt = cluster(1);
+    let _g = rt.enter();
+    assert_eq!(parse_setting("42").get_timeout(LIMIT), Ok(42));
+    let e = parse_setting("4x2").get_timeout(LIMIT).unwrap_err();
+    assert!(
+        matches!(&e, Error::TaskFailed { message, attempt: 1, .. }
+            if message == "setting \"4x2\" is not a number"),
+        "{e:?}"
+    );
+    // The ParseIntError's text, one level down, as it was on the worker.
+    let below = e.source().map(|s| s.to_string());
+    assert_eq!(below.as_deref(), Some("invalid digit found in string"));
+    assert!(e.to_string().contains("(attempt 1)"), "{e}");
+    // An error type that is only Display has no sources.
+    let plain = even_only(5).get_timeout(LIMIT).unwrap_err();
+    assert!(plain.source().is_none(), "{plain:?}");
+}
+
+#[test]
+fn a_panic_carries_its_backtrace_when_the_worker_captures_them() {
+    let rt = cluster_with(1, |b| b.worker_env("RUST_BACKTRACE", "1"));
+    let _g = rt.enter();
+    match explode("traced".to_string()).get_timeout(LIMIT) {
+        Err(Error::TaskPanicked {
+            backtrace: Some(trace),
+            ..
+        }) => {
+            assert!(trace.contains("explode"), "{trace}");
+        }
+        other => panic!("expected a panic with a backtrace, got {other:?}"),
     }
 }
 

@@ -39,6 +39,32 @@ pub fn even_only(x: u64) -> Result<u64, String> {
     }
 }
 
+/// A setting that is not a number, with the parse error as its source.
+#[derive(Debug)]
+pub struct SettingError {
+    text: String,
+    source: std::num::ParseIntError,
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "setting {:?} is not a number", self.text)
+    }
+}
+
+impl std::error::Error for SettingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Parses `text` as a number; fails with a [`SettingError`] (which has a
+/// source) otherwise.
+#[dfut::remote]
+pub fn parse_setting(text: String) -> Result<u64, SettingError> {
+    text.parse().map_err(|source| SettingError { text, source })
+}
+
 /// Sums `inc(i)` for `i` in `0..n` by calling `inc` remotely and waiting.
 #[dfut::remote]
 pub fn nested_sum(n: u64) -> dfut::Result<u64> {

@@ -138,6 +138,7 @@ mod tests {
             timeout_ms: 0,
             retry_on_error: false,
             lost_runs: 0,
+            attempts: std::sync::atomic::AtomicU32::new(0),
             crashes: 0,
             charge: None,
         };

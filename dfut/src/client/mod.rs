@@ -16,7 +16,7 @@ use loss::Loss;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfut_net::Endpoint;
@@ -541,6 +541,7 @@ impl Client {
             timeout_ms: options.timeout_ms,
             retry_on_error: options.retry_on_error,
             lost_runs: 0,
+            attempts: AtomicU32::new(0),
             crashes: 0,
             charge: None,
         };
@@ -1387,12 +1388,18 @@ impl Client {
                         return;
                     }
                 }
+                let attempt = cell
+                    .lock()
+                    .task
+                    .as_ref()
+                    .map_or(1, |t| t.attempts.load(Ordering::Relaxed));
                 if f.kind == FailureKind::ArgumentFailed {
                     // Report the failed argument's own error, once known
                     // here; if none failed for good (it was re-run, say with
                     // `retry_on_error`), run this task again on the new value.
                     let client = self.clone();
-                    let fallback = Error::from_failure(cell.function, &from.to_string(), &f);
+                    let fallback = Error::from_failure(cell.function, &from.to_string(), &f)
+                        .at_attempt(attempt);
                     self.inner.handle.spawn(async move {
                         match client.failed_argument(&cell).await {
                             Some(e) => client.settle(&cell, Phase::Failed(e)),
@@ -1405,7 +1412,9 @@ impl Client {
                     });
                     return;
                 }
-                Phase::Failed(Error::from_failure(cell.function, &from.to_string(), &f))
+                Phase::Failed(
+                    Error::from_failure(cell.function, &from.to_string(), &f).at_attempt(attempt),
+                )
             }
         };
         self.settle(&cell, phase);
@@ -1873,6 +1882,7 @@ fn prepare(
         confirm_start: task.lost_runs > 0,
         low_priority: cell.low.load(Ordering::Relaxed),
     };
+    task.attempts.fetch_add(1, Ordering::Relaxed);
     Ok(Prepared {
         spec,
         placements,

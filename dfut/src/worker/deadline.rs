@@ -32,6 +32,8 @@ pub(crate) fn timed_out(timeout_ms: u32) -> Failure {
         kind: FailureKind::TimedOut,
         message: timeout_ms.to_string(),
         location: String::new(),
+        causes: Vec::new(),
+        backtrace: String::new(),
     }
 }
 

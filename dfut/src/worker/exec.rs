@@ -562,6 +562,8 @@ fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
         kind,
         message: message.into(),
         location: String::new(),
+        causes: Vec::new(),
+        backtrace: String::new(),
     }
 }
 
@@ -683,23 +685,43 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
 }
 
 thread_local! {
-    /// Where the last panic on this thread happened, as recorded by the
-    /// hook [`record_panic_locations`] installs.
-    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// Where the last panic on this thread happened, and its backtrace if
+    /// one was captured, as recorded by the hook [`record_panic_locations`]
+    /// installs.
+    static PANIC_AT: std::cell::RefCell<Option<(String, String)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
+/// The most of a backtrace sent with a failure.
+const MAX_BACKTRACE: usize = 16 * 1024;
+
 /// Installs (once per process) a panic hook that records each panic's
-/// location for the task that caught it, then runs the previous hook (so
-/// panics print as before).
+/// location, and its backtrace when backtraces are on (`RUST_BACKTRACE` or
+/// `RUST_LIB_BACKTRACE`; capped at 16 KiB), for the task that caught it,
+/// then runs the previous hook (so panics print as before).
 pub(crate) fn record_panic_locations() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if let Some(l) = info.location() {
-                let at = format!("{}:{}:{}", l.file(), l.line(), l.column());
-                let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = Some(at));
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            let trace = std::backtrace::Backtrace::capture();
+            let mut trace = match trace.status() {
+                std::backtrace::BacktraceStatus::Captured => trace.to_string(),
+                _ => String::new(),
+            };
+            if trace.len() > MAX_BACKTRACE {
+                let mut end = MAX_BACKTRACE;
+                while !trace.is_char_boundary(end) {
+                    end -= 1;
+                }
+                trace.truncate(end);
+                trace.push_str("\n[cut at 16 KiB]");
             }
+            let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = Some((at, trace)));
             previous(info);
         }));
     });
@@ -708,11 +730,13 @@ pub(crate) fn record_panic_locations() {
 /// The failure of a task that panicked with `payload` on this thread.
 fn panicked(payload: Box<dyn std::any::Any + Send>) -> Failure {
     let mut f = failure(FailureKind::Panicked, panic_message(payload));
-    f.location = PANIC_AT
+    let (location, backtrace) = PANIC_AT
         .try_with(|p| p.borrow_mut().take())
         .ok()
         .flatten()
         .unwrap_or_default();
+    f.location = location;
+    f.backtrace = backtrace;
     f
 }
 

@@ -93,6 +93,8 @@ fn freed(id: ObjectId) -> Failure {
         kind: FailureKind::NoSuchObject,
         message: format!("object {id} was freed"),
         location: String::new(),
+        causes: Vec::new(),
+        backtrace: String::new(),
     }
 }
 
@@ -294,6 +296,8 @@ impl Store {
                         kind: FailureKind::NoSuchObject,
                         message: format!("object {id} was never computed here"),
                         location: String::new(),
+                        causes: Vec::new(),
+                        backtrace: String::new(),
                     }));
                 }
             }
@@ -484,6 +488,8 @@ mod tests {
             kind: FailureKind::WorkerLost,
             message: "argument lost".into(),
             location: String::new(),
+            causes: Vec::new(),
+            backtrace: String::new(),
         };
         s.complete(id(1, 1), Err(lost));
         s.expect(id(1, 1));
