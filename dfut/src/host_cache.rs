@@ -258,6 +258,21 @@ mod tests {
     }
 
     #[test]
+    fn an_index_others_may_write_to_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = crate::testing_dir("host-cache-mode");
+        assert!(HostCache::open(&root).is_some(), "a fresh 0700 index is used");
+        let index = root.join(INDEX);
+        std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(HostCache::open(&root).is_none(), "a 0777 index is refused");
+        std::fs::remove_dir_all(&index).unwrap();
+        // A file planted where the index goes is refused too.
+        std::fs::write(&index, b"planted").unwrap();
+        assert!(HostCache::open(&root).is_none());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn a_second_process_maps_the_first_ones_copy_instead_of_fetching() {
         let root = crate::testing_dir("host-cache");
         let rt = tokio::runtime::Builder::new_current_thread()
