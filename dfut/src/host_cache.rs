@@ -261,7 +261,10 @@ mod tests {
     fn an_index_others_may_write_to_is_not_used() {
         use std::os::unix::fs::PermissionsExt;
         let root = crate::testing_dir("host-cache-mode");
-        assert!(HostCache::open(&root).is_some(), "a fresh 0700 index is used");
+        assert!(
+            HostCache::open(&root).is_some(),
+            "a fresh 0700 index is used"
+        );
         let index = root.join(INDEX);
         std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(HostCache::open(&root).is_none(), "a 0777 index is refused");
