@@ -38,6 +38,16 @@
 // Lets `#[dfut::remote]` functions inside this crate name it `::dfut`.
 extern crate self as dfut;
 
+/// Logs why a peer's connection ended: at debug when it simply went away
+/// (a tool's query done, a driver exiting), else as a warning.
+pub(crate) fn log_connection_end(peer: std::net::SocketAddr, e: &dfut_net::NetError) {
+    if matches!(e, dfut_net::NetError::ConnectionLost { .. }) {
+        tracing::debug!(%peer, "connection ended: {e}");
+    } else {
+        tracing::warn!(%peer, "dropping connection: {e}");
+    }
+}
+
 /// Locks `m`, carrying on past a poisoned lock: every critical section in
 /// this crate leaves its data consistent before anything that can panic.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

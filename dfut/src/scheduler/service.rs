@@ -166,13 +166,7 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
-                // A peer that goes away (a tool's query done, a driver
-                // exiting) is ordinary; anything else is worth a warning.
-                if matches!(e, dfut_net::NetError::ConnectionLost { .. }) {
-                    tracing::debug!(peer = %link.peer(), "connection ended: {e}");
-                } else {
-                    tracing::warn!(peer = %link.peer(), "dropping connection: {e}");
-                }
+                crate::log_connection_end(link.peer(), &e);
                 break;
             }
         };

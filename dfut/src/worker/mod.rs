@@ -660,7 +660,7 @@ async fn serve_link(
             Ok(Message::Goodbye) => break,
             Ok(other) => tracing::warn!(peer = %link.peer(), "unexpected message: {other:?}"),
             Err(e) => {
-                tracing::warn!(peer = %link.peer(), "dropping connection: {e}");
+                crate::log_connection_end(link.peer(), &e);
                 break;
             }
         }
