@@ -337,12 +337,16 @@ fn generate(r: &Remote) -> TokenStream {
     let encode = if r.fallible {
         quote! {
             match #call {
-                ::core::result::Result::Ok(value) => #krate::__private::ret::<#output>(&value),
-                ::core::result::Result::Err(error) => {
+                ::core::result::Result::Ok(__dfut_value) => {
+                    #krate::__private::ret::<#output>(&__dfut_value)
+                }
+                ::core::result::Result::Err(__dfut_error) => {
                     #[allow(unused_imports)]
                     use #krate::__private::{DisplayOnly as _, ErrorChain as _};
-                    let error = #krate::__private::displayable(error);
-                    ::core::result::Result::Err((&&#krate::__private::Returned(&error)).failure())
+                    let __dfut_error = #krate::__private::displayable(__dfut_error);
+                    ::core::result::Result::Err(
+                        (&&#krate::__private::Returned(&__dfut_error)).failure(),
+                    )
                 }
             }
         }

@@ -54,6 +54,8 @@ impl Cause {
     /// assert_eq!(cause.to_string(), "parse config");
     /// assert_eq!(cause.source().unwrap().to_string(), "line 3: bad digit");
     /// ```
+    /// Each message is one level of nesting: callers bound the count
+    /// (dfut keeps at most 64 from a peer).
     pub fn chain(messages: &[String]) -> Option<Self> {
         let mut inner: Option<Box<Chained>> = None;
         for message in messages.iter().rev() {

@@ -121,10 +121,13 @@ impl<E: std::error::Error> ErrorChain for &Returned<'_, E> {
     fn failure(&self) -> Failure {
         let mut causes = Vec::new();
         let mut next = self.0.source();
-        // Bounded: a chain longer than this is cut (a cycle cannot hang).
-        while let Some(e) = next
-            && causes.len() < 64
-        {
+        // Bounded: a chain longer than the receiver keeps is cut, with a
+        // note (and a cycle cannot hang).
+        while let Some(e) = next {
+            if causes.len() == crate::error::MAX_CAUSES - 1 {
+                causes.push("[more causes cut]".to_owned());
+                break;
+            }
             causes.push(e.to_string());
             next = e.source();
         }

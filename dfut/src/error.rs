@@ -182,6 +182,23 @@ pub enum Error {
     Process(String),
 }
 
+/// The most causes of a remote error kept, whatever a peer sends (each
+/// `Chained` level is one frame of recursion when the chain drops).
+pub(crate) const MAX_CAUSES: usize = 64;
+/// The most bytes of one cause's message kept.
+const MAX_CAUSE: usize = 4096;
+/// The most bytes of a remote backtrace kept.
+const MAX_BACKTRACE: usize = 16 * 1024;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl Error {
     /// Wraps an I/O error with what was being done, for `map_err`.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -220,7 +237,8 @@ impl Error {
                     f.location.clone()
                 },
                 attempt: 1,
-                backtrace: (!f.backtrace.is_empty()).then(|| f.backtrace.as_str().into()),
+                backtrace: (!f.backtrace.is_empty())
+                    .then(|| clip(&f.backtrace, MAX_BACKTRACE).into()),
             },
             FailureKind::Returned | FailureKind::Other | FailureKind::ArgumentFailed => {
                 Error::TaskFailed {
@@ -228,7 +246,13 @@ impl Error {
                     message,
                     worker: worker.to_owned(),
                     attempt: 1,
-                    source: Cause::chain(&f.causes),
+                    source: Cause::chain(
+                        &f.causes
+                            .iter()
+                            .take(MAX_CAUSES)
+                            .map(|c| clip(c, MAX_CAUSE).to_owned())
+                            .collect::<Vec<_>>(),
+                    ),
                 }
             }
             FailureKind::UnknownFunction => Error::UnknownFunction { name: function },
@@ -351,6 +375,45 @@ mod tests {
         }
         .into();
         assert!(matches!(e, Error::Auth(m) if m.contains("bad certificate")));
+    }
+
+    #[test]
+    fn a_peers_causes_and_backtrace_are_bounded() {
+        use std::error::Error as _;
+        let f = Failure {
+            kind: FailureKind::Returned,
+            message: "outer".into(),
+            location: String::new(),
+            causes: std::iter::once("c".repeat(1 << 20))
+                .chain(std::iter::repeat_n("c".to_owned(), 100_000))
+                .collect(),
+            backtrace: "é".repeat(1 << 20),
+        };
+        let e = Error::from_failure("m::f", "w", &f);
+        let mut depth = 0;
+        let mut next = e.source();
+        while let Some(s) = next {
+            assert!(s.to_string().len() <= MAX_CAUSE);
+            depth += 1;
+            next = s.source();
+        }
+        assert_eq!(depth, MAX_CAUSES);
+        drop(e); // 64 levels: no deep recursion
+        let p = Error::from_failure(
+            "m::f",
+            "w",
+            &Failure {
+                kind: FailureKind::Panicked,
+                ..f
+            },
+        );
+        let Error::TaskPanicked {
+            backtrace: Some(b), ..
+        } = p
+        else {
+            panic!("{p:?}")
+        };
+        assert!(b.len() <= MAX_BACKTRACE, "{}", b.len());
     }
 
     #[test]

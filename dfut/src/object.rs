@@ -72,7 +72,7 @@ pub(crate) struct TaskRecord {
     /// Times a worker died while holding the task (sent or running).
     pub lost_runs: u32,
     /// Times the task was sent to a worker (retries, re-runs and
-    /// speculative copies included).
+    /// speculative copies included); counted once a worker is chosen.
     pub attempts: AtomicU32,
     /// Times a worker died while the task was known to be running on it.
     pub crashes: u32,

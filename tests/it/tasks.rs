@@ -177,6 +177,13 @@ fn a_returned_error_keeps_its_sources_and_says_which_attempt_failed() {
     // An error type that is only Display has no sources.
     let plain = even_only(5).get_timeout(LIMIT).unwrap_err();
     assert!(plain.source().is_none(), "{plain:?}");
+    // A burst larger than the worker takes at once waits at the owner
+    // (placement says full, again and again): each still ran once.
+    let burst: Vec<_> = (0..400).map(|i| even_only(2 * i + 1)).collect();
+    for f in &burst {
+        let e = f.get_timeout(LIMIT).unwrap_err();
+        assert!(matches!(e, Error::TaskFailed { attempt: 1, .. }), "{e:?}");
+    }
 }
 
 #[test]

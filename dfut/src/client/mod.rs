@@ -654,6 +654,11 @@ impl Client {
                     st.dispatched = std::time::Instant::now();
                     st.backup = None;
                     st.blocked = None;
+                    if let Some(task) = &st.task {
+                        // One more run sent (prepared tasks that found no
+                        // room are not runs).
+                        task.attempts.fetch_add(1, Ordering::Relaxed);
+                    }
                     for dep in st.task.iter().flat_map(TaskRecord::futures) {
                         dep.cell.readers.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1513,6 +1518,9 @@ impl Client {
                 continue;
             };
             st.backup = Some(backup);
+            if let Some(task) = &st.task {
+                task.attempts.fetch_add(1, Ordering::Relaxed);
+            }
             drop(st);
             tracing::info!(object = %cell.id, function = cell.function, straggler = %holder, copy = %backup, "speculating");
             self.inner.speculated.fetch_add(1, Ordering::Relaxed);
@@ -1882,7 +1890,6 @@ fn prepare(
         confirm_start: task.lost_runs > 0,
         low_priority: cell.low.load(Ordering::Relaxed),
     };
-    task.attempts.fetch_add(1, Ordering::Relaxed);
     Ok(Prepared {
         spec,
         placements,
