@@ -51,6 +51,10 @@ pub struct EndpointOptions {
     pub keep_alive: Duration,
     /// Largest bulk payload ([`Message::Bulk`]) accepted from a peer.
     pub max_bulk: u64,
+    /// Handshakes in progress at once; past it, new attempts are refused
+    /// (a member retries with backoff). Bounds the work an unauthenticated
+    /// flood can cost.
+    pub max_handshakes: usize,
 }
 
 impl Default for EndpointOptions {
@@ -60,6 +64,7 @@ impl Default for EndpointOptions {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
             max_bulk: u64::MAX,
+            max_handshakes: 64,
         }
     }
 }
@@ -69,6 +74,8 @@ impl Default for EndpointOptions {
 pub struct Endpoint {
     inner: quinn::Endpoint,
     options: Arc<EndpointOptions>,
+    /// One permit per handshake in progress (`max_handshakes`).
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Endpoint {
@@ -98,6 +105,7 @@ impl Endpoint {
         endpoint.set_default_client_config(client);
         Ok(Self {
             inner: endpoint,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(options.max_handshakes.max(1))),
             options: Arc::new(options),
         })
     }
@@ -134,12 +142,34 @@ impl Endpoint {
     /// Waits for the next incoming connection. `None` once the endpoint is
     /// closed. Finish the handshake with [`Incoming::establish`], ideally in a
     /// task of its own so one slow peer does not hold up the others.
+    ///
+    /// Attempts from an address not yet validated get a QUIC Retry first
+    /// (no handshake is spent on a spoofed source), and past
+    /// `max_handshakes` in progress new attempts are refused; refusals are
+    /// logged at most once a second.
     pub async fn accept(&self) -> Option<Incoming> {
-        let incoming = self.inner.accept().await?;
-        Some(Incoming {
-            incoming,
-            options: self.options.clone(),
-        })
+        loop {
+            let incoming = self.inner.accept().await?;
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                // Only fails for an already validated address (checked).
+                let _ = incoming.retry();
+                continue;
+            }
+            match self.handshakes.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    return Some(Incoming {
+                        incoming,
+                        options: self.options.clone(),
+                        _permit: permit,
+                    });
+                }
+                Err(_) => {
+                    let from = incoming.remote_address();
+                    incoming.refuse();
+                    crate::refusals::refused(from, &"too many handshakes in progress");
+                }
+            }
+        }
     }
 
     /// Closes every connection of this endpoint at once.
@@ -154,6 +184,8 @@ impl Endpoint {
 pub struct Incoming {
     incoming: quinn::Incoming,
     options: Arc<EndpointOptions>,
+    /// Held until the handshake ends (or the attempt is dropped).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Incoming {
@@ -165,10 +197,16 @@ impl Incoming {
     /// Completes the handshake (which fails with [`NetError::Auth`] for a
     /// peer without the cluster credential) and waits for the peer's link.
     pub async fn establish(self) -> Result<(Link, Inbox), NetError> {
-        let addr = self.incoming.remote_address();
-        let conn = self.incoming.await.map_err(|e| classify(addr, &e))?;
+        let Incoming {
+            incoming,
+            options,
+            _permit,
+        } = self;
+        let addr = incoming.remote_address();
+        let conn = incoming.await.map_err(|e| classify(addr, &e))?;
+        drop(_permit);
         let (send, recv) = conn.accept_bi().await.map_err(|e| classify(addr, &e))?;
-        Ok(Link::start(conn, send, recv, &self.options))
+        Ok(Link::start(conn, send, recv, &options))
     }
 }
 

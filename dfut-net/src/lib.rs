@@ -37,6 +37,7 @@ mod endpoint;
 mod error;
 pub mod frame;
 mod keyfile;
+pub mod refusals;
 // rkyv's archived twins of tuple variants have no doc slot of their own;
 // every hand-written item in `wire` is documented.
 #[allow(missing_docs)]

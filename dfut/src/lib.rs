@@ -75,7 +75,6 @@ mod object;
 mod options;
 mod progress;
 mod put;
-mod refusals;
 mod registry;
 mod runtime;
 pub mod scheduler;

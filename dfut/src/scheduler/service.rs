@@ -148,7 +148,7 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
                     Ok((link, inbox)) => serve_link(state, link, inbox).await,
-                    Err(e) => crate::refusals::refused(peer, &e),
+                    Err(e) => dfut_net::refusals::refused(peer, &e),
                 }
             });
         }

@@ -330,7 +330,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
                     Ok((link, inbox)) => serve_link(shared, link, inbox, None, Vec::new()).await,
-                    Err(e) => crate::refusals::refused(peer, &e),
+                    Err(e) => dfut_net::refusals::refused(peer, &e),
                 }
             });
         }

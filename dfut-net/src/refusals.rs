@@ -23,7 +23,11 @@ static BUDGET: Mutex<Budget> = Mutex::new(Budget {
 /// Logs that a connection from `peer` was refused because of `why`, unless
 /// a line was logged less than a second ago (then it is counted, and the
 /// next line reports the count).
-pub(crate) fn refused(peer: SocketAddr, why: &dyn std::fmt::Display) {
+///
+/// ```
+/// dfut_net::refusals::refused("127.0.0.1:9".parse().unwrap(), &"wrong credential");
+/// ```
+pub fn refused(peer: SocketAddr, why: &dyn std::fmt::Display) {
     if let Some(quiet) = take_turn(Instant::now()) {
         if quiet > 0 {
             tracing::warn!(%peer, also_refused = quiet, "refused a connection: {why}");
@@ -36,7 +40,8 @@ pub(crate) fn refused(peer: SocketAddr, why: &dyn std::fmt::Display) {
 /// Whether a line may be logged at `now`: if so, how many refusals went
 /// unlogged before it.
 fn take_turn(now: Instant) -> Option<u64> {
-    let mut b = crate::lock(&BUDGET);
+    // Nothing panics while holding it: a poisoned lock's data is fine.
+    let mut b = BUDGET.lock().unwrap_or_else(|p| p.into_inner());
     match b.last {
         Some(t) if now.saturating_duration_since(t) < EVERY => {
             b.quiet += 1;
