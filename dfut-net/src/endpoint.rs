@@ -525,3 +525,73 @@ async fn read_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn attempts_past_the_handshake_cap_are_refused_and_a_freed_slot_is_reused() {
+        rt().block_on(async {
+            let credential = ClusterCredential::generate().unwrap();
+            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let mut options = EndpointOptions::default();
+            options.max_handshakes = 1;
+            let server = Endpoint::bind(lo, &credential, options).unwrap();
+            let addr = server.local_addr().unwrap();
+            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+
+            // The first attempt takes the only slot and is held, unanswered.
+            let first_client = client.clone();
+            let first = tokio::spawn(async move { first_client.connect(addr).await });
+            let held = tokio::time::timeout(Duration::from_secs(5), server.accept())
+                .await
+                .expect("the first attempt reaches accept")
+                .unwrap();
+
+            // A second one meanwhile is refused inside `accept`.
+            let acceptor = server.clone();
+            let next = tokio::spawn(async move { acceptor.accept().await });
+            let second = tokio::time::timeout(Duration::from_secs(5), client.connect(addr)).await;
+            assert!(
+                matches!(second, Ok(Err(_))),
+                "refused, not accepted or left hanging: {second:?}"
+            );
+
+            // Finishing the first handshake frees the slot for the next
+            // (the server's side completes once the client speaks).
+            let established = tokio::spawn(held.establish());
+            let (first_link, _first_inbox) = first.await.unwrap().unwrap();
+            first_link.send(Message::Subscribe).unwrap();
+            let (_held_link, _held_inbox) = established.await.unwrap().unwrap();
+            let third_client = client.clone();
+            let third = tokio::spawn(async move {
+                let (link, inbox) = third_client.connect(addr).await?;
+                link.send(Message::Subscribe)?;
+                Ok::<_, NetError>((link, inbox))
+            });
+            let incoming = tokio::time::timeout(Duration::from_secs(5), next)
+                .await
+                .expect("a later attempt is accepted")
+                .unwrap()
+                .unwrap();
+            let established = tokio::time::timeout(Duration::from_secs(5), incoming.establish())
+                .await
+                .expect("the later handshake completes");
+            assert!(established.is_ok(), "{established:?}");
+            assert!(third.await.unwrap().is_ok());
+        });
+    }
+}
