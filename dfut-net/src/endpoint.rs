@@ -547,8 +547,10 @@ mod tests {
         rt().block_on(async {
             let credential = ClusterCredential::generate().unwrap();
             let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let mut options = EndpointOptions::default();
-            options.max_handshakes = 1;
+            let options = EndpointOptions {
+                max_handshakes: 1,
+                ..EndpointOptions::default()
+            };
             let server = Endpoint::bind(lo, &credential, options).unwrap();
             let addr = server.local_addr().unwrap();
             let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
