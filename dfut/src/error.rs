@@ -188,10 +188,10 @@ pub(crate) const MAX_CAUSES: usize = 64;
 /// The most bytes of one cause's message kept.
 const MAX_CAUSE: usize = 4096;
 /// The most bytes of a remote backtrace kept.
-const MAX_BACKTRACE: usize = 16 * 1024;
+pub(crate) const MAX_BACKTRACE: usize = 16 * 1024;
 
 /// `s` cut to at most `max` bytes, at a character boundary.
-fn clip(s: &str, max: usize) -> &str {
+pub(crate) fn clip(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

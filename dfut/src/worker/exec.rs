@@ -3,6 +3,7 @@
 //! calling the function, catching panics, storing and reporting the result.
 //! Also cancelling tasks and serving fetches of stored objects.
 
+use crate::error::{MAX_BACKTRACE, clip};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -692,8 +693,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The most of a backtrace sent with a failure.
-const MAX_BACKTRACE: usize = 16 * 1024;
+/// What ends a backtrace cut to fit `MAX_BACKTRACE` (which the receiver
+/// also enforces, so the note is kept within it).
+const CUT: &str = "\n[cut at 16 KiB]";
 
 /// Installs (once per process) a panic hook that records each panic's
 /// location, and its backtrace when backtraces are on (`RUST_BACKTRACE` or
@@ -714,12 +716,9 @@ pub(crate) fn record_panic_locations() {
                 _ => String::new(),
             };
             if trace.len() > MAX_BACKTRACE {
-                let mut end = MAX_BACKTRACE;
-                while !trace.is_char_boundary(end) {
-                    end -= 1;
-                }
-                trace.truncate(end);
-                trace.push_str("\n[cut at 16 KiB]");
+                let kept = clip(&trace, MAX_BACKTRACE - CUT.len()).len();
+                trace.truncate(kept);
+                trace.push_str(CUT);
             }
             let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = Some((at, trace)));
             previous(info);
