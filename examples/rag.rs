@@ -64,6 +64,10 @@ enum Command {
         /// Shards kept resident by the `lru` modes.
         #[arg(long, default_value_t = 16)]
         capacity: usize,
+        /// More `lru` runs, one per capacity listed (as `lru_cN`): how
+        /// reuse pays as more shards stay resident.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
         /// The trace's seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -105,6 +109,7 @@ fn run(args: Args) -> dfut::Result<()> {
         steps,
         alpha,
         capacity,
+        sweep,
         seed,
         think_ms,
     } = &args.command
@@ -112,7 +117,7 @@ fn run(args: Args) -> dfut::Result<()> {
         let trace = trace::sessions(&corpus, *sessions, *steps, *alpha, *think_ms, *seed);
         let mut rag = Rag::new(corpus, args.shards, args.shards)?;
         rag.shards_per_query = args.shards_per_query.max(1);
-        return bench(&rt, &rag, &trace, *capacity, out);
+        return bench(&rt, &rag, &trace, *capacity, sweep, out);
     }
     let start = Instant::now();
     let mut rag = Rag::build(corpus, args.shards)?;
@@ -174,16 +179,21 @@ const PREFETCH_SHARDS: usize = 4;
 
 /// What one mode measured.
 struct Outcome {
-    mode: &'static str,
+    mode: String,
     latencies_ms: Vec<f64>,
     seconds: f64,
     hit_rate: f64,
     recall10: f64,
     bytes_moved: u64,
     bytes_mapped: u64,
-    /// Demand tasks (searches, builds) that waited for a slot held by a
-    /// low-priority prefetch build.
-    waits_behind_low: u64,
+    /// Demand shard uses that found a prefetch build not started and built
+    /// the shard at normal priority rather than wait behind it.
+    promoted: u64,
+    /// Demand shard uses that found a prefetch build running and waited
+    /// for it.
+    joined: u64,
+    /// Shard builds demand questions started (misses, shard by shard).
+    builds: u64,
 }
 
 impl Outcome {
@@ -197,17 +207,12 @@ impl Outcome {
 }
 
 /// Bytes the workers fetched over the network and mapped from shared
-/// memory, and normal tasks that waited for a slot a low-priority task
-/// held, as their heartbeats last reported.
-fn worker_counts(rt: &dfut::Runtime) -> [u64; 3] {
+/// memory, as their heartbeats last reported.
+fn worker_counts(rt: &dfut::Runtime) -> [u64; 2] {
     // A few heartbeats' worth of time for the counts to arrive.
     std::thread::sleep(std::time::Duration::from_millis(600));
-    rt.client().workers().iter().fold([0; 3], |[f, m, w], x| {
-        [
-            f + x.load.fetched_bytes,
-            m + x.load.mapped_bytes,
-            w + x.load.waits_behind_low,
-        ]
+    rt.client().workers().iter().fold([0; 2], |[f, m], x| {
+        [f + x.load.fetched_bytes, m + x.load.mapped_bytes]
     })
 }
 
@@ -217,11 +222,12 @@ fn bench(
     rag: &Rag,
     trace: &[trace::Step],
     capacity: usize,
+    sweep: &[usize],
     out: &std::path::Path,
 ) -> dfut::Result<()> {
     use Prefetch::{Links, No, Oracle, Random};
     use std::sync::atomic::Ordering;
-    let modes: [(&'static str, usize, &str, Prefetch); 7] = [
+    let mut modes: Vec<(String, usize, &str, Prefetch)> = [
         ("noreuse", 0, "default", No),
         ("warm", rag.shards.len(), "default", No),
         ("lru", capacity, "default", No),
@@ -229,7 +235,15 @@ fn bench(
         ("prefetch", capacity, "default", Links),
         ("prefetch_random", capacity, "default", Random),
         ("oracle", capacity, "default", Oracle),
-    ];
+    ]
+    .into_iter()
+    .map(|(m, c, p, f)| (m.to_owned(), c, p, f))
+    .collect();
+    modes.extend(
+        sweep
+            .iter()
+            .map(|&c| (format!("lru_c{c}"), c, "default", No)),
+    );
     let mut outcomes = Vec::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut prefetched, mut useful) = (0u64, 0u64);
@@ -332,7 +346,9 @@ fn bench(
             recall10: found as f64 / n,
             bytes_moved: after[0].saturating_sub(before[0]),
             bytes_mapped: after[1].saturating_sub(before[1]),
-            waits_behind_low: after[2].saturating_sub(before[2]),
+            promoted: rag.shards.promoted.load(Ordering::Relaxed),
+            joined: rag.shards.joined.load(Ordering::Relaxed),
+            builds: rag.shards.misses.load(Ordering::Relaxed),
         });
     }
     rag.shards.clear();
@@ -343,26 +359,38 @@ fn bench(
         think_total.as_secs_f64()
     );
     println!(
-        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>12} {:>12} {:>6}",
-        "mode", "p50 ms", "p99 ms", "q/s", "hits", "recall", "net bytes", "shm bytes", "waits"
+        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12} {:>8} {:>6}",
+        "mode",
+        "p50 ms",
+        "p99 ms",
+        "q/s",
+        "hits",
+        "builds/q",
+        "recall",
+        "net bytes",
+        "shm bytes",
+        "promoted",
+        "joined"
     );
     let mut json = serde_json::Map::new();
     for o in &outcomes {
         let qps = o.latencies_ms.len() as f64 / o.seconds;
         println!(
-            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.3} {:>12} {:>12} {:>6}",
+            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.2} {:>8.3} {:>12} {:>12} {:>8} {:>6}",
             o.mode,
             o.percentile(0.5),
             o.percentile(0.99),
             qps,
             o.hit_rate,
+            o.builds as f64 / o.latencies_ms.len().max(1) as f64,
             o.recall10,
             o.bytes_moved,
             o.bytes_mapped,
-            o.waits_behind_low
+            o.promoted,
+            o.joined
         );
         let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
-        let m = o.mode;
+        let m = &o.mode;
         json.insert(
             format!("rag_{m}_p50_ms"),
             round(o.percentile(0.5), 3).into(),
@@ -376,10 +404,9 @@ fn bench(
         json.insert(format!("rag_{m}_recall10"), round(o.recall10, 3).into());
         json.insert(format!("rag_{m}_bytes_moved"), o.bytes_moved.into());
         json.insert(format!("rag_{m}_bytes_mapped"), o.bytes_mapped.into());
-        json.insert(
-            format!("rag_{m}_waits_behind_low"),
-            o.waits_behind_low.into(),
-        );
+        json.insert(format!("rag_{m}_builds"), o.builds.into());
+        json.insert(format!("rag_{m}_promoted"), o.promoted.into());
+        json.insert(format!("rag_{m}_joined"), o.joined.into());
     }
     json.insert(
         "rag_prefetch_precision".into(),
@@ -401,11 +428,6 @@ fn bench(
             ((steps_per_s * 10.0).round() / 10.0).into(),
         );
     }
-    let waits = outcomes
-        .iter()
-        .find(|o| o.mode == "prefetch")
-        .map_or(0, |o| o.waits_behind_low);
-    json.insert("rag_demand_waits_behind_prefetch".into(), waits.into());
     std::fs::create_dir_all(out).map_err(|e| dfut::Error::Process(e.to_string()))?;
     let svg = out.join("rag.svg");
     chart(&outcomes, &svg).map_err(|e| dfut::Error::Process(format!("{}: {e}", svg.display())))?;
@@ -460,7 +482,7 @@ fn seed_mode(
 
 /// Latency (p50 and p99) and hit rate per mode, as bars.
 fn chart(outcomes: &[Outcome], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let labels: Vec<String> = outcomes.iter().map(|o| o.mode.to_owned()).collect();
+    let labels: Vec<String> = outcomes.iter().map(|o| o.mode.clone()).collect();
     let metric = |f: fn(&Outcome) -> f64| outcomes.iter().map(f).collect::<Vec<f64>>();
     bars::bar_panels(
         path,

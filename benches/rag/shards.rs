@@ -7,6 +7,15 @@
 //! Concurrent misses for one shard share one build (the handle is kept
 //! from the moment the build is submitted). With capacity 0 nothing is
 //! kept: every use builds afresh (the "no reuse" baseline).
+//!
+//! A demand use never queues behind background work: a shard whose
+//! prefetch build (low priority) has not started yet (it waits behind
+//! other background work, at the owner or on a worker's background lane)
+//! is built at normal priority for it instead (a miss, also counted in
+//! [`Shards::promoted`]), and the background build's handle is dropped. A
+//! prefetch build already running is the very work the question needs: it
+//! is waited for (a hit, also counted in [`Shards::joined`]), not started
+//! again, though it goes on at the background thread's low priority.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -19,8 +28,9 @@ use super::bm25::Shard;
 /// Resident shards and their use order.
 #[derive(Default)]
 struct Lru {
-    /// (shard, handle), least recently used first; at most `capacity`.
-    resident: VecDeque<(u32, DistFuture<Shard>)>,
+    /// (shard, handle, built as background work), least recently used
+    /// first; at most `capacity`.
+    resident: VecDeque<(u32, DistFuture<Shard>, bool)>,
 }
 
 /// Shard indexes kept in the workers' memory; see the module docs.
@@ -32,6 +42,12 @@ pub struct Shards {
     pub hits: AtomicU64,
     /// Uses that had to build it.
     pub misses: AtomicU64,
+    /// Demand uses that found the shard's prefetch build not started and
+    /// built it at normal priority instead (counted as misses too).
+    pub promoted: AtomicU64,
+    /// Demand uses that found the shard's prefetch build running and
+    /// waited for it (counted as hits too).
+    pub joined: AtomicU64,
 }
 
 impl Shards {
@@ -44,6 +60,8 @@ impl Shards {
             lru: Mutex::new(Lru::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            promoted: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
         }
     }
 
@@ -59,52 +77,61 @@ impl Shards {
 
     /// Shard `s`'s index: resident (a hit), or being built now (a miss).
     pub fn get(&self, s: u32) -> DistFuture<Shard> {
-        self.use_shard(s, true)
+        self.use_shard(s, Use::Demand)
     }
 
     /// Like [`Shards::get`], without counting a hit or a miss (for
     /// warming).
     pub fn warm(&self, s: u32) -> DistFuture<Shard> {
-        self.use_shard(s, false)
+        self.use_shard(s, Use::Warm)
     }
 
     /// Like [`Shards::warm`], a build as background work
     /// (`Priority::Low`): for prefetching.
     pub fn warm_low(&self, s: u32) -> DistFuture<Shard> {
-        dfut::Options::new()
-            .priority(dfut::Priority::Low)
-            .call(|| self.use_shard(s, false))
+        self.use_shard(s, Use::Prefetch)
     }
 
-    fn use_shard(&self, s: u32, count: bool) -> DistFuture<Shard> {
+    fn use_shard(&self, s: u32, how: Use) -> DistFuture<Shard> {
         let capacity = *self.capacity.lock().unwrap_or_else(|p| p.into_inner());
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
         // A build that failed is not kept: it is built again.
         lru.resident
-            .retain(|(id, h)| *id != s || h.status() != dfut::Status::Failed);
-        if let Some(entry) = lru
+            .retain(|(id, h, _)| *id != s || h.status() != dfut::Status::Failed);
+        if let Some(mut entry) = lru
             .resident
             .iter()
-            .position(|(id, _)| *id == s)
+            .position(|(id, _, _)| *id == s)
             .and_then(|i| lru.resident.remove(i))
         {
+            if how == Use::Demand {
+                match entry.1.status() {
+                    // Demand must not queue behind background work.
+                    dfut::Status::Pending if entry.2 => {
+                        self.promoted.fetch_add(1, Ordering::Relaxed);
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                        entry = (s, self.build(s, false), false);
+                    }
+                    dfut::Status::Running if entry.2 => {
+                        self.joined.fetch_add(1, Ordering::Relaxed);
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
             let handle = entry.1.clone();
             lru.resident.push_back(entry);
-            if count {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-            }
             return handle;
         }
-        if count {
+        if how == Use::Demand {
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
-        let docs = self.docs.get(s as usize).cloned().unwrap_or_default();
-        // Built again elsewhere if its worker dies.
-        let handle = dfut::Options::new()
-            .retries(super::RETRIES)
-            .call(|| super::rag_build_shard(docs));
+        let low = how == Use::Prefetch;
+        let handle = self.build(s, low);
         if capacity > 0 {
-            lru.resident.push_back((s, handle.clone()));
+            lru.resident.push_back((s, handle.clone(), low));
             while lru.resident.len() > capacity {
                 lru.resident.pop_front();
             }
@@ -112,16 +139,31 @@ impl Shards {
         handle
     }
 
+    /// Submits the build of shard `s`, as background work if `low`; built
+    /// again elsewhere if its worker dies.
+    fn build(&self, s: u32, low: bool) -> DistFuture<Shard> {
+        let docs = self.docs.get(s as usize).cloned().unwrap_or_default();
+        let priority = if low {
+            dfut::Priority::Low
+        } else {
+            dfut::Priority::Normal
+        };
+        dfut::Options::new()
+            .retries(super::RETRIES)
+            .priority(priority)
+            .call(|| super::rag_build_shard(docs))
+    }
+
     /// Whether shard `s` is resident (or being built).
     pub fn is_resident(&self, s: u32) -> bool {
         let lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
-        lru.resident.iter().any(|(id, _)| *id == s)
+        lru.resident.iter().any(|(id, _, _)| *id == s)
     }
 
     /// The resident shards, least recently used first.
     pub fn resident(&self) -> Vec<u32> {
         let lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
-        lru.resident.iter().map(|(id, _)| *id).collect()
+        lru.resident.iter().map(|(id, _, _)| *id).collect()
     }
 
     /// Keeps at most `capacity` from now on (evicting the least recently
@@ -143,5 +185,18 @@ impl Shards {
             .clear();
         self.hits.store(0, Ordering::Relaxed);
         self.misses.store(0, Ordering::Relaxed);
+        self.promoted.store(0, Ordering::Relaxed);
+        self.joined.store(0, Ordering::Relaxed);
     }
+}
+
+/// Why a shard is wanted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// By a question: counted as a hit or a miss.
+    Demand,
+    /// Warming ahead, at normal priority.
+    Warm,
+    /// Prefetching, as background work.
+    Prefetch,
 }

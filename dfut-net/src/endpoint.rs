@@ -76,6 +76,8 @@ pub struct Endpoint {
     options: Arc<EndpointOptions>,
     /// One permit per handshake in progress (`max_handshakes`).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// QUIC Retry packets sent to unvalidated addresses, since binding.
+    retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Endpoint {
@@ -106,6 +108,7 @@ impl Endpoint {
         Ok(Self {
             inner: endpoint,
             handshakes: Arc::new(tokio::sync::Semaphore::new(options.max_handshakes.max(1))),
+            retries: Arc::default(),
             options: Arc::new(options),
         })
     }
@@ -152,7 +155,10 @@ impl Endpoint {
             let incoming = self.inner.accept().await?;
             if !incoming.remote_address_validated() && incoming.may_retry() {
                 // Only fails for an already validated address (checked).
-                let _ = incoming.retry();
+                if incoming.retry().is_ok() {
+                    self.retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 continue;
             }
             match self.handshakes.clone().try_acquire_owned() {
@@ -170,6 +176,12 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// QUIC Retry packets this endpoint has sent (one per attempt from an
+    /// address not yet validated), since it was bound.
+    pub fn retries_sent(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every connection of this endpoint at once.
@@ -540,6 +552,32 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn an_unvalidated_address_gets_a_retry_before_its_handshake() {
+        rt().block_on(async {
+            let credential = ClusterCredential::generate().unwrap();
+            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let server = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let addr = server.local_addr().unwrap();
+            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            assert_eq!(server.retries_sent(), 0);
+            let acceptor = server.clone();
+            let accepted =
+                tokio::spawn(async move { acceptor.accept().await?.establish().await.ok() });
+            let (link, _inbox) =
+                tokio::time::timeout(Duration::from_secs(10), client.connect(addr))
+                    .await
+                    .expect("connected in time")
+                    .unwrap();
+            link.send(Message::Subscribe).unwrap();
+            assert!(accepted.await.unwrap().is_some(), "the handshake went on");
+            // One Retry for the one attempt, answered with its token: the
+            // handshake that followed was the validated one.
+            assert_eq!(server.retries_sent(), 1);
+            assert_eq!(client.retries_sent(), 0, "a client sends none");
+        });
     }
 
     #[test]

@@ -131,9 +131,6 @@ pub struct WorkerLoad {
     /// Bytes of other processes' objects this worker mapped from this
     /// host's shared memory instead, since start.
     pub mapped_bytes: u64,
-    /// Normal tasks that had to wait for a slot while a low-priority task
-    /// held one, since start.
-    pub waits_behind_low: u64,
     /// Tasks finished successfully since start.
     pub tasks_done: u64,
     /// Tasks failed since start.

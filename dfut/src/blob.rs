@@ -31,7 +31,11 @@ impl Bytes {
     /// A read-only mapping of `file`. With `owned`, the file is removed
     /// when the last holder of these bytes drops them.
     pub(crate) fn mapped(file: PathBuf, owned: bool) -> std::io::Result<Self> {
-        let f = std::fs::File::open(&file)?;
+        Self::map_file(std::fs::File::open(&file)?, file, owned)
+    }
+
+    /// Like [`Bytes::mapped`], from the file already open as `f`.
+    pub(crate) fn map_file(f: std::fs::File, file: PathBuf, owned: bool) -> std::io::Result<Self> {
         let map = if f.metadata()?.len() == 0 {
             // An empty file cannot be mapped; an empty map stands in.
             memmap2::MmapOptions::new()

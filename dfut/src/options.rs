@@ -46,12 +46,16 @@ pub struct Options {
 /// [`Priority::Low`] and never goes ahead of [`Priority::Normal`] work.
 ///
 /// Low-priority tasks wait in their owner's backlog behind every normal
-/// task waiting there, and at a worker they run only when no normal task
-/// waits for a slot, on at most all but one of its slots (a single-slot
-/// worker lends its slot). A running task is never interrupted, so a
-/// normal task can still wait for a slot a low one holds when normal
-/// tasks hold all the others. `async` remote functions hold no slot, so
-/// priority does not order them.
+/// task waiting there. At a worker they never take a slot: they run on a
+/// background lane of their own (as many at once as the worker's slots
+/// less one, at least one), on Linux at the lowest priority (nice 19),
+/// and start only while no normal task waits and a slot is idle. A normal
+/// task arriving while background work runs takes a free slot at once,
+/// and the kernel runs it ahead of the background thread. A running task
+/// is never interrupted: a normal task waiting for the result of a
+/// background task already running waits at that task's priority.
+/// Threads a background task starts inherit its priority. `async` remote
+/// functions hold no slot, so priority does not order them.
 ///
 /// ```
 /// # let rt = dfut::Runtime::builder().in_process_workers(1).start()?;

@@ -95,16 +95,37 @@ pub(crate) fn is_object_path(path: &Path) -> bool {
 }
 
 /// Maps, read-only, an object file another process offers (a peer's
-/// answer, a link of this host's index): only a path [`is_object_path`]
-/// accepts, never an arbitrary file.
+/// answer, an argument, a link of this host's index): only a path
+/// [`is_object_path`] accepts, in a directory only this user can enter
+/// (owned by it, mode 0700, not a link), itself a regular file of this
+/// user opened without following a link. Never an arbitrary file: a peer
+/// cannot make this process read what it could not read itself.
 pub(crate) fn map_offered(path: &Path) -> std::io::Result<Blob> {
-    if !is_object_path(path) {
-        return Err(std::io::Error::other(format!(
-            "{} is not a shared-memory object file",
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: &str| {
+        Err(std::io::Error::other(format!(
+            "{} is not a shared-memory object file: {why}",
             path.display()
-        )));
+        )))
+    };
+    if !is_object_path(path) {
+        return refuse("not in a process directory");
     }
-    Ok(Arc::new(Bytes::mapped(path.to_owned(), false)?))
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let dir = std::fs::symlink_metadata(path.parent().unwrap_or(path))?;
+    if !dir.is_dir() || dir.uid() != me || dir.mode() & 0o077 != 0 {
+        return refuse("its directory is not a private one of this user");
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != me {
+        return refuse("not a regular file of this user");
+    }
+    Ok(Arc::new(Bytes::map_file(file, path.to_owned(), false)?))
 }
 
 /// Tries to take an exclusive lock on `file` without waiting.
@@ -276,6 +297,40 @@ mod tests {
         assert!(!is_object_path(Path::new(
             "/dev/shm/dfut-store-1-x/../../etc/shadow"
         )));
+    }
+
+    #[test]
+    fn only_private_object_files_are_mapped_when_offered() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = crate::testing_dir("shm-offered");
+        let region = Region::create(&root).unwrap();
+        let blob = region
+            .seal(ObjectId { owner: 1, seq: 1 }, b"sealed")
+            .unwrap();
+        let path = blob.file().unwrap().to_owned();
+        assert_eq!(&map_offered(&path).unwrap()[..], b"sealed");
+        // A link in a process directory, to a file elsewhere: refused.
+        let secret = root.join("secret");
+        std::fs::write(&secret, b"not an object").unwrap();
+        let link = region.dir().join("9-9-0");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(map_offered(&link).is_err(), "a link is not followed");
+        // A directory that looks like a process's but others can enter.
+        let open = root.join(format!("{PREFIX}1-open"));
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(open.join("1-1-0"), b"planted").unwrap();
+        let err = map_offered(&open.join("1-1-0")).unwrap_err();
+        assert!(err.to_string().contains("private"), "{err}");
+        // A linked directory: refused too.
+        let linked = root.join(format!("{PREFIX}2-linked"));
+        std::os::unix::fs::symlink(region.dir(), &linked).unwrap();
+        let through = linked.join(path.file_name().unwrap());
+        assert!(map_offered(&through).is_err(), "a linked directory");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&linked).unwrap();
+        drop(blob);
+        drop(region);
     }
 
     #[test]

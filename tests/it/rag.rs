@@ -208,3 +208,42 @@ fn a_worker_killed_mid_trace_loses_no_question() {
         .len()
         == 1));
 }
+
+#[test]
+fn a_question_never_waits_behind_a_prefetch_build() {
+    use std::sync::atomic::Ordering;
+    let corpus = corpus::load().unwrap_or_else(|e| panic!("the corpus: {e}"));
+    let rt = cluster(2);
+    let _g = rt.enter();
+    let rag = Rag::new(corpus, 32, 8).unwrap();
+    let question = "how do I create a pipe";
+    let expected = rag.retrieve(question, 10).unwrap();
+    rag.shards.clear();
+    // Every slot busy with demand work: background work cannot start.
+    // (A deadline keeps them off the inline path, so they report their
+    // start.)
+    let busy: Vec<_> = dfut::Options::new()
+        .timeout(std::time::Duration::from_secs(60))
+        .call(|| (0..8).map(|i| dfut_tests::slow_echo(i, 1500)).collect());
+    assert!(crate::util::eventually(LIMIT, || busy
+        .iter()
+        .filter(|f| f.status() == dfut::Status::Running)
+        .count()
+        == 4));
+    let shards = rag.route(question);
+    let prefetched: Vec<_> = shards.iter().map(|&s| rag.shards.warm_low(s)).collect();
+    // The question finds its shards' prefetch builds not started: it builds
+    // them at normal priority instead of queueing behind them.
+    let answer = rag.retrieve(question, 10).unwrap();
+    assert_eq!(answer, expected, "the same answer");
+    assert_eq!(
+        rag.shards.promoted.load(Ordering::Relaxed),
+        shards.len() as u64,
+        "every shard promoted"
+    );
+    assert_eq!(rag.shards.joined.load(Ordering::Relaxed), 0);
+    for (i, f) in busy.iter().enumerate() {
+        assert_eq!(f.get_timeout(LIMIT), Ok(i as u64));
+    }
+    drop(prefetched);
+}

@@ -71,14 +71,39 @@ pub struct Processes(pub Vec<std::process::Child>);
 impl Processes {
     /// Starts `cmd` with its output discarded; returns its process id.
     pub fn start(&mut self, cmd: &mut std::process::Command) -> u32 {
+        self.start_to(cmd, std::process::Stdio::null())
+    }
+
+    /// Starts `cmd` with its standard output going to `out` (a file, say)
+    /// and its errors discarded; returns its process id.
+    pub fn start_to(
+        &mut self,
+        cmd: &mut std::process::Command,
+        out: impl Into<std::process::Stdio>,
+    ) -> u32 {
         let child = cmd
-            .stdout(std::process::Stdio::null())
+            .stdout(out)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let pid = child.id();
         self.0.push(child);
         pid
+    }
+
+    /// Waits (up to `limit`) for every process started here to exit.
+    pub fn wait_all(&mut self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        for c in &mut self.0 {
+            while c.try_wait().ok().flatten().is_none() {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "process {} did not exit",
+                    c.id()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Kills the process `pid` started here and reaps it.

@@ -205,6 +205,35 @@ pub fn slow_echo(x: u64, ms: u64) -> u64 {
     x
 }
 
+/// Waits (up to 20 s) until `n` calls with this `key` are running at once
+/// on this worker; whether they met. Two calls meet only if two slots are
+/// free for them at the same time.
+#[dfut::remote]
+pub fn meet(key: u64, n: u32) -> bool {
+    static ARRIVED: std::sync::Mutex<Vec<(u64, u32)>> = std::sync::Mutex::new(Vec::new());
+    let count = |add: u32| {
+        let mut arrived = ARRIVED.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match arrived.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                arrived.push((key, 0));
+                arrived.len() - 1
+            }
+        };
+        arrived[at].1 += add;
+        arrived[at].1
+    };
+    count(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(0) < n {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// Like `slow_echo`, re-run up to 3 times if its worker dies.
 #[dfut::remote(retries = 3)]
 pub fn slow_echo_retried(x: u64, ms: u64) -> u64 {

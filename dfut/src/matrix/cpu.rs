@@ -7,10 +7,19 @@ use super::{Elementwise, Matrix, MatrixRef};
 /// Products of at least this many multiply-adds use every core.
 const PARALLEL_FROM: usize = 192 * 192 * 192;
 
-pub(super) fn matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Matrix {
+/// `a * b`, shapes checked by the caller (the result's size included); an
+/// allocation the system refuses is an error, not an abort.
+pub(super) fn matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> crate::Result<Matrix> {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let mut out = vec![0f32; m * n];
-    if m > 0 && n > 0 {
+    let mut out = Vec::new();
+    out.try_reserve_exact(m * n).map_err(|e| {
+        crate::Error::Config(crate::Cause::context(
+            format!("multiply: a {m}x{n} result"),
+            e,
+        ))
+    })?;
+    out.resize(m * n, 0f32);
+    if m > 0 && n > 0 && k > 0 {
         let lhs = MatRef::from_row_major_slice(a.as_slice(), m, k);
         let rhs = MatRef::from_row_major_slice(b.as_slice(), k, n);
         let dst = MatMut::from_row_major_slice_mut(&mut out, m, n);
@@ -21,11 +30,11 @@ pub(super) fn matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Matrix {
         };
         faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
     }
-    Matrix {
+    Ok(Matrix {
         rows: a.rows,
         cols: b.cols,
         data: out,
-    }
+    })
 }
 
 pub(super) fn elementwise(a: &MatrixRef<'_>, b: &MatrixRef<'_>, kind: Elementwise) -> Matrix {

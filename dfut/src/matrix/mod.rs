@@ -216,13 +216,14 @@ impl<'a> MatrixRef<'a> {
 
     /// The sub-matrix of `rows x cols` starting at `(r0, c0)`, copied out.
     pub fn block(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Result<Matrix> {
-        if r0 + rows > self.rows() || c0 + cols > self.cols() {
+        let end = |at: usize, n: usize, within: usize| at.checked_add(n).filter(|e| *e <= within);
+        let (Some(_), Some(_)) = (end(r0, rows, self.rows()), end(c0, cols, self.cols())) else {
             return Err(Error::Shape {
                 op: "cut a block from".into(),
                 left: self.shape(),
-                right: (r0 + rows, c0 + cols),
+                right: (r0.saturating_add(rows), c0.saturating_add(cols)),
             });
-        }
+        };
         let mut data = Vec::with_capacity(rows * cols);
         for r in r0..r0 + rows {
             let start = r * self.cols() + c0;
@@ -369,14 +370,37 @@ fn check_same(op: &str, a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Result<()> {
 }
 
 fn check_matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> Result<()> {
-    if a.cols() == b.rows() {
-        Ok(())
-    } else {
-        Err(Error::Shape {
+    if a.cols() != b.rows() {
+        return Err(Error::Shape {
             op: "multiply".into(),
             left: a.shape(),
             right: b.shape(),
-        })
+        });
+    }
+    // An `m x 0` times a `0 x n` is `m x n` whatever the data sent: the
+    // result's size is checked, not trusted.
+    check_elements("multiply", a.rows(), b.cols())
+}
+
+/// Starts the thread pool large products run on (rayon's global pool) if
+/// it is not running yet: its threads take the priority of the thread
+/// that starts them, so a worker starts it from a normal thread.
+pub(crate) fn start_thread_pool() {
+    let _ = rayon::current_num_threads();
+}
+
+/// The most elements a matrix operation makes: 2^31 (8 GiB of `f32`). A
+/// larger result is an error, never an allocation that aborts the process.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Refuses a `rows x cols` result larger than [`MAX_ELEMENTS`].
+pub(crate) fn check_elements(op: &str, rows: usize, cols: usize) -> Result<()> {
+    match rows.checked_mul(cols) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(Error::Config(
+            format!("{op}: a {rows}x{cols} result exceeds the limit of {MAX_ELEMENTS} elements")
+                .into(),
+        )),
     }
 }
 
@@ -425,7 +449,7 @@ impl Backend {
         let (a, b) = (a.as_matrix_ref(), b.as_matrix_ref());
         check_matmul(&a, &b)?;
         match self {
-            Backend::Cpu => Ok(cpu::matmul(&a, &b)),
+            Backend::Cpu => cpu::matmul(&a, &b),
             #[cfg(feature = "gpu")]
             Backend::Gpu(ctx) => ctx.matmul(&a, &b),
         }
@@ -524,6 +548,32 @@ mod tests {
             assert!(
                 crate::Archived::<Matrix>::new(crate::blob::blob(bad)).is_err(),
                 "read in place too"
+            );
+        }
+    }
+
+    #[test]
+    fn a_product_larger_than_the_limit_is_refused_before_allocating() {
+        // Valid matrices of no elements whose product would be huge.
+        let tall = Matrix::decode(&bytes_of(u32::MAX, 0, 0)).unwrap();
+        let wide = Matrix::decode(&bytes_of(0, u32::MAX, 0)).unwrap();
+        let err = Backend::Cpu.matmul(&tall, &wide).unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        // Within the limit, the same shapes multiply.
+        let product = Backend::Cpu
+            .matmul(&Matrix::zeros(3, 0), &Matrix::zeros(0, 2))
+            .unwrap();
+        assert_eq!(product.shape(), (3, 2));
+    }
+
+    #[test]
+    fn a_block_past_the_end_is_refused_whatever_its_numbers() {
+        let m = Matrix::zeros(4, 4);
+        assert_eq!(m.block(1, 1, 3, 3).unwrap().shape(), (3, 3));
+        for (r0, c0, rows, cols) in [(1, 1, 4, 3), (usize::MAX, 0, 2, 1), (0, 2, 1, usize::MAX)] {
+            assert!(
+                m.block(r0, c0, rows, cols).is_err(),
+                "{r0},{c0} {rows}x{cols}"
             );
         }
     }

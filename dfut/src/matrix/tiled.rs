@@ -75,9 +75,7 @@ fn assemble(
     row_heights: Vec<u32>,
     col_widths: Vec<u32>,
 ) -> crate::Result<Matrix> {
-    let rows: usize = row_heights.iter().map(|h| *h as usize).sum();
-    let cols: usize = col_widths.iter().map(|w| *w as usize).sum();
-    if tiles.len() != row_heights.len() * col_widths.len() {
+    if tiles.len() != row_heights.len().saturating_mul(col_widths.len()) {
         return Err(Error::Config(
             format!(
                 "{} tiles for a {}x{} grid",
@@ -88,19 +86,31 @@ fn assemble(
             .into(),
         ));
     }
+    // Every tile has its declared shape before anything is allocated: the
+    // result then holds exactly the elements received (the sum over the
+    // grid of height times width).
+    for (i, tile) in tiles.iter().enumerate() {
+        let want = (
+            row_heights[i / col_widths.len()] as usize,
+            col_widths[i % col_widths.len()] as usize,
+        );
+        if tile.shape() != want {
+            return Err(Error::Shape {
+                op: "assemble".into(),
+                left: tile.shape(),
+                right: want,
+            });
+        }
+    }
+    let rows: usize = row_heights.iter().map(|h| *h as usize).sum();
+    let cols: usize = col_widths.iter().map(|w| *w as usize).sum();
+    super::check_elements("assemble", rows, cols)?;
     let mut data = vec![0f32; rows * cols];
     let mut r0 = 0;
     for (ti, h) in row_heights.iter().enumerate() {
         let mut c0 = 0;
         for (tj, w) in col_widths.iter().enumerate() {
             let tile = &tiles[ti * col_widths.len() + tj];
-            if tile.shape() != (*h as usize, *w as usize) {
-                return Err(Error::Shape {
-                    op: "assemble".into(),
-                    left: tile.shape(),
-                    right: (*h as usize, *w as usize),
-                });
-            }
             for r in 0..*h as usize {
                 let src = &tile.as_slice()[r * *w as usize..(r + 1) * *w as usize];
                 let at = (r0 + r) * cols + c0;

@@ -8,6 +8,9 @@
 //! runs on. When the task returns, its result is discarded and the lent
 //! slot is taken back.
 //!
+//! A low-priority task holds no slot (it runs on the background lane) and
+//! is lent none; it counts as abandoned all the same.
+//!
 //! Bound: at most [`MAX_ABANDONED`] abandoned threads get a lent slot;
 //! past that the worker reports itself unhealthy (owners place nothing
 //! there) until some return.
@@ -56,12 +59,15 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// Starts the clock of sync task `id`, or `None` without a deadline
     /// (or, should the monitor thread be unavailable, with a warning).
+    /// A task that `holds_slot` has a slot lent in its place once
+    /// abandoned; a background task holds none, and is lent none.
     pub fn arm(
         shared: &Arc<Shared>,
         reply: &Link,
         id: ObjectId,
         inline_max: u32,
         timeout_ms: u32,
+        holds_slot: bool,
     ) -> Option<Self> {
         if timeout_ms == 0 {
             return None;
@@ -78,19 +84,19 @@ impl Deadline {
         let start = Instant::now();
         let timer = monitor.spawn(async move {
             tokio::time::sleep(Duration::from_millis(u64::from(timeout_ms))).await;
-            let lent = {
+            let (lent, abandoned) = {
                 let mut s = lock(&st);
                 if *s != State::Running {
                     return;
                 }
                 let abandoned = shared.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
-                let lent = abandoned <= MAX_ABANDONED;
+                let lent = holds_slot && abandoned <= MAX_ABANDONED;
                 *s = State::TimedOut { lent };
-                lent
+                (lent, abandoned)
             };
             if lent {
                 shared.runner.lend_slot();
-            } else {
+            } else if abandoned > MAX_ABANDONED {
                 tracing::warn!(
                     "{MAX_ABANDONED} tasks run past their deadlines: this worker is unhealthy \
                      until they return"

@@ -308,8 +308,9 @@ fn skip_cancelled(shared: &Arc<Shared>, reply: &Link, id: ObjectId, inline_max: 
 }
 
 /// Runs a sync task in a slot this thread holds (a slot thread, a helping
-/// one, or a runtime thread for a short task); `announce` sends the owner a
-/// start notice first.
+/// one, or a runtime thread for a short task), or on the background lane
+/// (a low-priority task, which holds no slot); `announce` sends the owner
+/// a start notice first.
 fn run_sync(
     shared: &Arc<Shared>,
     reply: Link,
@@ -330,7 +331,7 @@ fn run_sync(
     if let Some(delay) = &shared.delay {
         std::thread::sleep(delay.sample());
     }
-    let deadline = Deadline::arm(shared, &reply, id, inline_max, meta.timeout_ms);
+    let deadline = Deadline::arm(shared, &reply, id, inline_max, meta.timeout_ms, !meta.low);
     let scope = TaskScope {
         shared: shared.clone(),
         reply: reply.clone(),
@@ -489,7 +490,14 @@ fn settle(
     };
     if !spill.is_empty() {
         let shared = shared.clone();
-        tokio::task::spawn_blocking(move || spill_to_disk(&shared, spill));
+        let spill = move || spill_to_disk(&shared, spill);
+        if super::runner::on_lane() {
+            // Not from a background thread: a pool thread it started would
+            // keep its lowest priority.
+            tokio::spawn(async move { drop(tokio::task::spawn_blocking(spill)) });
+        } else {
+            tokio::task::spawn_blocking(spill);
+        }
     }
     let done = Message::Done {
         id,
@@ -641,7 +649,8 @@ pub(crate) fn in_task() -> bool {
 }
 
 /// Waits for `fut` inside a sync task, running queued tasks of this worker
-/// meanwhile (see `runner`); gives `fut` back outside a task.
+/// meanwhile (normal ones on a slot's thread, background ones on a
+/// background thread; see `runner`); gives `fut` back outside a task.
 pub(crate) fn wait_in_task<F: std::future::Future>(fut: F) -> Result<F::Output, F> {
     let Some(mut scope) = TASK.with(|t| t.borrow_mut().take()) else {
         return Err(fut);
@@ -660,7 +669,8 @@ pub(crate) fn wait_in_task<F: std::future::Future>(fut: F) -> Result<F::Output, 
     Ok(out)
 }
 
-/// Calls a sync function on this thread, which holds a slot, and measures
+/// Calls a sync function on this thread (which holds a slot, or is a
+/// background-lane thread), and measures
 /// it.
 fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     let entry = scope.entry;

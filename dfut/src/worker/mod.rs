@@ -177,7 +177,6 @@ impl Shared {
         load.spilled_objects = usage.disk_objects;
         load.fetched_bytes = stats.fetched_bytes;
         load.mapped_bytes = stats.shared_bytes;
-        load.waits_behind_low = self.runner.waits_behind_low();
         load.tasks_done = self.done.load(Ordering::Relaxed);
         load.tasks_failed = self.failed.load(Ordering::Relaxed);
         load.abandoned = self.abandoned.load(Ordering::Relaxed);
@@ -266,15 +265,34 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         memory: store_limit,
         spill_dir: spill.as_ref().map(|r| r.dir().to_owned()),
     });
+    // Thread pools started now, from a normal thread: one first started by
+    // a background task would keep its lowest priority (runner::on_lane).
+    if let Err(e) = monitor::handle() {
+        tracing::warn!("{e}");
+    }
+    #[cfg(feature = "matrix")]
+    crate::matrix::start_thread_pool();
     let shared = Arc::new(Shared {
         addr,
         client: client.clone(),
         store: Mutex::new(store),
         runner: {
             let rt = tokio::runtime::Handle::current();
-            Runner::new(config.slots(), move |f| {
-                rt.spawn_blocking(f);
-            })
+            let lane = rt.clone();
+            Runner::new(
+                config.slots(),
+                move |f| {
+                    if runner::on_lane() {
+                        // Not from a background thread: a pool thread it
+                        // started would keep its lowest priority.
+                        let pool = rt.clone();
+                        rt.spawn(async move { drop(pool.spawn_blocking(f)) });
+                    } else {
+                        rt.spawn_blocking(f);
+                    }
+                },
+                move |f| runner::background_thread(lane.clone(), f),
+            )
         },
         aborts: Mutex::new(std::collections::HashMap::new()),
         running: AtomicU32::new(0),

@@ -11,18 +11,30 @@
 //! task created after the waiter (a descendant), so the tasks stacked on a
 //! helping thread finish before the one beneath them needs to resume.
 //!
-//! Two priorities: low-priority tasks (background work) wait in a queue of
-//! their own, taken only when no normal task waits, and run on at most all
-//! but one of the slots (all of a single-slot worker's), so normal work
-//! always has a slot of its own. Helping threads run normal tasks only; a
-//! low-priority task parked in a nested wait is not counted against the
-//! low-priority slots, so its own low-priority children can run.
+//! Two priorities: low-priority tasks (background work) never take a slot.
+//! They wait in a queue of their own and run on a background lane: threads
+//! of their own, lowered (on Linux) to the operating system's lowest
+//! scheduling priority, nice 19, for their whole life. The lane starts a
+//! task only while no normal task waits, a slot is idle, and fewer than
+//! its width (the slots less one, at least one) run. A normal task
+//! arriving while background work runs takes a free slot at once, and the
+//! kernel gives its thread the CPU ahead of the background thread. A
+//! background task blocked in a nested wait runs queued background tasks
+//! on its own stack (never normal ones: they would run at the lowest
+//! priority), up to [`HELP_DEPTH`] deep, then parks out of the lane's
+//! count, so its own children can run; on waking it counts again, past
+//! the width for a moment if need be. Threads a background task starts
+//! inherit its priority: the worker starts its own thread pools from
+//! normal threads (see [`on_lane`]).
 //!
 //! Bounds: the ready queues hold what owners sent (each owner keeps at most
 //! its admission window in flight here, beyond which tasks wait at the
 //! owner); threads are the slots plus one per [`HELP_DEPTH`] blocked tasks
 //! (a thread only parks without helping at that depth), under the
-//! runtime's cap on blocking threads. This module runs closures; it knows
+//! runtime's cap on blocking threads, plus the background lane's threads:
+//! its width plus one per [`HELP_DEPTH`] parked background tasks, at most
+//! [`MAX_LANE_THREADS`] (past that, background work waits for a lane
+//! thread to end). This module runs closures; it knows
 //! nothing of tasks, links or the store.
 
 use std::collections::VecDeque;
@@ -40,6 +52,10 @@ pub(crate) const HELP_DEPTH: u32 = 16;
 /// Stack size of worker threads, room for [`HELP_DEPTH`] nested tasks.
 pub(crate) const STACK_BYTES: usize = 32 << 20;
 
+/// The most background-lane threads alive at once, parked ones included
+/// (the cap tokio puts on its blocking pool).
+pub(crate) const MAX_LANE_THREADS: u32 = 512;
+
 /// A task ready to run, as a closure.
 pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -50,19 +66,23 @@ type Spawn = Box<dyn Fn(Job) + Send + Sync>;
 pub(crate) struct Runner {
     state: Mutex<State>,
     spawn: Spawn,
-    /// Normal tasks that waited for a slot while a low-priority task held
-    /// one.
-    waits_behind_low: std::sync::atomic::AtomicU64,
+    /// Starts a background-lane thread (see [`Runner::new`]).
+    spawn_low: SpawnLow,
 }
+
+/// Starts a background-lane thread running a closure, or says why not.
+type SpawnLow = Box<dyn Fn(Job) -> std::io::Result<()> + Send + Sync>;
 
 struct State {
     /// Tasks waiting for a slot, oldest first.
     ready: VecDeque<Job>,
-    /// Low-priority tasks waiting for a slot, oldest first.
+    /// Low-priority tasks waiting for the background lane, oldest first.
     low: VecDeque<Job>,
-    /// Low-priority tasks running.
+    /// Background-lane threads running a task (not parked in a wait).
     low_running: u32,
-    /// The slots low-priority tasks may use at once.
+    /// Background-lane threads alive, parked ones included.
+    low_threads: u32,
+    /// The background lane's width: at most this many run at once.
     low_slots: u32,
     /// Slots no thread holds.
     free: u32,
@@ -77,18 +97,19 @@ struct State {
 }
 
 impl State {
-    /// The next task for a slot: a normal one, else a low-priority one
-    /// while fewer than `low_slots` run (then `true`).
-    fn next(&mut self) -> Option<(Job, bool)> {
-        if let Some(job) = self.ready.pop_front() {
-            return Some((job, false));
-        }
-        if self.low_running < self.low_slots {
-            let job = self.low.pop_front()?;
-            self.low_running += 1;
-            return Some((job, true));
-        }
-        None
+    /// Whether the background lane may start a low-priority task now: none
+    /// waits, no normal task waits, a slot is idle, the lane has room.
+    fn low_may_start(&self) -> bool {
+        !self.low.is_empty()
+            && self.ready.is_empty()
+            && self.resuming.is_empty()
+            && self.free > 0
+            && self.low_running < self.low_slots
+    }
+
+    /// Whether a new background-lane thread may start.
+    fn lane_has_room(&self) -> bool {
+        self.low_may_start() && self.low_threads < MAX_LANE_THREADS
     }
 
     /// A slot comes back: freed, or retired if one is owed.
@@ -156,19 +177,27 @@ impl Waiter {
 thread_local! {
     /// How many tasks are stacked on this thread (0 outside tasks).
     static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    /// Whether the task on top of this thread's stack is low-priority.
+    /// Whether this thread is a background-lane thread.
     static LOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl Runner {
     /// A runner with `slots` slots whose threads are started by `spawn`
-    /// (the runtime's blocking pool).
-    pub fn new(slots: u32, spawn: impl Fn(Job) + Send + Sync + 'static) -> Arc<Self> {
+    /// (the runtime's blocking pool), and whose background lane's threads
+    /// are started by `spawn_low` (threads of their own, since a lowered
+    /// priority cannot be raised again without privilege; see
+    /// [`background_thread`]).
+    pub fn new(
+        slots: u32,
+        spawn: impl Fn(Job) + Send + Sync + 'static,
+        spawn_low: impl Fn(Job) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 low: VecDeque::new(),
                 low_running: 0,
+                low_threads: 0,
                 low_slots: if slots > 1 { slots - 1 } else { 1 },
                 free: slots.max(1),
                 owed: 0,
@@ -176,7 +205,7 @@ impl Runner {
                 resuming: VecDeque::new(),
             }),
             spawn: Box::new(spawn),
-            waits_behind_low: std::sync::atomic::AtomicU64::new(0),
+            spawn_low: Box::new(spawn_low),
         })
     }
 
@@ -189,40 +218,16 @@ impl Runner {
     /// Queues a task; it runs as soon as a slot or a helper takes it.
     pub fn submit(self: &Arc<Self>, job: Job) {
         let mut st = self.lock();
-        if st.free == 0 && st.low_running > 0 {
-            self.waits_behind_low.fetch_add(1, Ordering::Relaxed);
-        }
         st.ready.push_back(job);
         self.dispatch(st);
     }
 
-    /// Queues a low-priority task: it runs once no normal task waits, on
-    /// one of the slots low-priority tasks may use.
+    /// Queues a low-priority task: it runs on the background lane once no
+    /// normal task waits and a slot is idle, and never takes a slot.
     pub fn submit_low(self: &Arc<Self>, job: Job) {
-        let runner = self.clone();
-        let job: Job = Box::new(move || {
-            // Counted out however the task ends (its panics are caught
-            // beneath).
-            struct Done(Arc<Runner>, bool);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    LOW.with(|l| l.set(self.1));
-                    let mut st = self.0.lock();
-                    st.low_running = st.low_running.saturating_sub(1);
-                }
-            }
-            let _done = Done(runner, LOW.with(|l| l.replace(true)));
-            job();
-        });
         let mut st = self.lock();
         st.low.push_back(job);
         self.dispatch(st);
-    }
-
-    /// Normal tasks that had to wait for a slot while a low-priority task
-    /// held one, since start.
-    pub fn waits_behind_low(&self) -> u64 {
-        self.waits_behind_low.load(Ordering::Relaxed)
     }
 
     /// Takes a free slot now, if one is free and nothing is queued for it.
@@ -269,7 +274,8 @@ impl Runner {
     }
 
     /// Hands free slots to resuming threads, then queued tasks to helpers,
-    /// then to new threads.
+    /// then to new threads; then starts background work if a slot is still
+    /// idle.
     fn dispatch(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
         while st.free > 0 {
             if let Some(w) = st.resuming.pop_front() {
@@ -277,19 +283,56 @@ impl Runner {
                 w.give(Gift::Slot);
                 continue;
             }
-            let Some((job, low)) = st.next() else {
-                return;
+            let Some(job) = st.ready.pop_front() else {
+                break;
             };
             st.free -= 1;
-            // Helpers (threads blocked in a nested wait) take normal tasks
-            // only.
-            let helper = if low { None } else { st.helpers.pop() };
-            match helper {
+            match st.helpers.pop() {
                 Some(helper) => helper.give(Gift::Job(job)),
                 None => {
                     let runner = self.clone();
                     (self.spawn)(Box::new(move || runner.run_from(job)));
                 }
+            }
+        }
+        // Background threads are started outside the lock.
+        let mut start = Vec::new();
+        while st.lane_has_room() {
+            let Some(job) = st.low.pop_front() else {
+                break;
+            };
+            st.low_running += 1;
+            st.low_threads += 1;
+            start.push(job);
+        }
+        drop(st);
+        for job in start {
+            self.start_lane_thread(job);
+        }
+    }
+
+    /// Starts a background-lane thread with `job` (counted by the caller).
+    /// Should no thread start, the job runs on a thread of the normal pool
+    /// instead, as background work still (no slot, lane counts), at the
+    /// pool's priority: late and louder, never lost.
+    fn start_lane_thread(self: &Arc<Self>, job: Job) {
+        // Kept here, so a thread that cannot start does not take it.
+        let slot = Arc::new(Mutex::new(Some(job)));
+        let (runner, taken) = (self.clone(), slot.clone());
+        let started = (self.spawn_low)(Box::new(move || {
+            let job = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(job) = job {
+                runner.run_low_from(job);
+            }
+        }));
+        if let Err(e) = started {
+            let job = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(job) = job {
+                tracing::warn!(
+                    "no background thread ({e}): background task runs at normal priority"
+                );
+                let runner = self.clone();
+                (self.spawn)(Box::new(move || runner.run_low_from(job)));
             }
         }
     }
@@ -302,7 +345,7 @@ impl Runner {
             run_job(job);
             let mut st = self.lock();
             if st.resuming.is_empty()
-                && let Some((next, _)) = st.next()
+                && let Some(next) = st.ready.pop_front()
             {
                 job = next;
                 continue;
@@ -313,9 +356,35 @@ impl Runner {
         }
     }
 
+    /// The body of a background-lane thread: runs `first`, then queued
+    /// low-priority tasks while the lane may go on, then leaves it.
+    fn run_low_from(self: Arc<Self>, first: Job) {
+        LOW.with(|l| l.set(true));
+        let mut job = first;
+        loop {
+            run_job(job);
+            let mut st = self.lock();
+            debug_assert!(st.low_running > 0, "a lane thread ran uncounted");
+            st.low_running = st.low_running.saturating_sub(1);
+            if st.low_may_start()
+                && let Some(next) = st.low.pop_front()
+            {
+                st.low_running += 1;
+                job = next;
+                continue;
+            }
+            st.low_threads = st.low_threads.saturating_sub(1);
+            // (A fallback run on a pool thread leaves it a normal thread.)
+            LOW.with(|l| l.set(false));
+            self.dispatch(st);
+            return;
+        }
+    }
+
     /// Waits for `fut` on a thread that holds a slot (inside a task),
     /// running queued tasks meanwhile. `blocked(true)` is called when the
-    /// wait does not end at once, `blocked(false)` when it ends.
+    /// wait does not end at once, `blocked(false)` when it ends. On a
+    /// background-lane thread it only waits, out of the lane's count.
     pub fn wait_helping<F: Future>(
         self: &Arc<Self>,
         fut: F,
@@ -325,19 +394,15 @@ impl Runner {
         let waker = Waker::from(waiter.clone());
         let mut cx = Context::from_waker(&waker);
         let mut fut = std::pin::pin!(fut);
+        if LOW.with(std::cell::Cell::get) {
+            return self.wait_in_lane(&waiter, &mut cx, fut, blocked);
+        }
         let depth = DEPTH.with(std::cell::Cell::get);
-        let low = LOW.with(std::cell::Cell::get);
         let mut holding = true;
         let mut announced = false;
-        // A low-priority task parked in its wait is not counted against
-        // the low-priority slots: its low-priority children can run.
-        let mut counted_out = false;
         loop {
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                 self.resume(&waiter, holding);
-                if counted_out {
-                    self.lock().low_running += 1;
-                }
                 if announced {
                     blocked(false);
                 }
@@ -356,9 +421,7 @@ impl Runner {
                 if holding && let Some(job) = st.ready.pop_back() {
                     // Newest first: most likely a child of the waiting task.
                     drop(st);
-                    LOW.with(|l| l.set(false));
                     run_job(job);
-                    LOW.with(|l| l.set(low));
                     continue;
                 }
                 // Not listed now: a waiter is a helper only while parked.
@@ -367,10 +430,6 @@ impl Runner {
             if holding {
                 holding = false;
                 st.release();
-            }
-            if low && !counted_out {
-                counted_out = true;
-                st.low_running = st.low_running.saturating_sub(1);
             }
             self.dispatch(st);
             waiter.park();
@@ -384,11 +443,59 @@ impl Runner {
             if let Some(gift) = gift {
                 holding = true;
                 if let Gift::Job(job) = gift {
-                    LOW.with(|l| l.set(false));
                     run_job(job);
-                    LOW.with(|l| l.set(low));
                 }
             }
+        }
+    }
+
+    /// [`Runner::wait_helping`] on a background-lane thread: runs queued
+    /// background tasks on this stack while `fut` is pending (up to
+    /// [`HELP_DEPTH`] deep), else parks out of the lane's count (so the
+    /// lane can run this task's children) and counts again on waking, even
+    /// past the lane's width for a moment (the thread exists already).
+    fn wait_in_lane<F: Future>(
+        self: &Arc<Self>,
+        waiter: &Waiter,
+        cx: &mut Context<'_>,
+        mut fut: std::pin::Pin<&mut F>,
+        mut blocked: impl FnMut(bool),
+    ) -> F::Output {
+        /// Counts a parked lane thread back in however its wait ends (a
+        /// poll may panic; the task's own code catches that).
+        struct CountedOut<'a>(&'a Runner);
+        impl Drop for CountedOut<'_> {
+            fn drop(&mut self) {
+                self.0.lock().low_running += 1;
+            }
+        }
+        let depth = DEPTH.with(std::cell::Cell::get);
+        let mut announced = false;
+        loop {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                if announced {
+                    blocked(false);
+                }
+                return out;
+            }
+            if !announced {
+                announced = true;
+                blocked(true);
+            }
+            let mut st = self.lock();
+            if depth < HELP_DEPTH
+                && st.ready.is_empty()
+                && let Some(job) = st.low.pop_front()
+            {
+                // Still counted as running: it runs a child on this stack.
+                drop(st);
+                run_job(job);
+                continue;
+            }
+            st.low_running = st.low_running.saturating_sub(1);
+            self.dispatch(st);
+            let _back = CountedOut(self);
+            waiter.park();
         }
     }
 
@@ -428,6 +535,51 @@ impl Runner {
     }
 }
 
+/// Starts a background-lane thread running `job`: [`STACK_BYTES`] of
+/// stack, inside the runtime of `rt` (as the blocking pool's threads are),
+/// at the lowest scheduling priority for its whole life.
+pub(crate) fn background_thread(rt: tokio::runtime::Handle, job: Job) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("dfut-background".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            lower_priority();
+            let _rt = rt.enter();
+            job();
+        })
+        .map(drop)
+}
+
+/// Whether this thread is a background-lane thread: threads it starts
+/// inherit its lowest priority, so the worker starts its own threads
+/// (blocking-pool threads, say) from elsewhere when this is true.
+pub(crate) fn on_lane() -> bool {
+    LOW.with(std::cell::Cell::get)
+}
+
+/// Lowers the calling thread to nice 19, the lowest priority the kernel's
+/// fair scheduler gives (a nice-0 thread gets about 70 times its share of
+/// a contended CPU). Elsewhere than Linux, where nice is per process, it
+/// does nothing: background threads there run at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority reads its
+        // arguments only. On Linux the nice value belongs to the thread
+        // named by its id, so this thread alone is lowered.
+        let done = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+        };
+        if done != 0 {
+            tracing::debug!(
+                "background thread keeps its priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Runs one task one level deeper on this thread. A panic is contained:
 /// the task's own code catches its panics; anything else must not unbalance
 /// the slot counts.
@@ -446,12 +598,24 @@ mod tests {
     use super::*;
 
     fn runner(slots: u32) -> Arc<Runner> {
-        Runner::new(slots, |f| {
-            std::thread::Builder::new()
-                .stack_size(STACK_BYTES)
-                .spawn(f)
-                .unwrap();
-        })
+        Runner::new(
+            slots,
+            |f| {
+                std::thread::Builder::new()
+                    .stack_size(STACK_BYTES)
+                    .spawn(f)
+                    .unwrap();
+            },
+            |f| {
+                std::thread::Builder::new()
+                    .stack_size(STACK_BYTES)
+                    .spawn(move || {
+                        lower_priority();
+                        f();
+                    })
+                    .map(drop)
+            },
+        )
     }
 
     /// A future that is ready once `flag` is set, waking through a channel
@@ -591,39 +755,101 @@ mod tests {
         assert!(r.try_take_slot());
     }
 
+    /// A gate tasks wait at until it is opened.
+    type Gate = Arc<(Mutex<bool>, std::sync::Condvar)>;
+
+    fn pass(g: &Gate) {
+        let mut open = g.0.lock().unwrap();
+        while !*open {
+            open = g.1.wait(open).unwrap();
+        }
+    }
+
+    fn open(g: &Gate) {
+        *g.0.lock().unwrap() = true;
+        g.1.notify_all();
+    }
+
     #[test]
-    fn low_priority_tasks_leave_a_slot_to_normal_ones_and_wait_behind_them() {
+    fn low_priority_tasks_take_no_slot_and_start_only_behind_normal_ones() {
         let r = runner(2);
         let (tx, rx) = mpsc::channel();
-        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let wait = |g: &Arc<(Mutex<bool>, std::sync::Condvar)>| {
-            let mut open = g.0.lock().unwrap();
-            while !*open {
-                open = g.1.wait(open).unwrap();
-            }
-        };
+        let gate: Gate = Arc::default();
         for i in 0..3 {
             let (tx, g) = (tx.clone(), gate.clone());
             r.submit_low(Box::new(move || {
                 tx.send(format!("low {i}")).unwrap();
-                wait(&g);
+                pass(&g);
             }));
         }
         let second = Duration::from_secs(5);
         assert_eq!(rx.recv_timeout(second).unwrap(), "low 0");
         assert!(
             rx.recv_timeout(Duration::from_millis(200)).is_err(),
-            "one of two slots for low-priority tasks"
+            "the lane of a two-slot runner is one wide"
         );
-        let t = tx.clone();
-        r.submit(Box::new(move || t.send("normal".into()).unwrap()));
-        assert_eq!(rx.recv_timeout(second).unwrap(), "normal", "at once");
-        assert_eq!(r.waits_behind_low(), 0);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        // Both slots are still free for normal work, and two normal tasks
+        // that need each other to run at once both start.
+        let both = Arc::new(std::sync::Barrier::new(2));
+        for name in ["normal a", "normal b"] {
+            let (t, both) = (tx.clone(), both.clone());
+            r.submit(Box::new(move || {
+                both.wait();
+                t.send(name.into()).unwrap();
+            }));
+        }
+        let mut normal: Vec<String> = (0..2).map(|_| rx.recv_timeout(second).unwrap()).collect();
+        normal.sort();
+        assert_eq!(normal, ["normal a", "normal b"]);
+        // Their threads give the slots back just after reporting.
+        let deadline = std::time::Instant::now() + second;
+        let mut taken = 0;
+        while taken < 2 {
+            if r.try_take_slot() {
+                taken += 1;
+            } else {
+                assert!(std::time::Instant::now() < deadline, "slots not back");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // Background work waits while every slot is busy, even once the
+        // lane is free.
+        open(&gate);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "no background work with every slot busy"
+        );
+        r.give_back_slot();
         let mut rest: Vec<String> = (0..2).map(|_| rx.recv_timeout(second).unwrap()).collect();
         rest.sort();
-        assert_eq!(rest, vec!["low 1", "low 2"]);
+        assert_eq!(rest, ["low 1", "low 2"]);
+        r.give_back_slot();
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn background_threads_run_at_the_lowest_priority() {
+        let r = runner(1);
+        let (tx, rx) = mpsc::channel();
+        let nice = |tx: mpsc::Sender<i32>| -> Job {
+            Box::new(move || {
+                // SAFETY: getpriority reads its arguments only; 0 names the
+                // calling thread on Linux.
+                let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+                tx.send(n).unwrap();
+            })
+        };
+        r.submit_low(nice(tx.clone()));
+        r.submit(nice(tx.clone()));
+        let mut seen: Vec<i32> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        seen.sort();
+        // This process's own priority, and 19 on the background lane.
+        // SAFETY: as above.
+        let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert!(own < 19, "the test itself runs at the lowest priority");
+        assert_eq!(seen, [own, 19]);
     }
 
     #[test]
@@ -646,5 +872,47 @@ mod tests {
         let second = Duration::from_secs(5);
         assert_eq!(rx.recv_timeout(second).unwrap(), "child");
         assert_eq!(rx.recv_timeout(second).unwrap(), "parent");
+    }
+
+    #[test]
+    fn a_panic_in_a_background_wait_leaves_the_lane_counted_right() {
+        // Ready on its first poll after a wake-up, then panics.
+        struct PanicsLater(bool);
+        impl Future for PanicsLater {
+            type Output = ();
+            fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                assert!(!self.0, "a poll that panics");
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+        let r = runner(1);
+        let (tx, rx) = mpsc::channel();
+        let (r2, t) = (r.clone(), tx.clone());
+        r.submit_low(Box::new(move || {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r2.wait_helping(PanicsLater(false), |_| {})
+            }));
+            t.send(format!("panicked {}", caught.is_err())).unwrap();
+        }));
+        let second = Duration::from_secs(5);
+        assert_eq!(rx.recv_timeout(second).unwrap(), "panicked true");
+        // The lane is still one wide: the second task waits for the first.
+        let gate: Gate = Arc::default();
+        for name in ["a", "b"] {
+            let (t, g) = (tx.clone(), gate.clone());
+            r.submit_low(Box::new(move || {
+                t.send(name.into()).unwrap();
+                pass(&g);
+            }));
+        }
+        assert_eq!(rx.recv_timeout(second).unwrap(), "a");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "one at a time"
+        );
+        open(&gate);
+        assert_eq!(rx.recv_timeout(second).unwrap(), "b");
     }
 }
