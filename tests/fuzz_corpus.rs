@@ -43,7 +43,12 @@ fn replay(target: &str, run: fn(&[u8])) {
         })
         .count();
     assert!(seeds > 0, "{}: no seed inputs", dir.display());
-    for input in &inputs {
+    // `DFUT_FUZZ_ONLY=name` replays the inputs whose name contains it.
+    let only = std::env::var("DFUT_FUZZ_ONLY").unwrap_or_default();
+    for input in inputs
+        .iter()
+        .filter(|p| p.to_string_lossy().contains(&only))
+    {
         let bytes = std::fs::read(input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
         let outcome = std::panic::catch_unwind(|| run(&bytes));
         assert!(outcome.is_ok(), "{} failed", input.display());

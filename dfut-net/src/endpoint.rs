@@ -27,6 +27,10 @@ const CLOSE_BAD_FRAME: u32 = 1;
 const CLOSE_NORMAL: u32 = 0;
 /// Most bytes coalesced into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes (estimated, [`weight`]) queued on one link before it is taken
+/// for a peer that does not read, and closed: what one connection can pin
+/// in its sender's memory.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Received messages buffered per link before the reader waits.
 const INBOX_DEPTH: usize = 8192;
 /// Bulk streams a peer may have open towards us at once: with the
@@ -228,6 +232,9 @@ impl Incoming {
 pub struct Link {
     tx: mpsc::UnboundedSender<Message>,
     conn: quinn::Connection,
+    /// Estimated bytes queued and not yet written (at most
+    /// [`MAX_QUEUED_BYTES`]).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Link {
@@ -239,20 +246,38 @@ impl Link {
     ) -> (Link, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(INBOX_DEPTH);
-        tokio::spawn(write_loop(rx, send, conn.clone()));
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(write_loop(rx, send, conn.clone(), queued.clone()));
         tokio::spawn(bulk_loop(conn.clone(), in_tx.clone(), options.max_bulk));
         tokio::spawn(read_loop(recv, conn.clone(), in_tx, options.max_frame));
         (
             Link {
                 tx,
                 conn: conn.clone(),
+                queued,
             },
             Inbox { rx: in_rx, conn },
         )
     }
 
-    /// Queues `msg` for sending. Fails only when the connection is gone.
+    /// Queues `msg` for sending. Fails when the connection is gone, or
+    /// when more than [`MAX_QUEUED_BYTES`] wait to be written (the peer
+    /// does not read): then the connection is closed.
     pub fn send(&self, msg: Message) -> Result<(), NetError> {
+        use std::sync::atomic::Ordering;
+        let weight = weight(&msg);
+        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
+        if before + weight > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(weight, Ordering::Relaxed);
+            let reason = format!("the peer does not read: {before} bytes wait to be sent");
+            self.conn
+                .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
+            return Err(NetError::ConnectionLost {
+                peer: self.peer(),
+                reason,
+                source: None,
+            });
+        }
         self.tx.send(msg).map_err(|_| self.lost())
     }
 
@@ -367,16 +392,67 @@ fn closed_normally(e: &ConnectionError) -> bool {
     }
 }
 
+/// What a message weighs in a link's queue: about its encoded size (a
+/// bulk payload is shared, not copied, so it weighs little).
+fn weight(msg: &Message) -> usize {
+    use crate::wire::{Arg, Item, Outcome};
+    const SMALL: usize = 64;
+    let arg = |a: &Arg| match a {
+        Arg::Value(v) => v.len(),
+        Arg::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Item::Value(v) => v.len(),
+                Item::Ref { holder, .. } => SMALL + holder.len(),
+            })
+            .sum(),
+        Arg::Ref { holder, .. } => holder.len(),
+        Arg::Shared { path, .. } => path.len(),
+        Arg::Pushed { .. } => 0,
+    };
+    SMALL
+        + match msg {
+            Message::Submit(tasks) => tasks
+                .iter()
+                .map(|t| SMALL + t.function.len() + t.args.iter().map(arg).sum::<usize>())
+                .sum(),
+            Message::Done {
+                outcome: Outcome::Inline(v),
+                ..
+            } => v.len(),
+            Message::Done {
+                outcome: Outcome::Failed(f),
+                ..
+            }
+            | Message::Fetched { result: Err(f), .. } => {
+                f.message.len()
+                    + f.backtrace.len()
+                    + f.causes.iter().map(String::len).sum::<usize>()
+            }
+            Message::Fetched { result: Ok(v), .. } => v.len(),
+            Message::View { workers, .. } => 256 * workers.len(),
+            Message::StatusReply(status) => 256 * status.workers.len(),
+            Message::ObjectsReply { objects, .. } => 128 * objects.len(),
+            Message::RefReply { refs, .. } => refs.iter().map(|(_, f)| 8 + f.len()).sum(),
+            Message::Free(ids) | Message::Cancel(ids) | Message::RefQuery { ids, .. } => {
+                16 * ids.len()
+            }
+            _ => 0,
+        }
+}
+
 async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut send: SendStream,
     conn: quinn::Connection,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
+            queued.fetch_sub(weight(&msg), std::sync::atomic::Ordering::Relaxed);
             if let Message::Bulk { req, payload } = msg {
                 tokio::spawn(send_bulk(conn.clone(), req, payload));
             } else if let Err(e) = frame::encode(&msg, &mut buf) {
@@ -552,6 +628,47 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_is_cut_off_at_the_queue_bound() {
+        rt().block_on(async {
+            let credential = ClusterCredential::generate().unwrap();
+            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let server = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let addr = server.local_addr().unwrap();
+            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let acceptor = server.clone();
+            let accepted =
+                tokio::spawn(async move { acceptor.accept().await?.establish().await.ok() });
+            // The client speaks once, then never reads its inbox.
+            let (link, _unread) = client.connect(addr).await.unwrap();
+            link.send(Message::Subscribe).unwrap();
+            let (to_client, _inbox) = accepted.await.unwrap().unwrap();
+            let reply = |req| Message::Fetched {
+                req,
+                result: Ok(vec![7; 16 << 10]),
+            };
+            // Twice the bound, sent as fast as it queues: refused before
+            // the end, and the connection is closed.
+            let mut sent = 0u64;
+            let refused = loop {
+                if sent as usize * (16 << 10) > 2 * MAX_QUEUED_BYTES {
+                    break None;
+                }
+                match to_client.send(reply(sent)) {
+                    Ok(()) => sent += 1,
+                    Err(e) => break Some(e),
+                }
+            };
+            let err = refused.expect("a send refused past the bound");
+            assert!(err.to_string().contains("does not read"), "{err}");
+            assert!(!to_client.is_open(), "the connection is closed");
+            assert!(
+                sent as usize * (16 << 10) >= MAX_QUEUED_BYTES / 2,
+                "{sent} sent first"
+            );
+        });
     }
 
     #[test]

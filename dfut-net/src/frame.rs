@@ -90,8 +90,14 @@ pub struct FrameReader<R> {
     buf: AlignedVec<16>,
 }
 
-/// How far ahead of the bytes received a frame's buffer may grow.
-const READ_CHUNK: usize = 1 << 20;
+/// How far ahead of the bytes received a frame's buffer may grow at
+/// first: a peer that announces a large frame and stalls pins this much,
+/// whatever it announced (then the buffer doubles as bytes arrive).
+const READ_CHUNK: usize = 4 << 10;
+
+/// The largest buffer a reader keeps between frames (an inline result's
+/// size): what an idle connection pins at most.
+const KEPT_BUFFER: usize = 64 << 10;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads from `inner`, refusing frames longer than `max` bytes.
@@ -162,8 +168,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 })?;
         }
         let msg = decode_aligned(&self.buf)?;
-        if self.buf.capacity() > 1 << 20 {
-            // Do not keep a huge buffer alive for the small frames that follow.
+        if self.buf.capacity() > KEPT_BUFFER {
+            // Do not keep a large buffer alive for the small frames that
+            // follow, nor on a connection that goes idle.
             self.buf = AlignedVec::new();
         }
         Ok(Some(msg))
@@ -276,16 +283,28 @@ mod tests {
 
     #[test]
     fn an_announced_length_is_not_allocated_before_it_arrives() {
-        // 512 MiB announced (under the limit), 10 bytes sent, then the end.
+        // 512 MiB announced (under the limit), 10 bytes sent, then the end:
+        // a few KiB pinned, not 512 MiB (nor a megabyte: thousands of
+        // stalled peers must not add up).
         let mut bytes = (512u32 << 20).to_le_bytes().to_vec();
         bytes.extend_from_slice(&[7; 10]);
         let mut reader = FrameReader::new(&bytes[..], 1 << 30);
         assert_eq!(block_on(reader.next()), Err(FrameError::Truncated));
         assert!(
-            reader.buf.capacity() <= 2 * READ_CHUNK,
+            reader.buf.capacity() <= 2 * READ_CHUNK && READ_CHUNK <= 16 << 10,
             "buffer grew to {} bytes",
             reader.buf.capacity()
         );
+        // A large frame that does arrive is read whole, its buffer grown
+        // as it came.
+        let big = Message::Fetched {
+            req: 1,
+            result: Ok(vec![9; 3 << 20]),
+        };
+        let mut framed = Vec::new();
+        encode(&big, &mut framed).unwrap();
+        let mut reader = FrameReader::new(&framed[..], 1 << 30);
+        assert_eq!(block_on(reader.next()), Ok(Some(big)));
     }
 
     #[test]

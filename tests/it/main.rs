@@ -2,6 +2,7 @@
 //! QUIC on loopback. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a panic is the failure report
 
+mod adversary;
 mod chaos;
 mod deadlines;
 mod faults;

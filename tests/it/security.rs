@@ -8,7 +8,7 @@ use dfut::{ClusterCredential, Error};
 use dfut_net::{Endpoint, NetError};
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster};
+use crate::util::{LIMIT, cluster, rss};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
@@ -178,18 +178,6 @@ impl Drop for CpuCap {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("process {pid}: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
 }
 
 /// Calls `echo` every millisecond for `how_long`, watching the scheduler's

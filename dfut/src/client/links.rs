@@ -55,7 +55,7 @@ impl Client {
             Ok(pair) => pair,
             Err(e) => {
                 lock(&self.inner.links).remove(&addr);
-                self.worker_lost(addr, &format!("could not connect: {e}"));
+                self.worker_unreached(addr, &format!("could not connect: {e}"));
                 return;
             }
         };

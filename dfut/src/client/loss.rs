@@ -36,8 +36,10 @@ pub(crate) enum Loss {
 /// free should that worker come back). Afterwards no field of `st` names
 /// `addr`, except the phase of an object to fail (`Fail`, `CrashLoop`),
 /// which the caller settles; a `Rerun` leaves the phase `Queued`; calling
-/// it again for the same worker changes nothing else.
-pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr) -> (Loss, bool) {
+/// it again for the same worker changes nothing else. `reached`: whether
+/// the owner ever connected to it (a task sent to a worker never reached
+/// never ran there, and is placed again without spending a retry).
+pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr, reached: bool) -> (Loss, bool) {
     let held_there = match &st.phase {
         Phase::Pending(h) | Phase::Running(h) => *h == addr,
         Phase::Finished { holder, .. } => *holder == Some(addr),
@@ -64,6 +66,14 @@ pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr) -> (Loss, boo
             },
             left_copy,
         );
+    }
+    if !reached && matches!(st.phase, Phase::Pending(_)) && st.backup.is_none() {
+        // Sent to a worker that was never reached: it never ran, so it is
+        // placed again, no retry spent (a registration for an address
+        // nobody serves costs its tasks a connection timeout, not a
+        // failure).
+        st.phase = Phase::Queued;
+        return (Loss::Rerun, left_copy);
     }
     let lost_only_copy = match &mut st.phase {
         Phase::Pending(_) | Phase::Running(_) => {
@@ -109,6 +119,11 @@ pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr) -> (Loss, boo
 
 #[cfg(test)]
 mod tests {
+
+    /// A loss of a worker that was reached (a connection was made).
+    fn on_worker_lost_at(st: &mut CellState, addr: SocketAddr) -> (Loss, bool) {
+        on_worker_lost(st, addr, true)
+    }
 
     use dfut_net::wire::ObjectId;
 
@@ -172,7 +187,7 @@ mod tests {
             .enumerate()
         {
             st.phase = Phase::Running(addr(i as u64));
-            assert_eq!(on_worker_lost(&mut st, addr(i as u64)), (want, true));
+            assert_eq!(on_worker_lost_at(&mut st, addr(i as u64)), (want, true));
         }
     }
 
@@ -182,10 +197,10 @@ mod tests {
         let mut st = c.lock();
         for i in 0..10 {
             st.phase = Phase::Pending(addr(i));
-            assert_eq!(on_worker_lost(&mut st, addr(i)), (Loss::Rerun, true));
+            assert_eq!(on_worker_lost_at(&mut st, addr(i)), (Loss::Rerun, true));
         }
         st.phase = Phase::Pending(addr(11));
-        assert_eq!(on_worker_lost(&mut st, addr(11)), (Loss::Fail, true));
+        assert_eq!(on_worker_lost_at(&mut st, addr(11)), (Loss::Fail, true));
     }
 
     /// A tiny deterministic generator: the test needs no dependency.
@@ -248,7 +263,7 @@ mod tests {
                             _ => false,
                         };
                         let before_left = st.task.as_ref().map_or(0, |t| t.retries_left);
-                        let (loss, _) = on_worker_lost(&mut st, w);
+                        let (loss, _) = on_worker_lost_at(&mut st, w);
                         let to_settle = matches!(loss, Loss::Fail | Loss::CrashLoop(_));
                         if to_settle {
                             // What the caller does: settle it.
@@ -256,7 +271,7 @@ mod tests {
                         }
                         assert!(!names(&st, w), "{loss:?}: the lost worker is forgotten");
                         assert_eq!(
-                            on_worker_lost(&mut st, w),
+                            on_worker_lost_at(&mut st, w),
                             (Loss::Untouched, false),
                             "a second report of the same loss changes nothing"
                         );
@@ -283,5 +298,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_task_sent_to_a_worker_never_reached_is_placed_again_for_free() {
+        let c = cell(0);
+        let mut st = c.lock();
+        st.phase = Phase::Pending(addr(1));
+        assert_eq!(on_worker_lost(&mut st, addr(1), false), (Loss::Rerun, true));
+        assert!(matches!(st.phase, Phase::Queued));
+        assert_eq!(st.task.as_ref().map(|t| t.retries_left), Some(0));
+        // Reached, the same loss fails it: no retry left.
+        st.phase = Phase::Pending(addr(2));
+        assert_eq!(on_worker_lost(&mut st, addr(2), true), (Loss::Fail, true));
     }
 }

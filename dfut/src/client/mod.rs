@@ -1165,6 +1165,17 @@ impl Client {
     /// Handles the loss of the worker at `addr`: retries what may be retried
     /// and fails the rest. Idempotent.
     pub(crate) fn worker_lost(&self, addr: SocketAddr, reason: &str) {
+        self.lose_worker(addr, reason, true);
+    }
+
+    /// Like [`Client::worker_lost`] for a worker this client could not
+    /// connect to: what it was sent never reached it, so its tasks are
+    /// placed again without spending a retry.
+    pub(crate) fn worker_unreached(&self, addr: SocketAddr, reason: &str) {
+        self.lose_worker(addr, reason, false);
+    }
+
+    fn lose_worker(&self, addr: SocketAddr, reason: &str, reached: bool) {
         let known = {
             let mut cluster = lock(&self.inner.cluster);
             let before = cluster.workers.len();
@@ -1201,7 +1212,7 @@ impl Client {
             // handled meanwhile cannot queue it a second time.
             let (what, left_copy) = {
                 let mut st = cell.lock();
-                let (what, left_copy) = loss::on_worker_lost(&mut st, addr);
+                let (what, left_copy) = loss::on_worker_lost(&mut st, addr, reached);
                 if what == Loss::Rerun {
                     // It may have been finished: waiters wait again.
                     cell.unsettle();

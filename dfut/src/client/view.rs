@@ -105,13 +105,18 @@ impl ClusterView {
     ) -> Placement {
         let healthy =
             |v: &Self, w: &WorkerView| !v.suspect.contains(&w.id) && Some(w.addr) != avoid;
-        if avoid.is_none() && !self.workers.iter().any(|w| healthy(self, w)) {
+        let usable = self.workers.iter().any(|w| !self.suspect.contains(&w.id));
+        if usable {
+            self.unusable_since = None;
+        } else {
             // No worker is usable right now (none registered, or every one
-            // suspect): wait for one, up to the owner's patience.
+            // suspect): wait for one, up to the owner's patience (a
+            // speculative copy is simply not placed).
             self.unusable_since.get_or_insert_with(Instant::now);
-            return Placement::Full;
+            if avoid.is_none() {
+                return Placement::Full;
+            }
         }
-        self.unusable_since = None;
         // First the policy's free choice among healthy workers.
         let first = if self.workers.iter().all(|w| healthy(self, w)) {
             self.policy.place(needs, &self.workers)
@@ -261,5 +266,297 @@ mod tests {
             assert_eq!(chosen(v.place_avoiding(&needs(&[]), avoid)), Some(2));
             v.workers[2].inflight = 0;
         }
+    }
+
+    /// A tiny deterministic generator: the tests need no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// A task the model has in flight: where, and whether it was forced
+    /// past the window.
+    struct Sent {
+        addr: SocketAddr,
+        forced: bool,
+    }
+
+    /// The tasks `w` may have in flight before it counts as full.
+    fn window(per_slot: u32, w: &WorkerView) -> u32 {
+        w.max_concurrent.max(1).saturating_mul(per_slot)
+    }
+
+    /// How often each outcome came up, to show the sequences reach them.
+    #[derive(Default, Debug)]
+    struct Seen {
+        chosen: u32,
+        full: u32,
+        refused: u32,
+        over_window: u32,
+        none_usable: u32,
+    }
+
+    /// Runs random sequences of placements (free, forced, avoiding a
+    /// worker), completions, suspicions and workers leaving and coming
+    /// back, under every built-in policy, checking the view against a model
+    /// of the tasks in flight after every operation. With
+    /// `check_avoiding_clock`, also checks that a speculative placement
+    /// leaves the "no worker usable since" clock running.
+    fn random_view_sequences(check_avoiding_clock: bool) -> Seen {
+        let mut seen = Seen::default();
+        for seed in 1..=4u64 {
+            for (p, name) in crate::scheduler::POLICY_NAMES.iter().enumerate() {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15
+                    ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                    ^ (p as u64 + 1).wrapping_mul(0x1000_0000_01b3));
+                let policy =
+                    crate::scheduler::policy_with_seed(name, seed).expect("a built-in policy");
+                let mut v = ClusterView::new(policy, true);
+                v.window_per_slot = 1 + rng.below(3) as u32;
+                // Every worker that may be in the view; some start out.
+                let pool: Vec<WorkerView> = (0..6)
+                    .map(|id| WorkerView {
+                        max_concurrent: 1 + rng.below(3) as u32,
+                        gpu: rng.below(3) == 0,
+                        speed: 0.5 + rng.below(4) as f64 / 2.0,
+                        ..worker(id, 0)
+                    })
+                    .collect();
+                let n = 2 + rng.below(4) as usize;
+                v.workers = pool[..n].to_vec();
+                let mut tasks: Vec<Sent> = Vec::new();
+                for step in 0..1_500u64 {
+                    let at = format!("{name}, seed {seed}, step {step}");
+                    match rng.below(20) {
+                        0..=9 => {
+                            let avoiding = rng.below(5) == 0;
+                            let force = !avoiding && rng.below(6) == 0;
+                            let avoid =
+                                avoiding.then(|| pool[rng.below(pool.len() as u64) as usize].addr);
+                            let gpu = rng.below(5) == 0;
+                            let args: Vec<ArgPlacement> = if rng.below(3) == 0 {
+                                vec![ArgPlacement {
+                                    id: ObjectId {
+                                        owner: 1,
+                                        seq: step,
+                                    },
+                                    holder: pool[rng.below(pool.len() as u64) as usize].addr,
+                                    bytes: Some(1 << 20),
+                                    readers: 0,
+                                }]
+                            } else {
+                                Vec::new()
+                            };
+                            let task = TaskNeeds {
+                                function: "m::f",
+                                gpu,
+                                args: &args,
+                                cost: None,
+                            };
+                            let before = v.workers.clone();
+                            let healthy = |w: &WorkerView| {
+                                !v.suspect.contains(&w.id) && Some(w.addr) != avoid
+                            };
+                            let fits = |w: &WorkerView| healthy(w) && (!gpu || w.gpu);
+                            let per_slot = v.window_per_slot;
+                            let room = |w: &WorkerView| w.inflight < window(per_slot, w);
+                            let none_usable = !before.iter().any(|w| !v.suspect.contains(&w.id));
+                            let could_fit = before.iter().any(fits);
+                            let could_take = before.iter().any(|w| fits(w) && room(w));
+                            let waits_for_args = before.iter().any(|w| {
+                                healthy(w) && !room(w) && args.iter().any(|a| a.holder == w.addr)
+                            });
+                            let placed = match avoid {
+                                Some(a) => v.place_avoiding(&task, a),
+                                None => v.place(&task, force),
+                            };
+                            let mut want: Vec<u32> = before.iter().map(|w| w.inflight).collect();
+                            match placed {
+                                Placement::Chosen(a) => {
+                                    seen.chosen += 1;
+                                    let i = before.iter().position(|w| w.addr == a).unwrap_or_else(
+                                        || panic!("{at}: chose {a}, not in the view"),
+                                    );
+                                    let w = &before[i];
+                                    assert!(!v.suspect.contains(&w.id), "{at}: chose suspect {a}");
+                                    assert_ne!(Some(a), avoid, "{at}: chose the avoided worker");
+                                    assert!(!gpu || w.gpu, "{at}: a GPU task on a CPU worker");
+                                    assert!(force || room(w), "{at}: sent to full {a} unforced");
+                                    seen.over_window += u32::from(!room(w));
+                                    want[i] += 1;
+                                    tasks.push(Sent {
+                                        addr: a,
+                                        forced: force,
+                                    });
+                                }
+                                Placement::Full => {
+                                    seen.full += 1;
+                                    if force {
+                                        assert!(none_usable, "{at}: a forced task waits");
+                                    } else {
+                                        assert!(
+                                            !could_take || waits_for_args,
+                                            "{at}: waits while a worker has room"
+                                        );
+                                    }
+                                }
+                                Placement::Refused(why) => {
+                                    seen.refused += 1;
+                                    assert!(
+                                        !could_fit,
+                                        "{at}: refused ({why}) though a worker fits"
+                                    );
+                                }
+                            }
+                            let got: Vec<u32> = v.workers.iter().map(|w| w.inflight).collect();
+                            assert_eq!(got, want, "{at}: only the chosen worker counts one more");
+                            if avoid.is_none() {
+                                assert_eq!(
+                                    v.unusable_since.is_some(),
+                                    none_usable,
+                                    "{at}: the unusable clock runs iff no worker is usable"
+                                );
+                                seen.none_usable += u32::from(none_usable);
+                            } else if check_avoiding_clock && none_usable {
+                                assert!(
+                                    v.unusable_since.is_some(),
+                                    "{at}: a speculative placement stopped the unusable clock"
+                                );
+                            }
+                        }
+                        10..=14 => {
+                            // A task finishes; the owner counts it out as
+                            // `worker_done` does.
+                            if tasks.is_empty() {
+                                continue;
+                            }
+                            let t = tasks.swap_remove(rng.below(tasks.len() as u64) as usize);
+                            let w = v
+                                .workers
+                                .iter_mut()
+                                .find(|w| w.addr == t.addr)
+                                .unwrap_or_else(|| {
+                                    panic!("{at}: a task in flight on a gone worker")
+                                });
+                            assert!(w.inflight > 0, "{at}: in flight would go negative");
+                            w.inflight = w.inflight.saturating_sub(1);
+                        }
+                        15..=16 => {
+                            // A new scheduler view: some workers suspect
+                            // (now and then all of them).
+                            let all = rng.below(6) == 0;
+                            v.suspect = pool
+                                .iter()
+                                .map(|w| w.id)
+                                .filter(|_| all || rng.below(3) == 0)
+                                .collect();
+                        }
+                        17..=18 => {
+                            // A worker leaves the view: its tasks are lost
+                            // (and sent again as new placements).
+                            if v.workers.len() > 1 {
+                                let gone =
+                                    v.workers.remove(rng.below(v.workers.len() as u64) as usize);
+                                tasks.retain(|t| t.addr != gone.addr);
+                            }
+                        }
+                        _ => {
+                            // A worker (re)joins, with nothing in flight.
+                            let absent: Vec<&WorkerView> = pool
+                                .iter()
+                                .filter(|p| !v.workers.iter().any(|w| w.id == p.id))
+                                .collect();
+                            if !absent.is_empty() {
+                                let w = absent[rng.below(absent.len() as u64) as usize].clone();
+                                v.workers.push(w);
+                            }
+                        }
+                    }
+                    for w in &v.workers {
+                        let mine: Vec<&Sent> = tasks.iter().filter(|t| t.addr == w.addr).collect();
+                        assert_eq!(
+                            w.inflight as usize,
+                            mine.len(),
+                            "{at}: in flight on {}",
+                            w.addr
+                        );
+                        let forced = mine.iter().filter(|t| t.forced).count() as u32;
+                        assert!(
+                            w.inflight <= window(v.window_per_slot, w) + forced,
+                            "{at}: {} over its window unforced",
+                            w.addr
+                        );
+                    }
+                }
+                // Everything completes: every count is back to zero.
+                for t in tasks.drain(..) {
+                    if let Some(w) = v.workers.iter_mut().find(|w| w.addr == t.addr) {
+                        w.inflight -= 1;
+                    }
+                }
+                assert!(
+                    v.workers.iter().all(|w| w.inflight == 0),
+                    "{name}, seed {seed}: all completed, yet {:?}",
+                    v.workers.iter().map(|w| w.inflight).collect::<Vec<_>>()
+                );
+            }
+        }
+        seen
+    }
+
+    /// Random sequences of placements, completions, suspicions and workers
+    /// leaving or joining, under every built-in policy: each worker's
+    /// in-flight count equals the tasks the model has on it (never below
+    /// zero, never over its window except by forced tasks), only the
+    /// chosen worker's count moves, a suspect, avoided or ineligible
+    /// worker is never chosen, a task waits only when no usable worker has
+    /// room (or a full one holds its argument) and is refused only when no
+    /// usable worker could ever run it, the "no worker usable" clock runs
+    /// exactly when none is, and once everything completes every count is
+    /// back to zero.
+    #[test]
+    fn random_operation_sequences_keep_the_admission_counts_exact() {
+        let seen = random_view_sequences(false);
+        assert!(
+            seen.chosen > 1_000
+                && seen.full > 100
+                && seen.refused > 50
+                && seen.over_window > 50
+                && seen.none_usable > 50,
+            "the sequences reach every outcome: {seen:?}"
+        );
+    }
+
+    /// The same sequences, also checking the field's promise ("since when no
+    /// worker has been usable") after speculative placements. Regression: a
+    /// `place_avoiding` while every worker was suspect cleared the clock, so a
+    /// speculation tick every 20 ms kept the backlog from ever failing with
+    /// "all workers have been suspect".
+    #[test]
+    fn a_speculative_placement_leaves_the_unusable_clock_running() {
+        random_view_sequences(true);
+    }
+
+    /// The smallest case of that regression: every worker suspect, the
+    /// backlog's placement starts the clock, a speculative placement leaves it
+    /// running.
+    #[test]
+    fn with_every_worker_suspect_a_speculative_placement_keeps_the_clock() {
+        let mut v = view(Box::new(RoundRobin::default()), &[0, 0]);
+        v.suspect = vec![0, 1];
+        assert!(matches!(v.place(&needs(&[]), false), Placement::Full));
+        assert!(v.unusable_since.is_some());
+        let avoid = v.workers[0].addr;
+        assert!(matches!(
+            v.place_avoiding(&needs(&[]), avoid),
+            Placement::Refused(_)
+        ));
+        assert!(v.unusable_since.is_some(), "no worker became usable");
     }
 }

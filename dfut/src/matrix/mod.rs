@@ -389,9 +389,12 @@ pub(crate) fn start_thread_pool() {
     let _ = rayon::current_num_threads();
 }
 
-/// The most elements a matrix operation makes: 2^31 (8 GiB of `f32`). A
-/// larger result is an error, never an allocation that aborts the process.
-pub const MAX_ELEMENTS: usize = 1 << 31;
+/// The most elements a matrix operation makes: 2^28 (1 GiB of `f32`, a
+/// 16,384 x 16,384 matrix; larger products go tile by tile, see
+/// [`DistMatrix`]). A larger result is an
+/// error, never an allocation that aborts the process: a product's size is
+/// not bounded by its inputs (an `m x 0` times a `0 x n` sends no data).
+pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// Refuses a `rows x cols` result larger than [`MAX_ELEMENTS`].
 pub(crate) fn check_elements(op: &str, rows: usize, cols: usize) -> Result<()> {

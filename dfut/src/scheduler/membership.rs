@@ -200,4 +200,203 @@ mod tests {
         // worker reconnected).
         assert!(m.register(fake, t0 + s(600), 2));
     }
+
+    /// A tiny deterministic generator: the tests need no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// What the model knows of one member: the connection it registered
+    /// on, when it was last heard from, and the last load it reported.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Held {
+        session: u64,
+        last_seen: Instant,
+        running: u32,
+    }
+
+    /// The worker `id` as connection `session` registers it: the address
+    /// tells which connection's registration an entry holds.
+    fn info_from(id: u64, session: u64) -> WorkerInfo {
+        let mut info = info(id);
+        info.addr = format!("10.0.0.{session}:{}", 1000 + id);
+        info
+    }
+
+    /// Random sequences of registrations, heartbeats, closed connections
+    /// and expiries from several fake connections, some of them trying to
+    /// take the id of a worker another connection holds, checked after
+    /// every operation against a model of who holds what: every answer is
+    /// the model's, the view lists each id once (in id order) with the
+    /// holder, load and suspicion the model gives, a live worker's entry
+    /// is never replaced by another connection, and an expired worker is
+    /// gone (its connection can no longer beat for it).
+    #[test]
+    fn random_operation_sequences_keep_the_membership_table_exact() {
+        let ms = Duration::from_millis;
+        // How often the interesting cases came up, over all seeds.
+        let (mut refused, mut taken_over, mut expired_ids, mut foreign_beats) = (0, 0, 0, 0);
+        for seed in 1..=8u64 {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let suspect_after = ms(100 + rng.below(300));
+            let timeout = suspect_after + ms(rng.below(700));
+            let mut m = Membership::new(suspect_after, timeout);
+            let mut model: BTreeMap<u64, Held> = BTreeMap::new();
+            let mut now = Instant::now();
+            let mut beats = 0u32;
+            for step in 0..3_000 {
+                now += ms(rng.below(60));
+                let id = 1 + rng.below(5);
+                let session = 1 + rng.below(8);
+                let live = |h: &Held, now: Instant| {
+                    now.saturating_duration_since(h.last_seen) <= suspect_after
+                };
+                // Who holds each live id before the operation.
+                let live_before: Vec<(u64, u64)> = model
+                    .iter()
+                    .filter(|(_, h)| live(h, now))
+                    .map(|(id, h)| (*id, h.session))
+                    .collect();
+                let mut removed = Vec::new();
+                let op = rng.below(10);
+                let expired_now = op >= 8;
+                match op {
+                    0..=2 => {
+                        let taken = model
+                            .get(&id)
+                            .is_some_and(|h| h.session != session && live(h, now));
+                        let ok = m.register(info_from(id, session), now, session);
+                        assert_eq!(
+                            ok, !taken,
+                            "seed {seed} step {step}: register {id} on {session}"
+                        );
+                        refused += u32::from(taken);
+                        taken_over +=
+                            u32::from(model.get(&id).is_some_and(|h| h.session != session && ok));
+                        if ok {
+                            model.insert(
+                                id,
+                                Held {
+                                    session,
+                                    last_seen: now,
+                                    running: 0,
+                                },
+                            );
+                        }
+                    }
+                    3..=6 => {
+                        // Mostly the holder beats; sometimes another
+                        // connection tries to beat for it.
+                        let session = match model.get(&id) {
+                            Some(h) if rng.below(4) > 0 => h.session,
+                            _ => session,
+                        };
+                        beats += 1;
+                        let mut load = WorkerLoad::default();
+                        load.running = beats;
+                        let ok = m.heartbeat(id, session, load, now);
+                        let want = model.get(&id).is_some_and(|h| h.session == session);
+                        assert_eq!(
+                            ok, want,
+                            "seed {seed} step {step}: heartbeat {id} on {session}"
+                        );
+                        foreign_beats += u32::from(model.contains_key(&id) && !want);
+                        if let Some(h) = model.get_mut(&id).filter(|_| want) {
+                            h.last_seen = now;
+                            h.running = beats;
+                        }
+                    }
+                    7 => {
+                        let session = match model.get(&id) {
+                            Some(h) if rng.below(2) == 0 => h.session,
+                            _ => session,
+                        };
+                        let want = model.get(&id).is_some_and(|h| h.session == session);
+                        assert_eq!(
+                            m.remove(id, session),
+                            want,
+                            "seed {seed} step {step}: remove {id} on {session}"
+                        );
+                        if want {
+                            model.remove(&id);
+                            removed.push(id);
+                        }
+                    }
+                    _ => {
+                        let dead: Vec<u64> = model
+                            .iter()
+                            .filter(|(_, h)| now.saturating_duration_since(h.last_seen) > timeout)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        let expired = m.expire(now);
+                        assert_eq!(expired, dead, "seed {seed} step {step}: expired");
+                        for id in &dead {
+                            let h = model.remove(id).expect("in the model");
+                            assert!(
+                                !m.heartbeat(*id, h.session, WorkerLoad::default(), now),
+                                "seed {seed} step {step}: an expired worker is gone"
+                            );
+                        }
+                        expired_ids += dead.len();
+                        removed.extend(dead);
+                    }
+                }
+                let view = m.view(now);
+                assert_eq!(view.len(), model.len(), "seed {seed} step {step}: count");
+                assert!(
+                    view.windows(2).all(|w| w[0].info.id < w[1].info.id),
+                    "seed {seed} step {step}: each id once, in order"
+                );
+                for (w, (id, h)) in view.iter().zip(&model) {
+                    assert_eq!(w.info.id, *id, "seed {seed} step {step}");
+                    assert_eq!(
+                        w.info.addr,
+                        info_from(*id, h.session).addr,
+                        "seed {seed} step {step}: holder of {id}"
+                    );
+                    assert_eq!(
+                        w.load.running, h.running,
+                        "seed {seed} step {step}: load of {id}"
+                    );
+                    assert_eq!(
+                        w.suspect,
+                        !live(h, now),
+                        "seed {seed} step {step}: suspicion of {id}"
+                    );
+                    assert!(
+                        !expired_now || now.saturating_duration_since(h.last_seen) <= timeout,
+                        "seed {seed} step {step}: {id} outlived its timeout"
+                    );
+                }
+                for (id, session) in live_before {
+                    if removed.contains(&id) {
+                        continue;
+                    }
+                    let held = view.iter().find(|w| w.info.id == id);
+                    assert_eq!(
+                        held.map(|w| w.info.addr.clone()),
+                        Some(info_from(id, session).addr),
+                        "seed {seed} step {step}: live worker {id}'s entry was replaced"
+                    );
+                }
+            }
+            // Everyone falls silent: all expire, and nothing is left.
+            now += timeout + ms(1);
+            let all: Vec<u64> = model.keys().copied().collect();
+            assert_eq!(m.expire(now), all, "seed {seed}: the silent expire");
+            assert!(m.view(now).is_empty(), "seed {seed}: nothing left");
+        }
+        assert!(
+            refused > 100 && taken_over > 100 && expired_ids > 100 && foreign_beats > 100,
+            "the sequences hit every case: {refused} refused, {taken_over} taken over, \
+             {expired_ids} expired, {foreign_beats} foreign heartbeats"
+        );
+    }
 }

@@ -143,11 +143,11 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
     let acceptor = endpoint.clone();
     tokio::spawn(async move {
         while let Some(incoming) = acceptor.accept().await {
-            let state = state.clone();
+            let (state, endpoint) = (state.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let peer = incoming.remote_addr();
                 match incoming.establish().await {
-                    Ok((link, inbox)) => serve_link(state, link, inbox).await,
+                    Ok((link, inbox)) => serve_link(state, endpoint, link, inbox).await,
                     Err(e) => dfut_net::refusals::refused(peer, &e),
                 }
             });
@@ -157,7 +157,24 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
     Ok(SchedulerHandle { addr, endpoint })
 }
 
-async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
+/// How long a registering worker's address has to answer.
+const REACH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether a cluster member answers at `addr` (a registering worker's
+/// address): a member cannot register workers where none listens.
+async fn answers(endpoint: &Endpoint, addr: &str) -> std::result::Result<(), String> {
+    let addr: SocketAddr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
+    match tokio::time::timeout(REACH_PATIENCE, endpoint.connect(addr)).await {
+        Ok(Ok((link, _inbox))) => {
+            link.close("reachable");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("{addr} does not answer: {e}")),
+        Err(_) => Err(format!("{addr} does not answer within {REACH_PATIENCE:?}")),
+    }
+}
+
+async fn serve_link(state: Shared, endpoint: Endpoint, link: Link, mut inbox: Inbox) {
     static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut worker: Option<u64> = None;
@@ -173,6 +190,11 @@ async fn serve_link(state: Shared, link: Link, mut inbox: Inbox) {
         match (role, msg) {
             (None, Message::Hello { role: r, .. }) => role = Some(r),
             (Some(Role::Worker), Message::Register(info)) => {
+                if let Err(why) = answers(&endpoint, &info.addr).await {
+                    tracing::warn!(peer = %link.peer(), id = format_args!("{:x}", info.id), "refused a registration: {why}");
+                    link.close("its address does not answer");
+                    break;
+                }
                 let (id, addr, host, gpu) =
                     (info.id, info.addr.clone(), info.host.clone(), info.gpu);
                 let mut st = lock(&state);
