@@ -27,10 +27,19 @@ const CLOSE_BAD_FRAME: u32 = 1;
 const CLOSE_NORMAL: u32 = 0;
 /// Most bytes coalesced into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Bytes (estimated, [`weight`]) queued on one link before it is taken
-/// for a peer that does not read, and closed: what one connection can pin
-/// in its sender's memory.
+/// Bytes (estimated, [`weight`]) queued on one link past which, if nothing
+/// has been written for [`STALL`], the peer is taken for one that does not
+/// read and the connection is closed: what one such connection can pin in
+/// its sender's memory. A burst to a peer that reads is never cut off.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// How long a link's writer may make no progress, with more than
+/// [`MAX_QUEUED_BYTES`] queued, before its peer is cut off.
+pub const STALL: Duration = Duration::from_secs(5);
+/// Bulk payloads being written at once on one link; the writer waits for
+/// one to end before starting more (so a peer that reads none stalls it).
+const BULK_IN_FLIGHT: usize = 64;
+/// Application close code for a peer that does not read.
+const CLOSE_SLOW: u32 = 2;
 /// Received messages buffered per link before the reader waits.
 const INBOX_DEPTH: usize = 8192;
 /// Bulk streams a peer may have open towards us at once: with the
@@ -232,9 +241,30 @@ impl Incoming {
 pub struct Link {
     tx: mpsc::UnboundedSender<Message>,
     conn: quinn::Connection,
-    /// Estimated bytes queued and not yet written (at most
-    /// [`MAX_QUEUED_BYTES`]).
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// What is queued, and when the writer last made progress.
+    queue: Arc<QueueState>,
+}
+
+/// A link's queue, shared by its senders and its writer.
+#[derive(Debug)]
+struct QueueState {
+    /// Estimated bytes queued and not yet written ([`weight`]).
+    bytes: std::sync::atomic::AtomicUsize,
+    /// When the writer last finished a write, or the queue last started
+    /// filling, in milliseconds since `epoch`.
+    progress_ms: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl QueueState {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn progressed(&self) {
+        self.progress_ms
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Link {
@@ -246,39 +276,58 @@ impl Link {
     ) -> (Link, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(INBOX_DEPTH);
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn(write_loop(rx, send, conn.clone(), queued.clone()));
+        let queue = Arc::new(QueueState {
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            progress_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        });
+        tokio::spawn(write_loop(rx, send, conn.clone(), queue.clone()));
         tokio::spawn(bulk_loop(conn.clone(), in_tx.clone(), options.max_bulk));
         tokio::spawn(read_loop(recv, conn.clone(), in_tx, options.max_frame));
         (
             Link {
                 tx,
                 conn: conn.clone(),
-                queued,
+                queue,
             },
             Inbox { rx: in_rx, conn },
         )
     }
 
     /// Queues `msg` for sending. Fails when the connection is gone, or
-    /// when more than [`MAX_QUEUED_BYTES`] wait to be written (the peer
-    /// does not read): then the connection is closed.
+    /// when the peer does not read: more than [`MAX_QUEUED_BYTES`] wait to
+    /// be written and the writer has made no progress for [`STALL`]; then
+    /// the connection is closed.
     pub fn send(&self, msg: Message) -> Result<(), NetError> {
         use std::sync::atomic::Ordering;
+        let q = &self.queue;
         let weight = weight(&msg);
-        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
-        if before + weight > MAX_QUEUED_BYTES {
-            self.queued.fetch_sub(weight, Ordering::Relaxed);
-            let reason = format!("the peer does not read: {before} bytes wait to be sent");
+        let before = q.bytes.fetch_add(weight, Ordering::Relaxed);
+        if before == 0 {
+            // The queue starts filling: the writer's clock starts now.
+            q.progressed();
+        } else if before + weight > MAX_QUEUED_BYTES
+            && q.now_ms()
+                .saturating_sub(q.progress_ms.load(Ordering::Relaxed))
+                > STALL.as_millis() as u64
+        {
+            q.bytes.fetch_sub(weight, Ordering::Relaxed);
+            let reason = format!(
+                "the peer does not read: {before} bytes wait to be sent, none written for {STALL:?}"
+            );
+            tracing::warn!(peer = %self.peer(), "closing: {reason}");
             self.conn
-                .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
+                .close(VarInt::from_u32(CLOSE_SLOW), b"not reading");
             return Err(NetError::ConnectionLost {
                 peer: self.peer(),
                 reason,
                 source: None,
             });
         }
-        self.tx.send(msg).map_err(|_| self.lost())
+        self.tx.send(msg).map_err(|_| {
+            q.bytes.fetch_sub(weight, Ordering::Relaxed);
+            self.lost()
+        })
     }
 
     /// The peer's address.
@@ -445,16 +494,27 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut send: SendStream,
     conn: quinn::Connection,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    queue: Arc<QueueState>,
 ) {
+    let bulk = Arc::new(tokio::sync::Semaphore::new(BULK_IN_FLIGHT));
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            queued.fetch_sub(weight(&msg), std::sync::atomic::Ordering::Relaxed);
+            queue
+                .bytes
+                .fetch_sub(weight(&msg), std::sync::atomic::Ordering::Relaxed);
             if let Message::Bulk { req, payload } = msg {
-                tokio::spawn(send_bulk(conn.clone(), req, payload));
+                let Ok(permit) = bulk.clone().acquire_owned().await else {
+                    return;
+                };
+                queue.progressed();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    send_bulk(conn, req, payload).await;
+                    drop(permit);
+                });
             } else if let Err(e) = frame::encode(&msg, &mut buf) {
                 tracing::error!(peer = %conn.remote_address(), "dropping a message: {e}");
             }
@@ -466,6 +526,7 @@ async fn write_loop(
             tracing::debug!(peer = %conn.remote_address(), "write failed: {e}");
             return;
         }
+        queue.progressed();
         if buf.capacity() > 4 * MAX_BATCH_BYTES {
             buf = Vec::with_capacity(64 * 1024);
         }
@@ -641,33 +702,38 @@ mod tests {
             let acceptor = server.clone();
             let accepted =
                 tokio::spawn(async move { acceptor.accept().await?.establish().await.ok() });
-            // The client speaks once, then never reads its inbox.
-            let (link, _unread) = client.connect(addr).await.unwrap();
-            link.send(Message::Subscribe).unwrap();
+            // The client speaks once, then never reads its stream.
+            let (_conn, mut send, _unread) = client.connect_raw(addr).await.unwrap();
+            let mut hello = Vec::new();
+            frame::encode(&Message::Subscribe, &mut hello).unwrap();
+            send.write_all(&hello).await.unwrap();
             let (to_client, _inbox) = accepted.await.unwrap().unwrap();
             let reply = |req| Message::Fetched {
                 req,
                 result: Ok(vec![7; 16 << 10]),
             };
-            // Twice the bound, sent as fast as it queues: refused before
-            // the end, and the connection is closed.
+            // Past the bound at once: still queued, the writer is young.
             let mut sent = 0u64;
+            while (sent as usize) * (16 << 10) < 2 * MAX_QUEUED_BYTES {
+                to_client.send(reply(sent)).expect("a burst is queued");
+                sent += 1;
+            }
+            // Then the writer stalls on a peer that reads nothing: once it
+            // has written nothing for STALL, the next send is refused and
+            // the connection closed.
+            let start = std::time::Instant::now();
             let refused = loop {
-                if sent as usize * (16 << 10) > 2 * MAX_QUEUED_BYTES {
-                    break None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Err(e) = to_client.send(reply(sent)) {
+                    break e;
                 }
-                match to_client.send(reply(sent)) {
-                    Ok(()) => sent += 1,
-                    Err(e) => break Some(e),
-                }
+                sent += 1;
+                assert!(start.elapsed() < STALL * 4, "never cut off");
             };
-            let err = refused.expect("a send refused past the bound");
-            assert!(err.to_string().contains("does not read"), "{err}");
+            assert!(refused.to_string().contains("does not read"), "{refused}");
+            assert!(start.elapsed() >= STALL / 2, "cut off only after a stall");
+            tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(!to_client.is_open(), "the connection is closed");
-            assert!(
-                sent as usize * (16 << 10) >= MAX_QUEUED_BYTES / 2,
-                "{sent} sent first"
-            );
         });
     }
 

@@ -95,9 +95,9 @@ pub struct FrameReader<R> {
 /// whatever it announced (then the buffer doubles as bytes arrive).
 const READ_CHUNK: usize = 4 << 10;
 
-/// The largest buffer a reader keeps between frames (an inline result's
-/// size): what an idle connection pins at most.
-const KEPT_BUFFER: usize = 64 << 10;
+/// The largest buffer a reader keeps between frames (room for a frame
+/// carrying a 64 KiB inline value): what an idle connection pins at most.
+const KEPT_BUFFER: usize = 128 << 10;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads from `inner`, refusing frames longer than `max` bytes.

@@ -55,10 +55,18 @@ async fn member(
     role: Role,
     node: u64,
 ) -> (dfut_net::Link, dfut_net::Inbox) {
-    let (link, inbox) = ep
-        .connect(to)
-        .await
-        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    // A few tries: on a loaded machine a handshake may time out.
+    let mut tries = 0;
+    let (link, inbox) = loop {
+        match ep.connect(to).await {
+            Ok(pair) => break pair,
+            Err(e) if tries < 3 => {
+                tries += 1;
+                eprintln!("connect {to}: {e}; again");
+            }
+            Err(e) => panic!("connect {to}: {e}"),
+        }
+    };
     link.send(Message::Hello {
         node,
         role,
@@ -84,6 +92,7 @@ async fn outcomes(inbox: &mut dfut_net::Inbox, n: usize) -> Vec<Outcome> {
 
 #[test]
 fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
+    let _heavy = crate::util::heavy();
     let rt = cluster(1);
     let _g = rt.enter();
     let worker = rt.client().workers()[0].clone();
@@ -246,8 +255,8 @@ fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
         kept.push(Box::new(ep));
     });
 
-    // The victim: its results are intact, and new work, with fake workers
-    // in the cluster, gives the right answers.
+    // The victim: its results are intact, and new work gives the right
+    // answers.
     for (i, h) in held.iter().enumerate() {
         let sum = sum_bytes(h).get_timeout(LIMIT);
         assert_eq!(sum, Ok(i as u64 * (100 << 10)), "held result {i}");

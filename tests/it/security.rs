@@ -229,6 +229,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[test]
 fn a_flood_of_wrong_credentials_neither_evicts_a_worker_nor_fails_a_probe() {
+    let _heavy = crate::util::heavy();
     let rt = cluster(1);
     let _g = rt.enter();
     let worker = rt.client().workers()[0].addr;

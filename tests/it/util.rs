@@ -177,3 +177,11 @@ pub fn rss(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
 }
+
+/// Held by the tests that load the machine on purpose (floods, the
+/// hostile member), so that they do not run at the same time and starve
+/// each other's handshakes on a 2-core machine.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}

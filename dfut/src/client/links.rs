@@ -54,8 +54,19 @@ impl Client {
         let (link, inbox) = match self.inner.endpoint.connect(addr).await {
             Ok(pair) => pair,
             Err(e) => {
-                lock(&self.inner.links).remove(&addr);
-                self.worker_unreached(addr, &format!("could not connect: {e}"));
+                // The tasks queued for this connection never left.
+                let never_sent = match lock(&self.inner.links).remove(&addr) {
+                    Some(LinkSlot::Connecting(queue)) => queue
+                        .iter()
+                        .filter_map(|m| match m {
+                            Message::Submit(tasks) => Some(tasks.iter().map(|t| t.id)),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect(),
+                    _ => std::collections::HashSet::new(),
+                };
+                self.worker_unreached(addr, &format!("could not connect: {e}"), &never_sent);
                 return;
             }
         };

@@ -21,7 +21,8 @@ pub(crate) enum Loss {
     /// It lost a copy there, but another lives on (the owner's inline
     /// value, or a speculative copy that now runs alone).
     Kept,
-    /// Its only copy was there: queued to run again (a retry was used).
+    /// Its only copy was there: queued to run again (a retry was used,
+    /// unless it was never sent to a worker never reached).
     Rerun,
     /// Its only copy was there and no retry is left: fail with
     /// `WorkerLost`.
@@ -67,13 +68,17 @@ pub(crate) fn on_worker_lost(st: &mut CellState, addr: SocketAddr, reached: bool
             left_copy,
         );
     }
-    if !reached && matches!(st.phase, Phase::Pending(_)) && st.backup.is_none() {
-        // Sent to a worker that was never reached: it never ran, so it is
-        // placed again, no retry spent (a registration for an address
-        // nobody serves costs its tasks a connection timeout, not a
-        // failure).
+    let first_loss = st.task.as_ref().is_some_and(|t| t.lost_runs == 0);
+    if !reached && matches!(st.phase, Phase::Pending(_)) && st.backup.is_none() && first_loss {
+        // Never sent to a worker that was never reached: it never ran, so
+        // it is placed again, once, no retry spent (an unreachable worker
+        // costs its tasks a connection timeout, not a failure; a second
+        // time, it spends a retry as any loss does).
+        if let Some(t) = st.task.as_mut() {
+            t.lost_runs += 1;
+        }
         st.phase = Phase::Queued;
-        return (Loss::Rerun, left_copy);
+        return (Loss::Rerun, false);
     }
     let lost_only_copy = match &mut st.phase {
         Phase::Pending(_) | Phase::Running(_) => {
@@ -305,11 +310,15 @@ mod tests {
         let c = cell(0);
         let mut st = c.lock();
         st.phase = Phase::Pending(addr(1));
-        assert_eq!(on_worker_lost(&mut st, addr(1), false), (Loss::Rerun, true));
+        assert_eq!(
+            on_worker_lost(&mut st, addr(1), false),
+            (Loss::Rerun, false)
+        );
         assert!(matches!(st.phase, Phase::Queued));
         assert_eq!(st.task.as_ref().map(|t| t.retries_left), Some(0));
-        // Reached, the same loss fails it: no retry left.
+        // Only once: unreached again, it is a loss like any other (and,
+        // with no retry left, it fails).
         st.phase = Phase::Pending(addr(2));
-        assert_eq!(on_worker_lost(&mut st, addr(2), true), (Loss::Fail, true));
+        assert_eq!(on_worker_lost(&mut st, addr(2), false), (Loss::Fail, true));
     }
 }

@@ -1165,17 +1165,28 @@ impl Client {
     /// Handles the loss of the worker at `addr`: retries what may be retried
     /// and fails the rest. Idempotent.
     pub(crate) fn worker_lost(&self, addr: SocketAddr, reason: &str) {
-        self.lose_worker(addr, reason, true);
+        self.lose_worker(addr, reason, &std::collections::HashSet::new());
     }
 
     /// Like [`Client::worker_lost`] for a worker this client could not
-    /// connect to: what it was sent never reached it, so its tasks are
-    /// placed again without spending a retry.
-    pub(crate) fn worker_unreached(&self, addr: SocketAddr, reason: &str) {
-        self.lose_worker(addr, reason, false);
+    /// connect to: the tasks in `never_sent` (queued for a connection that
+    /// was never made) never reached it, so each is placed again once
+    /// without spending a retry.
+    pub(crate) fn worker_unreached(
+        &self,
+        addr: SocketAddr,
+        reason: &str,
+        never_sent: &std::collections::HashSet<ObjectId>,
+    ) {
+        self.lose_worker(addr, reason, never_sent);
     }
 
-    fn lose_worker(&self, addr: SocketAddr, reason: &str, reached: bool) {
+    fn lose_worker(
+        &self,
+        addr: SocketAddr,
+        reason: &str,
+        never_sent: &std::collections::HashSet<ObjectId>,
+    ) {
         let known = {
             let mut cluster = lock(&self.inner.cluster);
             let before = cluster.workers.len();
@@ -1212,6 +1223,7 @@ impl Client {
             // handled meanwhile cannot queue it a second time.
             let (what, left_copy) = {
                 let mut st = cell.lock();
+                let reached = !never_sent.contains(&cell.id);
                 let (what, left_copy) = loss::on_worker_lost(&mut st, addr, reached);
                 if what == Loss::Rerun {
                     // It may have been finished: waiters wait again.

@@ -72,9 +72,13 @@ impl Matrix {
     /// A matrix whose element `(r, c)` is `f(r, c)`.
     pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> f32) -> Self {
         let mut data = Vec::with_capacity(rows * cols);
-        for r in 0..rows {
-            for c in 0..cols {
-                data.push(f(r, c));
+        // Row by row; a matrix with no columns has no element to visit
+        // however many rows it has (no time spent on empty rows).
+        if cols > 0 {
+            for r in 0..rows {
+                for c in 0..cols {
+                    data.push(f(r, c));
+                }
             }
         }
         Self {
@@ -225,9 +229,12 @@ impl<'a> MatrixRef<'a> {
             });
         };
         let mut data = Vec::with_capacity(rows * cols);
-        for r in r0..r0 + rows {
-            let start = r * self.cols() + c0;
-            data.extend_from_slice(&self.data[start..start + cols]);
+        // (No columns: no element, whatever the rows; no time spent on them.)
+        if cols > 0 {
+            for r in r0..r0 + rows {
+                let start = r * self.cols() + c0;
+                data.extend_from_slice(&self.data[start..start + cols]);
+            }
         }
         Matrix::new(rows, cols, data)
     }
@@ -390,10 +397,10 @@ pub(crate) fn start_thread_pool() {
 }
 
 /// The most elements a matrix operation makes: 2^28 (1 GiB of `f32`, a
-/// 16,384 x 16,384 matrix; larger products go tile by tile, see
-/// [`DistMatrix`]). A larger result is an
-/// error, never an allocation that aborts the process: a product's size is
-/// not bounded by its inputs (an `m x 0` times a `0 x n` sends no data).
+/// 16,384 x 16,384 matrix). A larger result is an error, never an
+/// allocation that aborts the process, for `distributed_matmul` too (its
+/// result is assembled as one matrix): a product's size is not bounded by
+/// its inputs (an `m x 0` times a `0 x n` sends no data).
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// Refuses a `rows x cols` result larger than [`MAX_ELEMENTS`].
@@ -567,6 +574,16 @@ mod tests {
             .matmul(&Matrix::zeros(3, 0), &Matrix::zeros(0, 2))
             .unwrap();
         assert_eq!(product.shape(), (3, 2));
+    }
+
+    #[test]
+    fn empty_matrices_of_any_height_cost_no_time() {
+        // 4 billion rows of nothing: found by fuzzing (it took seconds).
+        let tall = Matrix::decode(&bytes_of(u32::MAX, 0, 0)).unwrap();
+        assert_eq!(tall.block(1, 0, 1 << 31, 0).unwrap().shape(), (1 << 31, 0));
+        assert_eq!(tall.transpose().unwrap().shape(), (0, u32::MAX as usize));
+        let wide = Matrix::decode(&bytes_of(0, u32::MAX, 0)).unwrap();
+        assert_eq!(wide.transpose().unwrap().shape(), (u32::MAX as usize, 0));
     }
 
     #[test]

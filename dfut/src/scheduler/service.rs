@@ -157,8 +157,10 @@ pub fn serve(config: SchedulerConfig, credential: &ClusterCredential) -> Result<
     Ok(SchedulerHandle { addr, endpoint })
 }
 
-/// How long a registering worker's address has to answer.
-const REACH_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a registering worker's address has to answer: less than the
+/// 2 s a worker waits for its heartbeats to be acknowledged (they are not
+/// read meanwhile).
+const REACH_PATIENCE: Duration = Duration::from_millis(1500);
 
 /// Whether a cluster member answers at `addr` (a registering worker's
 /// address): a member cannot register workers where none listens.
@@ -166,6 +168,14 @@ async fn answers(endpoint: &Endpoint, addr: &str) -> std::result::Result<(), Str
     let addr: SocketAddr = addr.parse().map_err(|e| format!("address {addr:?}: {e}"))?;
     match tokio::time::timeout(REACH_PATIENCE, endpoint.connect(addr)).await {
         Ok(Ok((link, _inbox))) => {
+            // Said as a tool, and goodbye: the worker ends it quietly.
+            let _ = link.send(Message::Hello {
+                node: rand::random(),
+                role: Role::Tool,
+                secret: rand::random(),
+            });
+            let _ = link.send(Message::Goodbye);
+            let _ = tokio::time::timeout(Duration::from_millis(500), link.closed()).await;
             link.close("reachable");
             Ok(())
         }

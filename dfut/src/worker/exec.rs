@@ -867,11 +867,37 @@ async fn local(shared: &Shared, id: ObjectId) -> Result<Blob, Failure> {
     }
 }
 
+/// Fetches a worker serves at once (each a task, most waiting for an object
+/// still being computed): what fetches of ids never computed, or of one id
+/// many times over, can cost.
+pub(crate) const MAX_FETCHES: u32 = 65_536;
+
 /// Answers a fetch once the object is ready: with the path of its file to
 /// a fetcher on this host, on a bulk stream when large, else inline.
 pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: ObjectId, host: String) {
+    let serving = shared.fetches.fetch_add(1, Ordering::Relaxed);
+    if serving >= MAX_FETCHES {
+        shared.fetches.fetch_sub(1, Ordering::Relaxed);
+        let busy = failure(
+            FailureKind::NoSuchObject,
+            format!("object {id}: this worker serves {MAX_FETCHES} fetches already"),
+        );
+        let _ = reply.send(Message::Fetched {
+            req,
+            result: Err(busy),
+        });
+        return;
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
+        /// Counts the fetch out however its task ends.
+        struct Served(Arc<Shared>);
+        impl Drop for Served {
+            fn drop(&mut self) {
+                self.0.fetches.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _served = Served(shared.clone());
         let msg = match local(&shared, id).await {
             Ok(blob) => match blob.file() {
                 Some(path) if !host.is_empty() && host == shared.host => Message::FetchedShared {

@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     /// The runtime's threads less one: one is always left for messages.
     pub inline_limit: u32,
     /// Sync tasks reported as timed out that still run.
+    /// Fetches being served now (at most `exec::MAX_FETCHES`; past it a
+    /// fetch is answered "busy" at once).
+    pub fetches: AtomicU32,
     pub abandoned: AtomicU32,
     /// Tasks waiting for their owner to confirm their start notice; bounded
     /// by the tasks running here.
@@ -306,6 +309,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
             u32::try_from(threads.saturating_sub(1)).unwrap_or(u32::MAX)
         },
         abandoned: AtomicU32::new(0),
+        fetches: AtomicU32::new(0),
         confirms: Mutex::new(std::collections::HashMap::new()),
         owners: Mutex::new(owners::Owners::default()),
         owner_grace: Duration::from_millis(config.owner_grace_ms),

@@ -94,7 +94,8 @@ pub(crate) struct Store {
 
 /// The most objects awaited at once before their task arrives (a reader
 /// racing its producer's task). Past it, a lookup of an unknown id is
-/// answered at once: not here. Bounds what fetches of made-up ids cost.
+/// answered at once: not here. Bounds the entries fetches of made-up ids
+/// leave; the fetches themselves are bounded by `exec::MAX_FETCHES`.
 pub(crate) const MAX_AWAITED: usize = 16_384;
 
 fn freed(id: ObjectId) -> Failure {
