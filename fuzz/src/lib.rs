@@ -259,6 +259,52 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         input.extend_from_slice(&bytes);
         out.push(("args", format!("seed-{i:02}"), input));
     }
+    out.extend(regressions());
+    out
+}
+
+/// What fuzzing found, remade (each named `found-…`): kept so the
+/// replay test guards every fix.
+fn regressions() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let arg = |kind: u8, m: &Matrix| {
+        let mut input = vec![kind];
+        input.extend_from_slice(&m.encode().unwrap_or_default());
+        input
+    };
+    // A NaN is not equal to itself: round trips compare bytes, not values.
+    let nan = Matrix::from_fn(2, 2, |_, _| f32::NAN);
+    out.push(("args", "found-nan-round-trip".into(), arg(7, &nan)));
+    let mut info = WorkerInfo::default();
+    info.speed = f32::NAN;
+    let mut frame = Vec::new();
+    if encode(&Message::Register(info), &mut frame).is_ok() {
+        out.push((
+            "message",
+            "found-nan-round-trip".into(),
+            frame[dfut_net::frame::HEADER_LEN..].to_vec(),
+        ));
+        out.push(("frame", "found-nan-round-trip".into(), frame));
+    }
+    // Matrices of no elements whose product is large: m x 0 times 0 x m
+    // made an m x m result from no data (the limit is MAX_ELEMENTS).
+    for (name, rows) in [
+        ("found-oom-empty-product", 35_466),
+        ("found-oom-empty-2560", 2_560),
+    ] {
+        if let Ok(m) = Matrix::new(rows, 0, Vec::new()) {
+            out.push(("args", name.into(), arg(7, &m)));
+        }
+    }
+    // Billions of empty rows: cutting a block or transposing walked them.
+    if let Ok(m) = Matrix::new(u32::MAX as usize, 0, Vec::new()) {
+        out.push(("args", "found-timeout-empty-rows".into(), arg(7, &m)));
+        out.push((
+            "args",
+            "found-timeout-empty-rows-in-place".into(),
+            arg(8, &m),
+        ));
+    }
     out
 }
 
