@@ -186,12 +186,9 @@ struct Outcome {
     recall10: f64,
     bytes_moved: u64,
     bytes_mapped: u64,
-    /// Demand shard uses that found a prefetch build not started and built
-    /// the shard at normal priority rather than wait behind it.
+    /// Demand shard uses that found a prefetch build unfinished and built
+    /// the shard at normal priority rather than wait for it.
     promoted: u64,
-    /// Demand shard uses that found a prefetch build running and waited
-    /// for it.
-    joined: u64,
     /// Shard builds demand questions started (misses, shard by shard).
     builds: u64,
 }
@@ -347,7 +344,6 @@ fn bench(
             bytes_moved: after[0].saturating_sub(before[0]),
             bytes_mapped: after[1].saturating_sub(before[1]),
             promoted: rag.shards.promoted.load(Ordering::Relaxed),
-            joined: rag.shards.joined.load(Ordering::Relaxed),
             builds: rag.shards.misses.load(Ordering::Relaxed),
         });
     }
@@ -359,7 +355,7 @@ fn bench(
         think_total.as_secs_f64()
     );
     println!(
-        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12} {:>8} {:>6}",
+        "{:<22} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12} {:>8}",
         "mode",
         "p50 ms",
         "p99 ms",
@@ -369,14 +365,13 @@ fn bench(
         "recall",
         "net bytes",
         "shm bytes",
-        "promoted",
-        "joined"
+        "promoted"
     );
     let mut json = serde_json::Map::new();
     for o in &outcomes {
         let qps = o.latencies_ms.len() as f64 / o.seconds;
         println!(
-            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.2} {:>8.3} {:>12} {:>12} {:>8} {:>6}",
+            "{:<22} {:>9.2} {:>9.2} {:>8.0} {:>8.2} {:>8.2} {:>8.3} {:>12} {:>12} {:>8}",
             o.mode,
             o.percentile(0.5),
             o.percentile(0.99),
@@ -386,8 +381,7 @@ fn bench(
             o.recall10,
             o.bytes_moved,
             o.bytes_mapped,
-            o.promoted,
-            o.joined
+            o.promoted
         );
         let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
         let m = &o.mode;
@@ -406,7 +400,6 @@ fn bench(
         json.insert(format!("rag_{m}_bytes_mapped"), o.bytes_mapped.into());
         json.insert(format!("rag_{m}_builds"), o.builds.into());
         json.insert(format!("rag_{m}_promoted"), o.promoted.into());
-        json.insert(format!("rag_{m}_joined"), o.joined.into());
     }
     json.insert(
         "rag_prefetch_precision".into(),

@@ -8,14 +8,12 @@
 //! from the moment the build is submitted). With capacity 0 nothing is
 //! kept: every use builds afresh (the "no reuse" baseline).
 //!
-//! A demand use never queues behind background work: a shard whose
-//! prefetch build (low priority) has not started yet (it waits behind
-//! other background work, at the owner or on a worker's background lane)
-//! is built at normal priority for it instead (a miss, also counted in
-//! [`Shards::promoted`]), and the background build's handle is dropped. A
-//! prefetch build already running is the very work the question needs: it
-//! is waited for (a hit, also counted in [`Shards::joined`]), not started
-//! again, though it goes on at the background thread's low priority.
+//! A demand use never waits for background work: a shard whose prefetch
+//! build (low priority) has not finished, whether it waits behind other
+//! background work (at the owner or on a worker's background lane) or
+//! runs at the background lane's low priority, is built at normal
+//! priority for the question instead (a miss, also counted in
+//! [`Shards::promoted`]); the background build's handle is dropped.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -42,12 +40,9 @@ pub struct Shards {
     pub hits: AtomicU64,
     /// Uses that had to build it.
     pub misses: AtomicU64,
-    /// Demand uses that found the shard's prefetch build not started and
+    /// Demand uses that found the shard's prefetch build unfinished and
     /// built it at normal priority instead (counted as misses too).
     pub promoted: AtomicU64,
-    /// Demand uses that found the shard's prefetch build running and
-    /// waited for it (counted as hits too).
-    pub joined: AtomicU64,
 }
 
 impl Shards {
@@ -61,7 +56,6 @@ impl Shards {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             promoted: AtomicU64::new(0),
-            joined: AtomicU64::new(0),
         }
     }
 
@@ -105,20 +99,13 @@ impl Shards {
             .and_then(|i| lru.resident.remove(i))
         {
             if how == Use::Demand {
-                match entry.1.status() {
-                    // Demand must not queue behind background work.
-                    dfut::Status::Pending if entry.2 => {
-                        self.promoted.fetch_add(1, Ordering::Relaxed);
-                        self.misses.fetch_add(1, Ordering::Relaxed);
-                        entry = (s, self.build(s, false), false);
-                    }
-                    dfut::Status::Running if entry.2 => {
-                        self.joined.fetch_add(1, Ordering::Relaxed);
-                        self.hits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        self.hits.fetch_add(1, Ordering::Relaxed);
-                    }
+                if entry.2 && entry.1.status() != dfut::Status::Finished {
+                    // Demand must not wait for background work.
+                    self.promoted.fetch_add(1, Ordering::Relaxed);
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    entry = (s, self.build(s, false), false);
+                } else {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let handle = entry.1.clone();
@@ -186,7 +173,6 @@ impl Shards {
         self.hits.store(0, Ordering::Relaxed);
         self.misses.store(0, Ordering::Relaxed);
         self.promoted.store(0, Ordering::Relaxed);
-        self.joined.store(0, Ordering::Relaxed);
     }
 }
 

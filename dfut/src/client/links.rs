@@ -90,7 +90,7 @@ impl Client {
         self.serve_inbox(addr, inbox).await;
         let still_ours = matches!(
             lock(&self.inner.links).get(&addr),
-            Some(LinkSlot::Ready(l)) if l.peer() == link.peer()
+            Some(LinkSlot::Ready(l)) if l.id() == link.id()
         );
         if still_ours {
             lock(&self.inner.links).remove(&addr);
