@@ -27,7 +27,7 @@ const CLOSE_BAD_FRAME: u32 = 1;
 const CLOSE_NORMAL: u32 = 0;
 /// Most bytes coalesced into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// Bytes (estimated, [`weight`]) queued on one link past which, if nothing
+/// Bytes (estimated from each message's size) queued on one link past which, if nothing
 /// has been written for [`STALL`], the peer is taken for one that does not
 /// read and the connection is closed: what one such connection can pin in
 /// its sender's memory. A burst to a peer that reads is never cut off.

@@ -45,6 +45,6 @@ pub mod wire;
 
 pub use auth::ClusterCredential;
 pub use cause::Cause;
-pub use endpoint::{Endpoint, EndpointOptions, Inbox, Incoming, Link};
+pub use endpoint::{Endpoint, EndpointOptions, Inbox, Incoming, Link, MAX_QUEUED_BYTES, STALL};
 pub use error::NetError;
 pub use rkyv;
