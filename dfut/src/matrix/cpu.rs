@@ -11,14 +11,9 @@ const PARALLEL_FROM: usize = 192 * 192 * 192;
 /// allocation the system refuses is an error, not an abort.
 pub(super) fn matmul(a: &MatrixRef<'_>, b: &MatrixRef<'_>) -> crate::Result<Matrix> {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let mut out = Vec::new();
-    out.try_reserve_exact(m * n).map_err(|e| {
-        crate::Error::Config(crate::Cause::context(
-            format!("multiply: a {m}x{n} result"),
-            e,
-        ))
+    let mut out = zeros(m * n).ok_or_else(|| {
+        crate::Error::Config(format!("multiply: no memory for a {m}x{n} result").into())
     })?;
-    out.resize(m * n, 0f32);
     if m > 0 && n > 0 && k > 0 {
         let lhs = MatRef::from_row_major_slice(a.as_slice(), m, k);
         let rhs = MatRef::from_row_major_slice(b.as_slice(), k, n);
@@ -60,4 +55,23 @@ pub(super) fn scale(a: &MatrixRef<'_>, factor: f32) -> Matrix {
 
 pub(super) fn transpose(a: &MatrixRef<'_>) -> Matrix {
     Matrix::from_fn(a.cols(), a.rows(), |r, c| a.data[c * a.cols() + r])
+}
+
+/// `n` zeros, or `None` if the allocator refuses: like `vec![0f32; n]`
+/// (the zeroed pages come from the system, untouched until written), but
+/// an allocation failure is an answer, not an abort.
+fn zeros(n: usize) -> Option<Vec<f32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
+    // SAFETY: the layout's size is not zero (n > 0, f32 is 4 bytes).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `[f32; n]`, so capacity `n` matches it; its `n` elements are zeroed,
+    // and all-zero bytes are a valid `f32` (0.0).
+    Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
