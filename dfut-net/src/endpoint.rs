@@ -239,7 +239,8 @@ impl Incoming {
 /// when every clone and the [`Inbox`] are dropped, or on [`Link::close`].
 #[derive(Debug, Clone)]
 pub struct Link {
-    tx: mpsc::UnboundedSender<Message>,
+    /// Messages to write, each with its weight (counted in `queue`).
+    tx: mpsc::UnboundedSender<(Message, usize)>,
     conn: quinn::Connection,
     /// What is queued, and when the writer last made progress.
     queue: Arc<QueueState>,
@@ -324,7 +325,7 @@ impl Link {
                 source: None,
             });
         }
-        self.tx.send(msg).map_err(|_| {
+        self.tx.send((msg, weight)).map_err(|_| {
             q.bytes.fetch_sub(weight, Ordering::Relaxed);
             self.lost()
         })
@@ -491,7 +492,7 @@ fn weight(msg: &Message) -> usize {
 }
 
 async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Message>,
+    mut rx: mpsc::UnboundedReceiver<(Message, usize)>,
     mut send: SendStream,
     conn: quinn::Connection,
     queue: Arc<QueueState>,
@@ -501,10 +502,10 @@ async fn write_loop(
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
+        while let Some((msg, weight)) = next.take() {
             queue
                 .bytes
-                .fetch_sub(weight(&msg), std::sync::atomic::Ordering::Relaxed);
+                .fetch_sub(weight, std::sync::atomic::Ordering::Relaxed);
             if let Message::Bulk { req, payload } = msg {
                 let Ok(permit) = bulk.clone().acquire_owned().await else {
                     return;
@@ -691,14 +692,21 @@ mod tests {
             .unwrap()
     }
 
+    /// A server endpoint, its address, and a client endpoint of the same
+    /// cluster, on loopback with default options (inside a runtime).
+    fn loopback_pair() -> (Endpoint, SocketAddr, Endpoint) {
+        let credential = ClusterCredential::generate().unwrap();
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+        (server, addr, client)
+    }
+
     #[test]
     fn a_peer_that_does_not_read_is_cut_off_at_the_queue_bound() {
         rt().block_on(async {
-            let credential = ClusterCredential::generate().unwrap();
-            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let server = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
-            let addr = server.local_addr().unwrap();
-            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let (server, addr, client) = loopback_pair();
             let acceptor = server.clone();
             let accepted =
                 tokio::spawn(async move { acceptor.accept().await?.establish().await.ok() });
@@ -740,11 +748,7 @@ mod tests {
     #[test]
     fn an_unvalidated_address_gets_a_retry_before_its_handshake() {
         rt().block_on(async {
-            let credential = ClusterCredential::generate().unwrap();
-            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let server = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
-            let addr = server.local_addr().unwrap();
-            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let (server, addr, client) = loopback_pair();
             assert_eq!(server.retries_sent(), 0);
             let acceptor = server.clone();
             let accepted =

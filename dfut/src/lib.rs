@@ -133,6 +133,22 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A tiny deterministic generator (xorshift) for the randomized unit
+/// tests: they need no dependency.
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
 /// A fresh, empty directory for one unit test.
 #[cfg(test)]
 pub(crate) fn testing_dir(name: &str) -> std::path::PathBuf {

@@ -76,24 +76,23 @@ pub fn args(data: &[u8]) {
         return;
     };
     let args: dfut::__private::Args = vec![ArgBytes::One(Arc::new(Bytes::from(rest.to_vec())))];
-    let arg = |_: ()| &args;
     match kind % ARG_TYPES {
-        0 => check::<u64>(arg(())),
-        1 => check::<i32>(arg(())),
-        2 => check::<String>(arg(())),
-        3 => check::<Vec<u64>>(arg(())),
-        4 => check::<Vec<String>>(arg(())),
-        5 => check::<(u32, String, Vec<f32>)>(arg(())),
-        6 => check::<Option<Vec<(u64, u64)>>>(arg(())),
+        0 => check::<u64>(&args),
+        1 => check::<i32>(&args),
+        2 => check::<String>(&args),
+        3 => check::<Vec<u64>>(&args),
+        4 => check::<Vec<String>>(&args),
+        5 => check::<(u32, String, Vec<f32>)>(&args),
+        6 => check::<Option<Vec<(u64, u64)>>>(&args),
         9 => internal(rest),
         7 => {
-            if let Ok(m) = dfut::__private::arg::<Matrix>(arg(()), 0) {
+            if let Ok(m) = dfut::__private::arg::<Matrix>(&args, 0) {
                 use_matrix(&m);
                 round_trip_value(m);
             }
         }
         _ => {
-            if let Ok(m) = dfut::__private::arg_archived::<Matrix>(arg(()), 0) {
+            if let Ok(m) = dfut::__private::arg_archived::<Matrix>(&args, 0) {
                 use_matrix(&m.view());
             }
         }

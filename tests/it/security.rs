@@ -133,17 +133,16 @@ impl CpuCap {
     fn new(percent: u32) -> CpuCap {
         let name = format!("dfut-flood-{}", std::process::id());
         let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let quota = 100_000 * u64::from(percent) / 100;
         let (dir, file, value) = if v2 {
             // The cpu controller must be on for the root's children.
             let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
-            let quota = 100_000 * u64::from(percent) / 100;
             (
                 std::path::PathBuf::from("/sys/fs/cgroup").join(name),
                 "cpu.max",
                 format!("{quota} 100000"),
             )
         } else {
-            let quota = 100_000 * u64::from(percent) / 100;
             (
                 std::path::PathBuf::from("/sys/fs/cgroup/cpu").join(name),
                 "cpu.cfs_quota_us",

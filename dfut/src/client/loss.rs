@@ -133,6 +133,7 @@ mod tests {
     use dfut_net::wire::ObjectId;
 
     use super::*;
+    use crate::TestRng as Rng;
     use crate::client::FnSpec;
     use crate::object::{ObjectCell, TaskRecord};
 
@@ -206,18 +207,6 @@ mod tests {
         }
         st.phase = Phase::Pending(addr(11));
         assert_eq!(on_worker_lost_at(&mut st, addr(11)), (Loss::Fail, true));
-    }
-
-    /// A tiny deterministic generator: the test needs no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
     }
 
     /// Random sequences of what happens to an object (dispatch, start,

@@ -182,6 +182,7 @@ mod tests {
     use dfut_net::wire::{ObjectId, WorkerLoad};
 
     use super::*;
+    use crate::TestRng as Rng;
     use crate::scheduler::{ArgPlacement, DefaultPolicy, RoundRobin};
 
     fn worker(id: u64, inflight: u32) -> WorkerView {
@@ -265,18 +266,6 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(chosen(v.place_avoiding(&needs(&[]), avoid)), Some(2));
             v.workers[2].inflight = 0;
-        }
-    }
-
-    /// A tiny deterministic generator: the tests need no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
         }
     }
 

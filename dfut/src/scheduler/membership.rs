@@ -115,6 +115,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TestRng as Rng;
 
     fn info(id: u64) -> WorkerInfo {
         let mut info = WorkerInfo::default();
@@ -199,18 +200,6 @@ mod tests {
         // Silent past the suspect time: a new connection may take over (the
         // worker reconnected).
         assert!(m.register(fake, t0 + s(600), 2));
-    }
-
-    /// A tiny deterministic generator: the tests need no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
     }
 
     /// What the model knows of one member: the connection it registered

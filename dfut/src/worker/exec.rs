@@ -490,14 +490,8 @@ fn settle(
     };
     if !spill.is_empty() {
         let shared = shared.clone();
-        let spill = move || spill_to_disk(&shared, spill);
-        if super::runner::on_lane() {
-            // Not from a background thread: a pool thread it started would
-            // keep its lowest priority.
-            tokio::spawn(async move { drop(tokio::task::spawn_blocking(spill)) });
-        } else {
-            tokio::task::spawn_blocking(spill);
-        }
+        let rt = tokio::runtime::Handle::current();
+        super::runner::spawn_blocking(&rt, move || spill_to_disk(&shared, spill));
     }
     let done = Message::Done {
         id,

@@ -284,16 +284,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
             let lane = rt.clone();
             Runner::new(
                 config.slots(),
-                move |f| {
-                    if runner::on_lane() {
-                        // Not from a background thread: a pool thread it
-                        // started would keep its lowest priority.
-                        let pool = rt.clone();
-                        rt.spawn(async move { drop(pool.spawn_blocking(f)) });
-                    } else {
-                        rt.spawn_blocking(f);
-                    }
-                },
+                move |f| runner::spawn_blocking(&rt, f),
                 move |f| runner::background_thread(lane.clone(), f),
             )
         },

@@ -557,6 +557,18 @@ pub(crate) fn on_lane() -> bool {
     LOW.with(std::cell::Cell::get)
 }
 
+/// Runs `f` on `rt`'s blocking pool. From a background-lane thread it is
+/// handed to the runtime first: a pool thread started from here would
+/// keep its lowest priority.
+pub(crate) fn spawn_blocking(rt: &tokio::runtime::Handle, f: impl FnOnce() + Send + 'static) {
+    if on_lane() {
+        let pool = rt.clone();
+        rt.spawn(async move { drop(pool.spawn_blocking(f)) });
+    } else {
+        rt.spawn_blocking(f);
+    }
+}
+
 /// Lowers the calling thread to nice 19, the lowest priority the kernel's
 /// fair scheduler gives (a nice-0 thread gets about 70 times its share of
 /// a contended CPU). Elsewhere than Linux, where nice is per process, it

@@ -452,6 +452,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::TestRng as Rng;
     use crate::blob::blob;
 
     fn id(owner: u64, seq: u64) -> ObjectId {
@@ -630,18 +631,6 @@ mod tests {
         });
         assert!(s.admits(100));
         assert!(!s.admits(101));
-    }
-
-    /// A tiny deterministic generator: the tests need no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
     }
 
     /// What the model holds for one object (waiters by index).
