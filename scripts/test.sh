@@ -16,6 +16,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # software Vulkan driver (lavapipe).
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || need_apt+=(libvulkan1)
+# The dashboard's test loads the page in a real browser, headless.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The RAG workload's corpus: the manual pages of these two packages.
 for pkg in manpages manpages-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

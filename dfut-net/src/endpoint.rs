@@ -483,6 +483,12 @@ fn weight(msg: &Message) -> usize {
             Message::View { workers, .. } => 256 * workers.len(),
             Message::StatusReply(status) => 256 * status.workers.len(),
             Message::ObjectsReply { objects, .. } => 128 * objects.len(),
+            Message::MetricsReply { functions, .. } => {
+                functions.iter().map(|f| 160 + f.function.len()).sum()
+            }
+            Message::TasksReply { tasks, fetches, .. } => {
+                tasks.iter().map(|t| 128 + t.error.len()).sum::<usize>() + 128 * fetches.len()
+            }
             Message::RefReply { refs, .. } => refs.iter().map(|(_, f)| 8 + f.len()).sum(),
             Message::Free(ids) | Message::Cancel(ids) | Message::RefQuery { ids, .. } => {
                 16 * ids.len()

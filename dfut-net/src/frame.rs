@@ -205,6 +205,7 @@ mod tests {
     fn task() -> Message {
         Message::Submit(vec![TaskSpec {
             low_priority: false,
+            submitted_us: 1_700_000_000_000_000,
             id: ObjectId { owner: 7, seq: 9 },
             function: "m::f".into(),
             signature: 0x5157,

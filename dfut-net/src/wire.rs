@@ -241,6 +241,10 @@ pub struct TaskSpec {
     /// Background work (a prefetch): it waits behind every normal task,
     /// and leaves one slot of a multi-slot worker to normal tasks.
     pub low_priority: bool,
+    /// When the owner created the task, in microseconds since the Unix
+    /// epoch by the owner's clock (0: not said); shown in task listings
+    /// and timelines.
+    pub submitted_us: u64,
 }
 
 /// Why a task or a fetch failed, as sent between processes.
@@ -372,6 +376,158 @@ impl ObjectListing {
             holder,
             refs: None,
             function: String::new(),
+        }
+    }
+}
+
+/// Where a task stands, as `dfut tasks` lists it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Waiting in its owner's backlog: not yet sent to any worker.
+    Backlog,
+    /// At a worker, waiting for its arguments or a slot.
+    Queued,
+    /// Running at a worker.
+    Running,
+    /// Finished with a value.
+    Finished,
+    /// Ended with a failure (panic, error, timeout, cancellation).
+    Failed,
+}
+
+/// Where a task ran on its worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunKind {
+    /// Not started (or refused before it started).
+    None,
+    /// On the thread that received it (a short sync task).
+    Inline,
+    /// In one of the worker's slots.
+    Slot,
+    /// On the background lane (a low-priority task; it holds no slot).
+    Background,
+    /// On the worker's runtime (an async task).
+    Async,
+}
+
+/// One task, as a worker, or an owner for its backlog, lists it.
+/// Times are microseconds since the Unix epoch, each by the clock of the
+/// process that saw the moment (the owner for `submitted_us`, the worker
+/// for the others); 0 where the moment has not come (or is unknown).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TaskListing {
+    /// The task's result id (its owner is `id.owner`).
+    pub id: ObjectId,
+    /// The function's registered name.
+    pub function: String,
+    /// Where it stands.
+    pub state: TaskState,
+    /// The worker it was sent to (empty while in its owner's backlog).
+    pub worker: String,
+    /// How it ran there.
+    pub kind: RunKind,
+    /// When its owner created it.
+    pub submitted_us: u64,
+    /// When the worker received it.
+    pub received_us: u64,
+    /// When it started running.
+    pub started_us: u64,
+    /// When it ended.
+    pub ended_us: u64,
+    /// Why it failed (the first line, at most 200 bytes); empty otherwise.
+    pub error: String,
+}
+
+impl TaskListing {
+    /// Task `id` of `function` in `state`, nothing else known yet.
+    pub fn new(id: ObjectId, function: String, state: TaskState) -> Self {
+        Self {
+            id,
+            function,
+            state,
+            worker: String::new(),
+            kind: RunKind::None,
+            submitted_us: 0,
+            received_us: 0,
+            started_us: 0,
+            ended_us: 0,
+            error: String::new(),
+        }
+    }
+}
+
+/// One object a worker served to a reader, as timelines draw it. Times as
+/// in [`TaskListing`], by the worker's clock.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FetchListing {
+    /// The object.
+    pub id: ObjectId,
+    /// The worker that served it.
+    pub worker: String,
+    /// The reader's address.
+    pub reader: String,
+    /// Bytes served (0 when it failed).
+    pub bytes: u64,
+    /// Whether the reader was told a shared-memory file rather than sent
+    /// the bytes.
+    pub shared: bool,
+    /// When the request arrived.
+    pub started_us: u64,
+    /// When the answer was handed to the connection.
+    pub ended_us: u64,
+}
+
+impl FetchListing {
+    /// Object `id` served by `worker` to `reader`; no size or times yet.
+    pub fn new(id: ObjectId, worker: String, reader: String) -> Self {
+        Self {
+            id,
+            worker,
+            reader,
+            bytes: 0,
+            shared: false,
+            started_us: 0,
+            ended_us: 0,
+        }
+    }
+}
+
+/// Upper bounds, in microseconds, of the buckets of the run-time
+/// histograms a worker keeps per function (the last bucket, past them all,
+/// is unbounded).
+pub const RUN_BUCKETS_US: [u64; 12] = [
+    50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+];
+
+/// What a worker counted of one function's tasks since it started.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct FunctionMetrics {
+    /// The function's registered name.
+    pub function: String,
+    /// Tasks that ended with a value.
+    pub finished: u64,
+    /// Tasks that ended with a failure.
+    pub failed: u64,
+    /// Tasks that ran, by run time: `runs[i]` ran at most
+    /// `RUN_BUCKETS_US[i]` µs (and more than the bound before); the last
+    /// entry counts those longer than every bound.
+    pub runs: Vec<u64>,
+    /// Their run times added up, in microseconds.
+    pub run_us: u64,
+}
+
+impl FunctionMetrics {
+    /// No task of `function` counted yet.
+    pub fn new(function: String) -> Self {
+        Self {
+            function,
+            runs: vec![0; RUN_BUCKETS_US.len() + 1],
+            ..Self::default()
         }
     }
 }
@@ -516,6 +672,39 @@ pub enum Message {
         req: u64,
         /// The objects.
         objects: Vec<ObjectListing>,
+    },
+    /// Tool → worker or scheduler, scheduler → owner: list your tasks (a
+    /// worker: queued, running and the most recent ended ones, at most
+    /// `limit`; an owner: those in its backlog; the scheduler gathers the
+    /// owners' answers).
+    TasksRequest {
+        /// Request number, echoed in the reply.
+        req: u64,
+        /// The most tasks (and fetches) to list.
+        limit: u32,
+        /// Only tasks in this state (`None`: all).
+        state: Option<TaskState>,
+    },
+    /// The answer to [`Message::TasksRequest`].
+    TasksReply {
+        /// The request number.
+        req: u64,
+        /// The tasks.
+        tasks: Vec<TaskListing>,
+        /// Objects served to readers (from workers only).
+        fetches: Vec<FetchListing>,
+    },
+    /// Scheduler → worker: what have you counted of each function?
+    MetricsRequest {
+        /// Request number, echoed in the reply.
+        req: u64,
+    },
+    /// Worker → scheduler: its counts, one entry per function that ran.
+    MetricsReply {
+        /// The request number.
+        req: u64,
+        /// The counts.
+        functions: Vec<FunctionMetrics>,
     },
     /// Worker → owner: how many references do you hold to these objects?
     RefQuery {

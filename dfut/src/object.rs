@@ -198,6 +198,8 @@ pub(crate) struct CellState {
 pub(crate) struct ObjectCell {
     pub id: ObjectId,
     pub function: &'static str,
+    /// When it was made: its task's submission, for listings.
+    pub created: std::time::Instant,
     /// Encoded size in bytes once finished; 0 while unknown.
     size: AtomicU64,
     /// Tasks sent that read this object.
@@ -225,9 +227,11 @@ impl ObjectCell {
         phase: Phase,
         task: Option<TaskRecord>,
     ) -> Self {
+        let created = std::time::Instant::now();
         Self {
             id,
             function,
+            created,
             size: AtomicU64::new(0),
             settled_flag: std::sync::atomic::AtomicBool::new(false),
             readers: std::sync::atomic::AtomicU32::new(0),
@@ -242,7 +246,7 @@ impl ObjectCell {
                 read_while_running: false,
                 loser: None,
                 failed_at: Vec::new(),
-                dispatched: std::time::Instant::now(),
+                dispatched: created,
                 handle: std::sync::Weak::new(),
                 wakers: Vec::new(),
             }),

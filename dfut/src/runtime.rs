@@ -109,6 +109,7 @@ pub struct Builder {
     window_per_slot: Option<u32>,
     start_timeout: Duration,
     heartbeat_timeout: Duration,
+    http: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -139,13 +140,15 @@ impl Default for Builder {
             window_per_slot: None,
             start_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(2),
+            http: None,
         }
     }
 }
 
 impl Builder {
     /// Reads `DFUT_WORKERS`, `DFUT_SCHEDULER`, `DFUT_CREDENTIAL_FILE`,
-    /// `DFUT_BIND`, `DFUT_WINDOW_PER_SLOT` and `DFUT_SCHEDULER_MODE`.
+    /// `DFUT_BIND`, `DFUT_WINDOW_PER_SLOT`, `DFUT_SCHEDULER_MODE` and
+    /// `DFUT_HTTP` (see [`Builder::http`]).
     pub fn from_env() -> Result<Self> {
         let mut b = Self::default();
         if let Ok(addr) = std::env::var("DFUT_BIND") {
@@ -177,6 +180,12 @@ impl Builder {
         }
         if let Ok(mode) = std::env::var("DFUT_SCHEDULER_MODE") {
             b = b.policy_name(mode);
+        }
+        if let Ok(addr) = std::env::var("DFUT_HTTP") {
+            let addr = addr.parse().map_err(|e| {
+                Error::Config(crate::Cause::context(format!("DFUT_HTTP=`{addr}`"), e))
+            })?;
+            b = b.http(addr);
         }
         Ok(b)
     }
@@ -328,6 +337,25 @@ impl Builder {
         self
     }
 
+    /// Serves the local cluster's dashboard and Prometheus metrics over
+    /// HTTP on `addr` (port 0: any free port); [`Runtime::dashboard_url`]
+    /// gives the page's address with its token. Ignored when joining a
+    /// cluster (its scheduler serves them: `dfut scheduler --http`).
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(1)
+    ///     .http("127.0.0.1:0".parse().unwrap())
+    ///     .start()?;
+    /// let url = rt.dashboard_url().expect("served");
+    /// assert!(url.starts_with("http://127.0.0.1:") && url.contains("/?token="));
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
     /// Starts the runtime: the cluster (unless joining one) and this
     /// process's client. Returns once every local worker has registered.
     pub fn start(self) -> Result<Runtime> {
@@ -367,6 +395,7 @@ impl Builder {
                 let mut config = SchedulerConfig::new(SocketAddr::new(bind.ip(), 0));
                 config.heartbeat_timeout = self.heartbeat_timeout;
                 config.mode = mode;
+                config.http = self.http;
                 let _enter = rt.enter();
                 let handle = scheduler::serve(config, &credential)?;
                 let addr = handle.addr();
@@ -520,6 +549,14 @@ impl Runtime {
     /// The scheduler's address, to give to workers started elsewhere.
     pub fn scheduler_addr(&self) -> SocketAddr {
         self.inner.scheduler_addr
+    }
+
+    /// The dashboard's address with its token, when this runtime's own
+    /// scheduler serves one ([`Builder::http`]); Prometheus metrics are at
+    /// `/metrics` on the same server, with the token as
+    /// `Authorization: Bearer <token>`.
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.inner.scheduler.as_ref()?.dashboard_url()
     }
 
     /// The cluster credential, to give to workers started elsewhere.

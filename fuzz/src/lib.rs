@@ -16,8 +16,9 @@ use dfut::Data;
 use dfut::matrix::Matrix;
 use dfut_net::frame::{FrameReader, decode, encode};
 use dfut_net::wire::{
-    Arg, ClusterStatus, Failure, FailureKind, Item, Message, ObjectId, ObjectListing, ObjectState,
-    Outcome, Role, TaskSpec, WorkerInfo, WorkerLoad, WorkerState,
+    Arg, ClusterStatus, Failure, FailureKind, FunctionMetrics, Item, Message, ObjectId,
+    ObjectListing, ObjectState, Outcome, Role, TaskListing, TaskSpec, TaskState, WorkerInfo,
+    WorkerLoad, WorkerState,
 };
 
 /// The frame limit the reader is given: small, so the limit is exercised.
@@ -411,6 +412,7 @@ fn messages() -> Vec<Message> {
         timeout_ms: 500,
         confirm_start: true,
         low_priority: true,
+        submitted_us: 1_790_000_000_000_000,
     };
     vec![
         Message::Hello {
@@ -490,6 +492,25 @@ fn messages() -> Vec<Message> {
         Message::RefReply {
             req: 7,
             refs: vec![(2, "dfut_tests::add".into())],
+        },
+        Message::MetricsRequest { req: 9 },
+        Message::MetricsReply {
+            req: 9,
+            functions: vec![FunctionMetrics::new("dfut_tests::add".into())],
+        },
+        Message::TasksRequest {
+            req: 8,
+            limit: 100,
+            state: Some(TaskState::Failed),
+        },
+        Message::TasksReply {
+            req: 8,
+            tasks: vec![TaskListing::new(
+                id,
+                "dfut_tests::add".into(),
+                TaskState::Failed,
+            )],
+            fetches: Vec::new(),
         },
     ]
 }

@@ -41,6 +41,7 @@ fn task(owner: u64, seq: u64, function: &str, args: Vec<Arg>) -> TaskSpec {
         timeout_ms: 0,
         confirm_start: false,
         low_priority: false,
+        submitted_us: 0,
     }
 }
 
@@ -238,6 +239,20 @@ fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
         assert!(
             tokio::time::timeout(LIMIT, thief.closed()).await.is_ok(),
             "registering a live worker's id is refused"
+        );
+        // A second worker at the live worker's address (it answers the
+        // scheduler's probe, being real) would draw tasks meant for a
+        // worker that does not exist.
+        let mut double = WorkerInfo::default();
+        double.id = me ^ (7 << 40);
+        double.addr = worker.addr.to_string();
+        double.max_concurrent = 64;
+        let (link, _inbox) = member(&ep, scheduler, Role::Worker, double.id).await;
+        link.send(Message::Register(double))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            tokio::time::timeout(LIMIT, link.closed()).await.is_ok(),
+            "a registration at a live worker's address is refused"
         );
         for i in 0..3u64 {
             let mut fake = WorkerInfo::default();

@@ -4,9 +4,11 @@
 
 mod adversary;
 mod chaos;
+mod dashboard;
 mod deadlines;
 mod faults;
 mod hosts;
+mod inspect;
 mod mapreduce;
 mod matrix;
 mod nesting;

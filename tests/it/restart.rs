@@ -2,15 +2,12 @@
 //! moment: membership heals and no task fails because of either.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use dfut::{ClusterCredential, Status};
 use dfut_tests::*;
 
-use crate::util::{
-    LIMIT, Processes, WORKER, cluster, eventually, free_port, signal, start_scheduler,
-};
+use crate::util::{LIMIT, Processes, cluster, eventually, free_port, signal, start_scheduler};
 
 fn workers_seen(addr: SocketAddr, credential: &ClusterCredential) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -36,13 +33,7 @@ fn a_restarted_scheduler_rebuilds_membership_and_no_task_fails() {
     );
     let credential = ClusterCredential::from_file(&pem).unwrap();
     for _ in 0..2 {
-        procs.start(
-            Command::new(WORKER)
-                .env("DFUT_ROLE", "worker")
-                .env("DFUT_SCHEDULER", addr.to_string())
-                .env("DFUT_CREDENTIAL_FILE", &pem)
-                .env("DFUT_MAX_CONCURRENT", "2"),
-        );
+        procs.start(&mut crate::util::worker_command(addr, &pem));
     }
     assert!(eventually(LIMIT, || workers_seen(addr, &credential) == 2));
     let rt = dfut::Runtime::builder()

@@ -174,9 +174,7 @@ fn a_full_store_that_cannot_spill_fails_the_result_not_the_worker() {
 
 #[test]
 fn an_object_from_another_host_is_fetched_once_per_host() {
-    use std::process::Command;
-
-    use crate::util::{Processes, WORKER, free_port, start_scheduler};
+    use crate::util::{Processes, free_port, start_scheduler};
     if gpu_or_skip("fetched once per host").is_none() {
         return;
     }
@@ -192,12 +190,8 @@ fn an_object_from_another_host_is_fetched_once_per_host() {
     let worker = |host: &str, gpu: bool| {
         let shm = dir.join(host);
         std::fs::create_dir_all(&shm).unwrap();
-        let mut cmd = Command::new(WORKER);
-        cmd.env("DFUT_ROLE", "worker")
-            .env("DFUT_SCHEDULER", addr.to_string())
-            .env("DFUT_CREDENTIAL_FILE", &pem)
-            .env("DFUT_MAX_CONCURRENT", "2")
-            .env("DFUT_HOST_ID", host)
+        let mut cmd = crate::util::worker_command(addr, &pem);
+        cmd.env("DFUT_HOST_ID", host)
             .env("DFUT_SHM_DIR", shm)
             .env("DFUT_GPU", if gpu { "true" } else { "false" });
         cmd

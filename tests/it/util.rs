@@ -153,6 +153,20 @@ pub fn start_scheduler(procs: &mut Processes, port: u16, pem: &std::path::Path) 
     ]))
 }
 
+/// The test worker program as a worker of two slots joining the scheduler
+/// at `scheduler` with the credential file `pem`.
+pub fn worker_command(
+    scheduler: std::net::SocketAddr,
+    pem: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(WORKER);
+    cmd.env("DFUT_ROLE", "worker")
+        .env("DFUT_SCHEDULER", scheduler.to_string())
+        .env("DFUT_CREDENTIAL_FILE", pem)
+        .env("DFUT_MAX_CONCURRENT", "2");
+    cmd
+}
+
 /// Runs `cmd`, which must succeed, and parses its standard output as JSON.
 pub fn json_output(cmd: &mut std::process::Command) -> serde_json::Value {
     let out = cmd

@@ -186,6 +186,20 @@ pub fn until_cancelled(path: String, limit_ms: u64) -> bool {
     false
 }
 
+/// Waits until the file at `path` exists (or `limit_ms` passes); whether
+/// it appeared. A gate a test opens by creating the file.
+#[dfut::remote]
+pub fn hold_until(path: String, limit_ms: u64) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(limit_ms) {
+        if std::path::Path::new(&path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
 /// A vector of `n` bytes, each `fill`: large ones stay on the worker.
 #[dfut::remote]
 pub fn bytes(n: u64, fill: u8) -> Vec<u8> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfut_net::wire::{Message, Role};
+use dfut_net::wire::{Message, Role, TaskState};
 use dfut_net::{Inbox, Link};
 
 use super::{Client, Fetched, lock};
@@ -171,12 +171,13 @@ impl Client {
     /// view re-subscribed, while the workers already known stay in use.
     pub(crate) async fn follow_scheduler(&self, addr: SocketAddr) -> crate::Result<()> {
         let first = self.subscribe(addr).await?;
+        let _ = self.inner.scheduler.set(addr);
         let client = self.clone();
         self.inner.handle.spawn(async move {
             let mut session = Some(first);
             let mut backoff = crate::backoff::Backoff::new();
             while !client.is_closed() {
-                let (_link, mut inbox) = match session.take() {
+                let (link, mut inbox) = match session.take() {
                     Some(s) => s,
                     None => match client.subscribe(addr).await {
                         Ok(s) => {
@@ -213,6 +214,18 @@ impl Client {
                             if let Some(a) = client.worker_addr(id) {
                                 client.worker_lost(a, "missed its heartbeats");
                             }
+                        }
+                        Ok(Message::TasksRequest { req, limit, state }) => {
+                            let tasks = match state {
+                                None | Some(TaskState::Backlog) => client.backlog_listing(limit),
+                                Some(_) => Vec::new(),
+                            };
+                            let fetches = Vec::new();
+                            let _ = link.send(Message::TasksReply {
+                                req,
+                                tasks,
+                                fetches,
+                            });
                         }
                         Ok(other) => {
                             tracing::warn!("unexpected message from the scheduler: {other:?}")

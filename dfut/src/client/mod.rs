@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfut_net::Endpoint;
-use dfut_net::wire::{Arg, Item, Message, ObjectId, TaskSpec, WorkerState};
+use dfut_net::wire::{Arg, Item, Message, ObjectId, TaskListing, TaskSpec, TaskState, WorkerState};
 use tokio::sync::{oneshot, watch};
 
 use crate::data::Data;
@@ -180,6 +180,8 @@ struct Inner {
     /// Set when the runtime that made this client is gone: nothing more is
     /// sent, and every wait ends at once.
     closed: std::sync::atomic::AtomicBool,
+    /// The scheduler this client follows, once it does.
+    scheduler: std::sync::OnceLock<SocketAddr>,
 }
 
 /// Counters of one client, for monitoring and tests.
@@ -299,6 +301,7 @@ impl Client {
                 speculating: std::sync::atomic::AtomicBool::new(false),
                 orphans: Mutex::new(VecDeque::new()),
                 closed: std::sync::atomic::AtomicBool::new(false),
+                scheduler: std::sync::OnceLock::new(),
             }),
         };
         client.start_stall_breaker();
@@ -495,6 +498,68 @@ impl Client {
                     .into(),
             )),
         }
+    }
+
+    /// The cluster's tasks that pass `filter`, as
+    /// [`query_tasks`](crate::scheduler::query_tasks) lists them, asked
+    /// over this client's own endpoint: up to `limit` from each worker and
+    /// from the owners' backlogs. See [`inspect`](crate::inspect) for an
+    /// example.
+    pub async fn tasks(
+        &self,
+        filter: &crate::inspect::TaskFilter,
+        limit: u32,
+    ) -> Result<crate::inspect::TaskReport> {
+        let scheduler = self.scheduler()?;
+        let endpoint = &self.inner.endpoint;
+        crate::scheduler::service::tasks_via(endpoint, scheduler, filter, limit).await
+    }
+
+    /// The cluster's `limit` largest objects, as
+    /// [`query_objects`](crate::scheduler::query_objects) lists them.
+    ///
+    /// ```
+    /// # #[dfut::remote] fn zeros(n: u64) -> Vec<u8> { vec![0; n as usize] }
+    /// let rt = dfut::Runtime::builder().in_process_workers(1).start()?;
+    /// let _ctx = rt.enter();
+    /// let big = zeros(100_000);
+    /// big.get()?;
+    /// let objects = rt.block_on(rt.client().objects(10))?;
+    /// assert_eq!(objects[0].id, big.id());
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub async fn objects(&self, limit: u32) -> Result<Vec<crate::inspect::ObjectListing>> {
+        let scheduler = self.scheduler()?;
+        crate::scheduler::service::objects_via(&self.inner.endpoint, scheduler, limit).await
+    }
+
+    fn scheduler(&self) -> Result<SocketAddr> {
+        self.inner.scheduler.get().copied().ok_or_else(|| {
+            Error::Config("this client follows no scheduler: it cannot list the cluster".into())
+        })
+    }
+
+    /// Up to `limit` tasks waiting in this owner's backlog, oldest first.
+    pub(crate) fn backlog_listing(&self, limit: u32) -> Vec<TaskListing> {
+        // The cells only, under the lock every submission takes.
+        let cells: Vec<Arc<ObjectCell>> = {
+            let cluster = lock(&self.inner.cluster);
+            cluster
+                .backlog
+                .iter()
+                .take(limit as usize)
+                .cloned()
+                .collect()
+        };
+        cells
+            .iter()
+            .map(|cell| {
+                let function = cell.function.to_owned();
+                let mut t = TaskListing::new(cell.id, function, TaskState::Backlog);
+                t.submitted_us = crate::clock::unix_us(cell.created);
+                t
+            })
+            .collect()
     }
 
     /// Whether the runtime that made this client is gone.
@@ -1912,6 +1977,7 @@ fn prepare(
         timeout_ms: task.timeout_ms,
         confirm_start: task.lost_runs > 0,
         low_priority: cell.low.load(Ordering::Relaxed),
+        submitted_us: crate::clock::unix_us(cell.created),
     };
     Ok(Prepared {
         spec,

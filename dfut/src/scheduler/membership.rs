@@ -37,16 +37,25 @@ impl Membership {
     }
 
     /// A worker joins (or re-joins) on connection `session`. Refused
-    /// (false) while another connection holds the id and its heartbeats
-    /// are on time: no member can replace a live worker's entry.
+    /// (false) while another connection holds the id, or the address, and
+    /// its heartbeats are on time: no member can replace a live worker's
+    /// entry, or pose as a second worker where one already answers.
     pub fn register(&mut self, info: WorkerInfo, now: Instant, session: u64) -> bool {
         let id = info.id;
-        if let Some(m) = self.members.get(&id)
-            && m.session != session
-            && now.saturating_duration_since(m.last_seen) <= self.suspect_after
-        {
+        let live_elsewhere = |m: &Member| {
+            m.session != session && now.saturating_duration_since(m.last_seen) <= self.suspect_after
+        };
+        if self.members.get(&id).is_some_and(live_elsewhere) {
             // Another connection holds this id and its heartbeats are on
             // time: a duplicate (or a member posing as it), not a rejoin.
+            return false;
+        }
+        if self
+            .members
+            .values()
+            .any(|m| m.state.info.addr == info.addr && m.state.info.id != id && live_elsewhere(m))
+        {
+            // A live worker answers at that address already.
             return false;
         }
         self.members.insert(
@@ -146,6 +155,29 @@ mod tests {
         assert_eq!(m.expire(t0 + s(1800)), Vec::<u64>::new());
         assert_eq!(m.expire(t0 + s(2000)), vec![1]);
         assert!(!m.heartbeat(1, 1, WorkerLoad::default(), t0 + s(2001)));
+    }
+
+    #[test]
+    fn no_second_worker_registers_at_a_live_workers_address() {
+        let t0 = Instant::now();
+        let s = Duration::from_millis;
+        let mut m = Membership::new(s(300), s(1000));
+        assert!(m.register(info(1), t0, 1));
+        let mut posing = info(2);
+        posing.addr = info(1).addr;
+        assert!(
+            !m.register(posing.clone(), t0 + s(100), 2),
+            "worker 1 is live there"
+        );
+        assert!(
+            m.register(info(2), t0 + s(100), 2),
+            "its own address is fine"
+        );
+        // Once worker 1 is silent past the suspect mark (a restart on the
+        // same port, say), the address may be taken again.
+        let mut restarted = info(3);
+        restarted.addr = info(1).addr;
+        assert!(m.register(restarted, t0 + s(400), 3));
     }
 
     #[test]

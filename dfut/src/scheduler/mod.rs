@@ -6,7 +6,10 @@
 //! load (heartbeats), pushes the view to every client, and answers status
 //! requests; task arguments and results never pass through it.
 
+mod dashboard;
+mod http;
 mod membership;
+mod metrics;
 mod policies;
 mod policy;
 pub(crate) mod service;
@@ -16,7 +19,10 @@ pub use dfut_net::wire::{
 };
 pub use policies::{DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin};
 pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
-pub use service::{SchedulerConfig, SchedulerHandle, query_objects, query_status, serve};
+pub use service::{
+    MAX_LISTED_TASKS, SchedulerConfig, SchedulerHandle, query_objects, query_status, query_tasks,
+    serve,
+};
 
 /// The names [`policy_by_name`] accepts.
 pub const POLICY_NAMES: &[&str] = policies::NAMES;

@@ -10,13 +10,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dfut_net::Link;
-use dfut_net::wire::{Arg, Failure, FailureKind, Item, Message, ObjectId, Outcome, TaskSpec};
+use dfut_net::wire::{
+    Arg, Failure, FailureKind, Item, Message, ObjectId, Outcome, RunKind, TaskSpec,
+};
 use rand::{Rng, SeedableRng};
 
 use super::Shared;
 use super::deadline::{self, Deadline, DeadlineWatch};
 use super::monitor;
 use super::store::Lookup;
+use super::tasklog;
 use crate::blob::{Blob, blob};
 use crate::lock;
 
@@ -125,13 +128,22 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
         }
         shared.runner.give_back_slot();
         shared.running.fetch_sub(1, Ordering::Relaxed);
-        let (done, woke) = settle(shared, task.id, task.inline_max, result, took);
+        let logged = Logged::Inline {
+            function: entry.function.name,
+            submitted_us: task.submitted_us,
+            start,
+        };
+        let (done, woke) = settle(shared, task.id, task.inline_max, result, took, logged);
         lock(reader.replies).push(done);
         // A task woken by the result waits in this thread's LIFO slot.
         reader.lifo_dirty |= woke;
         return;
     }
     shared.queued.fetch_add(1, Ordering::Relaxed);
+    let registered = entry.as_ref().ok().map(|e| e.function.name);
+    let name = tasklog::name_of(registered, &task.function);
+    let now = Instant::now();
+    shared.tasks.received(task.id, name, task.submitted_us, now);
     let shared = shared.clone();
     // The spawned task goes to this thread's LIFO slot.
     reader.lifo_dirty = true;
@@ -328,6 +340,12 @@ fn run_sync(
         await_confirmation(shared, id, rx);
     }
     let start = Instant::now();
+    let kind = match (announce, meta.low) {
+        (false, _) => RunKind::Inline,
+        (true, false) => RunKind::Slot,
+        (true, true) => RunKind::Background,
+    };
+    shared.tasks.started(id, kind, start);
     if let Some(delay) = &shared.delay {
         std::thread::sleep(delay.sample());
     }
@@ -375,6 +393,7 @@ async fn run_async(
         let _ = tokio::task::spawn_blocking(move || await_confirmation(&s, id, rx)).await;
     }
     let start = Instant::now();
+    shared.tasks.started(id, RunKind::Async, start);
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;
     }
@@ -442,7 +461,7 @@ pub(super) fn finish(
     result: Result<Blob, Failure>,
     exec: Duration,
 ) {
-    let (done, _) = settle(shared, id, inline_max, result, exec);
+    let (done, _) = settle(shared, id, inline_max, result, exec, Logged::Held);
     let _ = reply.send(done);
 }
 
@@ -451,12 +470,25 @@ const MAX_FAILURE_MESSAGE: usize = 64 << 10;
 
 /// Stores a task's result; returns the report for its owner and whether a
 /// task waiting for the result was woken.
+/// How the task log knows a task being settled.
+enum Logged {
+    /// Recorded when it arrived.
+    Held,
+    /// Run inline from `start`, never recorded before.
+    Inline {
+        function: &'static str,
+        submitted_us: u64,
+        start: Instant,
+    },
+}
+
 fn settle(
     shared: &Arc<Shared>,
     id: ObjectId,
     inline_max: u32,
     result: Result<Blob, Failure>,
     exec: Duration,
+    logged: Logged,
 ) -> (Message, bool) {
     let result = match result {
         Ok(blob) => keep(shared, id, blob),
@@ -488,6 +520,24 @@ fn settle(
         store.complete(id, result);
         (woke, store.take_spill_work())
     };
+    // Logged as the owner will hear it (a value the store refused is a
+    // failure), before the owner is told.
+    let error = match &outcome {
+        Outcome::Failed(f) => Some(tasklog::failure_line(f)),
+        _ => None,
+    };
+    match logged {
+        Logged::Held => shared.tasks.ended(id, error, Instant::now()),
+        Logged::Inline {
+            function,
+            submitted_us,
+            start,
+        } => {
+            let end = start + exec;
+            let log = &shared.tasks;
+            log.ran_inline(id, function, submitted_us, start, end, error);
+        }
+    }
     if !spill.is_empty() {
         let shared = shared.clone();
         let rt = tokio::runtime::Handle::current();
@@ -892,6 +942,7 @@ pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: Objec
             }
         }
         let _served = Served(shared.clone());
+        let started = Instant::now();
         let msg = match local(&shared, id).await {
             Ok(blob) => match blob.file() {
                 Some(path) if !host.is_empty() && host == shared.host => Message::FetchedShared {
@@ -913,6 +964,20 @@ pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: Objec
                 result: Err(f),
             },
         };
+        let (bytes, shared_file) = match &msg {
+            Message::FetchedShared { len, .. } => (*len, true),
+            Message::Bulk { payload, .. } => (payload.as_slice().len() as u64, false),
+            Message::Fetched { result: Ok(v), .. } => (v.len() as u64, false),
+            _ => (0, false),
+        };
         let _ = reply.send(msg);
+        shared.tasks.served(tasklog::Served {
+            id,
+            reader: reply.peer(),
+            bytes,
+            shared: shared_file,
+            started,
+            ended: Instant::now(),
+        });
     });
 }

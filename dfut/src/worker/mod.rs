@@ -17,6 +17,7 @@ mod owners;
 mod pushed;
 mod runner;
 mod store;
+mod tasklog;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -158,6 +159,9 @@ pub(crate) struct Shared {
     /// The newest connection of each owner with one open (to ask it about
     /// references); bounded by the open connections.
     owner_links: Mutex<std::collections::HashMap<u64, Link>>,
+    /// The tasks held here and the most recent ended ones, for listings
+    /// and timelines (bounded: see `tasklog`).
+    pub tasks: tasklog::TaskLog,
     /// Questions about references waiting for owners' answers.
     ref_queries: Mutex<listing::RefQueries>,
     /// Set by [`Worker::shutdown`]: stop reconnecting to the scheduler.
@@ -311,6 +315,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         pushed: Mutex::new(pushed::Pushed::default()),
         owner_links: Mutex::new(std::collections::HashMap::new()),
         ref_queries: Mutex::new(listing::RefQueries::default()),
+        tasks: tasklog::TaskLog::default(),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
     // Heartbeats run on the monitor thread, on an endpoint of their own:
@@ -617,6 +622,11 @@ async fn serve_link(
         *lock(&slot) = Some(inbox);
         let Some(msg) = msg else { break };
         match msg {
+            // A tool (listings, metrics, the scheduler's probe) acts for no
+            // owner: it claims none, so it leaves nothing to expire.
+            Ok(Message::Hello {
+                role: Role::Tool, ..
+            }) => {}
             Ok(Message::Hello { node, secret, .. }) if owner.is_none() => {
                 if !lock(&shared.owners).claim(node, secret) {
                     tracing::warn!(peer = %link.peer(), node = format_args!("{node:x}"), "refused a connection naming an owner with the wrong secret");
@@ -666,6 +676,23 @@ async fn serve_link(
             }
             Ok(Message::ObjectsRequest { req, limit }) => {
                 tokio::spawn(listing::serve(shared.clone(), link.clone(), req, limit));
+            }
+            Ok(Message::TasksRequest { req, limit, state }) => {
+                let (shared, link) = (shared.clone(), link.clone());
+                tokio::spawn(async move {
+                    let worker = shared.addr.to_string();
+                    let limit = limit.min(tasklog::MAX_LISTED) as usize;
+                    let (tasks, fetches) = shared.tasks.list(&worker, limit, state);
+                    let _ = link.send(Message::TasksReply {
+                        req,
+                        tasks,
+                        fetches,
+                    });
+                });
+            }
+            Ok(Message::MetricsRequest { req }) => {
+                let functions = shared.tasks.metrics();
+                let _ = link.send(Message::MetricsReply { req, functions });
             }
             Ok(Message::RefReply { req, refs }) => {
                 lock(&shared.ref_queries).answered(owner, req, refs);
