@@ -483,6 +483,7 @@ fn weight(msg: &Message) -> usize {
             Message::View { workers, .. } => 256 * workers.len(),
             Message::StatusReply(status) => 256 * status.workers.len(),
             Message::ObjectsReply { objects, .. } => 128 * objects.len(),
+            Message::Logs { lines, .. } => lines.iter().map(|l| 16 + l.text.len()).sum(),
             Message::MetricsReply { functions, .. } => {
                 functions.iter().map(|f| 160 + f.function.len()).sum()
             }

@@ -532,6 +532,15 @@ impl FunctionMetrics {
     }
 }
 
+/// One line a worker process printed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Printed to standard error (else standard output).
+    pub stderr: bool,
+    /// The line, without its end.
+    pub text: String,
+}
+
 /// The role a connecting peer declares in its first message.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -693,6 +702,17 @@ pub enum Message {
         tasks: Vec<TaskListing>,
         /// Objects served to readers (from workers only).
         fetches: Vec<FetchListing>,
+    },
+    /// Owner → worker: send me what you print ([`Message::Logs`]).
+    WantLogs,
+    /// Worker → owner: lines it printed since the last batch.
+    Logs {
+        /// The worker's process id.
+        pid: u32,
+        /// The lines, in order.
+        lines: Vec<LogLine>,
+        /// Lines dropped since the last batch (too many waiting).
+        dropped: u64,
     },
     /// Scheduler → worker: what have you counted of each function?
     MetricsRequest {

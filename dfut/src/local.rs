@@ -175,7 +175,7 @@ impl Drop for LocalWorker {
 /// the credential from standard input, exits when standard input closes,
 /// and serves tasks meanwhile. Never returns.
 pub(crate) fn worker_main() -> ! {
-    crate::init_tracing();
+    crate::worker::init_worker_tracing();
     let code = match serve_as_child() {
         Ok(()) => 0,
         Err(e) => {
@@ -214,5 +214,6 @@ fn serve_as_child() -> Result<()> {
             std::process::exit(0);
         })
         .map_err(Error::io("cannot watch the driver"))?;
-    worker::run_with(config, credential)
+    // Its terminal is the driver's, which prints what it forwards.
+    worker::run_with(config, credential, false)
 }

@@ -110,6 +110,7 @@ pub struct Builder {
     start_timeout: Duration,
     heartbeat_timeout: Duration,
     http: Option<SocketAddr>,
+    worker_logs: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -141,14 +142,16 @@ impl Default for Builder {
             start_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(2),
             http: None,
+            worker_logs: true,
         }
     }
 }
 
 impl Builder {
     /// Reads `DFUT_WORKERS`, `DFUT_SCHEDULER`, `DFUT_CREDENTIAL_FILE`,
-    /// `DFUT_BIND`, `DFUT_WINDOW_PER_SLOT`, `DFUT_SCHEDULER_MODE` and
-    /// `DFUT_HTTP` (see [`Builder::http`]).
+    /// `DFUT_BIND`, `DFUT_WINDOW_PER_SLOT`, `DFUT_SCHEDULER_MODE`,
+    /// `DFUT_HTTP` (see [`Builder::http`]) and `DFUT_WORKER_LOGS` (`0` to
+    /// switch [`Builder::worker_logs`] off).
     pub fn from_env() -> Result<Self> {
         let mut b = Self::default();
         if let Ok(addr) = std::env::var("DFUT_BIND") {
@@ -180,6 +183,9 @@ impl Builder {
         }
         if let Ok(mode) = std::env::var("DFUT_SCHEDULER_MODE") {
             b = b.policy_name(mode);
+        }
+        if let Ok(v) = std::env::var("DFUT_WORKER_LOGS") {
+            b = b.worker_logs(!matches!(v.as_str(), "0" | "false" | "off"));
         }
         if let Ok(addr) = std::env::var("DFUT_HTTP") {
             let addr = addr.parse().map_err(|e| {
@@ -356,6 +362,27 @@ impl Builder {
         self
     }
 
+    /// Whether this driver prints what worker processes print (on by
+    /// default): their standard output to its own, their standard error
+    /// and `tracing` events to its standard error, each line prefixed
+    /// with the worker, as in `(pid=4242, ip=10.0.0.2:40001) hello`; a
+    /// `tracing` event from a task also names the task. Every worker
+    /// process also keeps its lines in a file on its host
+    /// ([`worker::log_dir`](crate::worker::log_dir)), whatever this says.
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(1)
+    ///     .worker_logs(false)
+    ///     .start()?;
+    /// assert_eq!(rt.client().stats().worker_log_lines, 0);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn worker_logs(mut self, on: bool) -> Self {
+        self.worker_logs = on;
+        self
+    }
+
     /// Starts the runtime: the cluster (unless joining one) and this
     /// process's client. Returns once every local worker has registered.
     pub fn start(self) -> Result<Runtime> {
@@ -418,6 +445,7 @@ impl Builder {
         if let Some(n) = self.window_per_slot {
             client.set_window_per_slot(n);
         }
+        client.set_worker_logs(self.worker_logs);
         rt.block_on(client.follow_scheduler(scheduler_addr))?;
         if let Some(rule) = self.speculation {
             client.start_speculation(rule);

@@ -16,7 +16,7 @@ use dfut::Data;
 use dfut::matrix::Matrix;
 use dfut_net::frame::{FrameReader, decode, encode};
 use dfut_net::wire::{
-    Arg, ClusterStatus, Failure, FailureKind, FunctionMetrics, Item, Message, ObjectId,
+    Arg, ClusterStatus, Failure, FailureKind, FunctionMetrics, Item, LogLine, Message, ObjectId,
     ObjectListing, ObjectState, Outcome, Role, TaskListing, TaskSpec, TaskState, WorkerInfo,
     WorkerLoad, WorkerState,
 };
@@ -492,6 +492,15 @@ fn messages() -> Vec<Message> {
         Message::RefReply {
             req: 7,
             refs: vec![(2, "dfut_tests::add".into())],
+        },
+        Message::WantLogs,
+        Message::Logs {
+            pid: 4242,
+            lines: vec![LogLine {
+                stderr: true,
+                text: "[task 1:2 m::f] WARN m: hello".into(),
+            }],
+            dropped: 3,
         },
         Message::MetricsRequest { req: 9 },
         Message::MetricsReply {

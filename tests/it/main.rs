@@ -9,6 +9,7 @@ mod deadlines;
 mod faults;
 mod hosts;
 mod inspect;
+mod logs;
 mod mapreduce;
 mod matrix;
 mod nesting;

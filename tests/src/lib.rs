@@ -200,6 +200,16 @@ pub fn hold_until(path: String, limit_ms: u64) -> bool {
     false
 }
 
+/// Prints a line to standard output and one to standard error, logs a
+/// `tracing` warning, and returns its worker's process id.
+#[dfut::remote]
+pub fn chatty(n: u64) -> u32 {
+    println!("chatty {n} says hello");
+    eprintln!("chatty {n} complains");
+    tracing::warn!("chatty {n} warns");
+    std::process::id()
+}
+
 /// A vector of `n` bytes, each `fill`: large ones stay on the worker.
 #[dfut::remote]
 pub fn bytes(n: u64, fill: u8) -> Vec<u8> {

@@ -50,6 +50,20 @@ impl Client {
         }
     }
 
+    /// Opens a link to `addr` unless one is open or opening.
+    pub(crate) fn open_link(&self, addr: SocketAddr) {
+        let mut links = lock(&self.inner.links);
+        if links.contains_key(&addr) {
+            return;
+        }
+        links.insert(addr, LinkSlot::Connecting(Vec::new()));
+        drop(links);
+        let client = self.clone();
+        self.inner
+            .handle
+            .spawn(async move { client.connect(addr).await });
+    }
+
     async fn connect(self, addr: SocketAddr) {
         let (link, inbox) = match self.inner.endpoint.connect(addr).await {
             Ok(pair) => pair,
@@ -83,6 +97,13 @@ impl Client {
             };
             // Sent under the lock so nothing sent meanwhile overtakes them.
             let _ = link.send(hello);
+            if self
+                .inner
+                .worker_logs
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let _ = link.send(Message::WantLogs);
+            }
             for msg in queued {
                 let _ = link.send(msg);
             }
@@ -149,6 +170,11 @@ impl Client {
                     };
                     self.fetched(req, result);
                 }
+                Ok(Message::Logs {
+                    pid,
+                    lines,
+                    dropped,
+                }) => self.print_worker_lines(addr, pid, &lines, dropped),
                 Ok(Message::RefQuery { req, ids }) => {
                     let refs = self.references(&ids);
                     self.send(addr, Message::RefReply { req, refs });

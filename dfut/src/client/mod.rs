@@ -182,6 +182,12 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     /// The scheduler this client follows, once it does.
     scheduler: std::sync::OnceLock<SocketAddr>,
+    /// Whether this client asks every worker for what it prints, and
+    /// prints it (a driver, unless switched off; never a worker's own
+    /// client, whose output is captured itself).
+    worker_logs: std::sync::atomic::AtomicBool,
+    /// Lines printed by workers that this client printed.
+    log_lines: AtomicU64,
 }
 
 /// Counters of one client, for monitoring and tests.
@@ -215,6 +221,9 @@ pub struct ClientStats {
     /// Bytes of large arguments this client handed to workers of its host
     /// as shared-memory files (mapped there, not sent).
     pub shared_args_bytes: u64,
+    /// Lines printed by workers that this client printed (see
+    /// [`Builder::worker_logs`](crate::Builder::worker_logs)).
+    pub worker_log_lines: u64,
 }
 
 struct PendingFetch {
@@ -302,6 +311,8 @@ impl Client {
                 orphans: Mutex::new(VecDeque::new()),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 scheduler: std::sync::OnceLock::new(),
+                worker_logs: std::sync::atomic::AtomicBool::new(false),
+                log_lines: AtomicU64::new(0),
             }),
         };
         client.start_stall_breaker();
@@ -372,7 +383,43 @@ impl Client {
             shared_bytes: self.inner.shared_bytes.load(Ordering::Relaxed),
             speculated: self.inner.speculated.load(Ordering::Relaxed),
             shared_args_bytes: self.inner.shared_args_bytes.load(Ordering::Relaxed),
+            worker_log_lines: self.inner.log_lines.load(Ordering::Relaxed),
         }
+    }
+
+    /// Asks every worker for what it prints from now on (`on`), and prints
+    /// each line prefixed with its worker; or stops asking new workers.
+    pub(crate) fn set_worker_logs(&self, on: bool) {
+        self.inner.worker_logs.store(on, Ordering::Relaxed);
+    }
+
+    /// Prints lines worker `addr` (process `pid`) printed: standard output
+    /// to this process's, errors to its standard error, each prefixed with
+    /// the worker.
+    pub(crate) fn print_worker_lines(
+        &self,
+        addr: SocketAddr,
+        pid: u32,
+        lines: &[dfut_net::wire::LogLine],
+        dropped: u64,
+    ) {
+        use std::io::Write;
+        for line in lines {
+            let text = &line.text;
+            let _ = if line.stderr {
+                writeln!(std::io::stderr(), "(pid={pid}, ip={addr}) {text}")
+            } else {
+                writeln!(std::io::stdout(), "(pid={pid}, ip={addr}) {text}")
+            };
+        }
+        if dropped > 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "(pid={pid}, ip={addr}) [dfut: {dropped} lines not shown: printed faster than sent; all are in its log file]"
+            );
+        }
+        let n = lines.len() as u64;
+        self.inner.log_lines.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Places this client's next tasks with `policy`.
@@ -1639,6 +1686,15 @@ impl Client {
         for (addr, ids) in back {
             tracing::debug!(worker = %addr, objects = ids.len(), "a worker given up on is back: freeing what was left there");
             self.send(addr, Message::Free(ids));
+        }
+        if self.inner.worker_logs.load(Ordering::Relaxed) {
+            // Every worker, not only those given work: its output is
+            // asked for as soon as the link opens.
+            for w in &workers {
+                if let Ok(addr) = w.info.addr.parse() {
+                    self.open_link(addr);
+                }
+            }
         }
         let shm_peers: Vec<SocketAddr> = match &self.inner.shm_host {
             Some(host) if self.inner.host_cache.is_some() => {

@@ -687,6 +687,17 @@ pub fn cancelled() -> bool {
     })
 }
 
+/// The sync task running on this thread, if any: its id and function
+/// (for log lines).
+pub(crate) fn current_task() -> Option<(ObjectId, &'static str)> {
+    TASK.try_with(|t| {
+        let scope = t.try_borrow().ok()?;
+        scope.as_ref().map(|s| (s.id, s.entry.function.name))
+    })
+    .ok()
+    .flatten()
+}
+
 /// Whether this thread is running a sync task.
 pub(crate) fn in_task() -> bool {
     TASK.with(|t| t.borrow().is_some())

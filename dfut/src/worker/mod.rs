@@ -13,6 +13,7 @@ mod deadline;
 mod exec;
 mod listing;
 mod monitor;
+mod output;
 mod owners;
 mod pushed;
 mod runner;
@@ -30,6 +31,8 @@ use dfut_net::{ClusterCredential, Endpoint, Inbox, Link};
 pub use config::{WorkerConfig, host_id};
 pub use exec::cancelled;
 pub(crate) use exec::{in_task, wait_in_task};
+pub(crate) use output::init_tracing as init_worker_tracing;
+pub use output::log_dir;
 use runner::Runner;
 use store::Store;
 
@@ -52,12 +55,22 @@ const AWAIT_PATIENCE: Duration = Duration::from_secs(30);
 /// }
 /// ```
 pub fn run(config: WorkerConfig) -> Result<()> {
+    output::init_tracing();
     let credential = load_credential(&config)?;
-    run_with(config, credential)
+    run_with(config, credential, true)
 }
 
-/// [`run`] with the credential in hand.
-pub(crate) fn run_with(config: WorkerConfig, credential: ClusterCredential) -> Result<()> {
+/// [`run`] with the credential in hand. What the process prints from now
+/// on is captured (see [`log_dir`]), and with `echo` also copied to the
+/// terminal it had.
+pub(crate) fn run_with(
+    config: WorkerConfig,
+    credential: ClusterCredential,
+    echo: bool,
+) -> Result<()> {
+    if let Err(e) = output::capture(echo) {
+        tracing::warn!("this worker's output is not captured (it stays on its terminal): {e}");
+    }
     let runtime = runtime_for(&config)?;
     let worker = runtime.block_on(start(config, credential))?;
     crate::context::set_default(Some(worker.client.clone()));
@@ -159,6 +172,10 @@ pub(crate) struct Shared {
     /// The newest connection of each owner with one open (to ask it about
     /// references); bounded by the open connections.
     owner_links: Mutex<std::collections::HashMap<u64, Link>>,
+    /// Connections of owners that asked for what this worker prints
+    /// (`WantLogs`); bounded by the open connections (closed ones are
+    /// dropped at each flush).
+    pub log_links: Mutex<Vec<Link>>,
     /// The tasks held here and the most recent ended ones, for listings
     /// and timelines (bounded: see `tasklog`).
     pub tasks: tasklog::TaskLog,
@@ -316,8 +333,12 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         owner_links: Mutex::new(std::collections::HashMap::new()),
         ref_queries: Mutex::new(listing::RefQueries::default()),
         tasks: tasklog::TaskLog::default(),
+        log_links: Mutex::new(Vec::new()),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
+    if let Some(output) = output::installed() {
+        tokio::spawn(forward_output(Arc::downgrade(&shared), output));
+    }
     // Heartbeats run on the monitor thread, on an endpoint of their own:
     // no task, however it blocks this worker's threads, can delay them.
     let interval = Duration::from_millis(config.heartbeat_ms.max(10));
@@ -354,6 +375,29 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         }
     });
     Ok(Worker { client, shared })
+}
+
+/// Sends what this process prints to the owners that asked, every
+/// `output::FLUSH_EVERY`, until the worker is gone.
+async fn forward_output(shared: std::sync::Weak<Shared>, output: Arc<output::Output>) {
+    let pid = std::process::id();
+    let mut tick = tokio::time::interval(output::FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (lines, dropped) = output.take();
+        if lines.is_empty() && dropped == 0 {
+            continue;
+        }
+        let batch = Message::Logs {
+            pid,
+            lines,
+            dropped,
+        };
+        lock(&shared.log_links).retain(|l| l.send(batch.clone()).is_ok());
+    }
 }
 
 /// The local address the kernel sends from to reach `peer`: a connected
@@ -689,6 +733,12 @@ async fn serve_link(
                         fetches,
                     });
                 });
+            }
+            Ok(Message::WantLogs) => {
+                let mut links = lock(&shared.log_links);
+                if !links.iter().any(|l| l.id() == link.id()) {
+                    links.push(link.clone());
+                }
             }
             Ok(Message::MetricsRequest { req }) => {
                 let functions = shared.tasks.metrics();

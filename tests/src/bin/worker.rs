@@ -25,6 +25,10 @@
 //!   worker is within 10 % + 20 MiB of what it was after the first tenth
 //!   of the batches; prints the figures, then `ok` or `not flat`
 //!   (`scripts/memory-flat.sh` runs it with a million);
+//! - `--worker-logs`: starts a local cluster and calls `chatty`, which
+//!   prints to standard output and error and logs a `tracing` warning;
+//!   waits until the driver printed its lines (unless
+//!   `DFUT_WORKER_LOGS=0`); prints `worker <pid>`, then `ok`;
 //! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
 //!   results of 100 KiB that stay on the workers, prints `ready`, and
 //!   waits to be killed (the ownership tests).
@@ -66,6 +70,7 @@ fn main() -> dfut::Result<()> {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(100_000),
         ),
+        Some("--worker-logs") => worker_logs(),
         Some("--owner") => owner(
             std::env::args()
                 .nth(2)
@@ -74,6 +79,26 @@ fn main() -> dfut::Result<()> {
         ),
         Some(mode) => orphan_driver(mode == "--driver-panic"),
     }
+}
+
+/// Starts a local cluster (`DFUT_WORKERS`), calls `chatty(7)`, and with
+/// worker logs on (the default) waits until its three lines were printed
+/// here; prints `worker <pid>` and `ok`.
+fn worker_logs() -> dfut::Result<()> {
+    let rt = dfut::init()?;
+    let pid = dfut_tests::chatty(7).get_timeout(Duration::from_secs(30))?;
+    let on = std::env::var("DFUT_WORKER_LOGS").as_deref() != Ok("0");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while on && rt.client().stats().worker_log_lines < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !on {
+        // Time for the worker to write its file; nothing is forwarded.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("worker {pid}");
+    println!("ok");
+    Ok(())
 }
 
 fn too_large() -> dfut::Result<()> {
