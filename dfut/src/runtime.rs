@@ -445,7 +445,9 @@ impl Builder {
         if let Some(n) = self.window_per_slot {
             client.set_window_per_slot(n);
         }
-        client.set_worker_logs(self.worker_logs);
+        // A worker process starting a driver prints nothing of others:
+        // its output is captured and sent on already.
+        client.set_worker_logs(self.worker_logs && !crate::worker::output_captured());
         rt.block_on(client.follow_scheduler(scheduler_addr))?;
         if let Some(rule) = self.speculation {
             client.start_speculation(rule);

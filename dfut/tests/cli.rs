@@ -91,9 +91,11 @@ fn manual_flow_scheduler_worker_driver() {
         .strip_prefix("scheduler listening on ")
         .unwrap_or_else(|| panic!("unexpected output {line:?}"))
         .to_owned();
+    // On a thread of this test process: it must not capture its output.
     let config = dfut::worker::WorkerConfig::new(addr.clone())
         .max_concurrent(2)
-        .credential_file(&pem);
+        .credential_file(&pem)
+        .capture_output(false);
     std::thread::spawn(move || dfut::worker::run(config));
     let credential = dfut::ClusterCredential::from_file(&pem).unwrap();
     let rt = dfut::Runtime::builder()

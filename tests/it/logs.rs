@@ -36,7 +36,8 @@ fn line_with<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
 
 #[test]
 fn what_workers_print_reaches_the_driver_prefixed_and_stays_in_a_file() {
-    let dir = tempdir("worker-logs");
+    // Made by the worker (mode 0700): a shared directory is refused.
+    let dir = tempdir("worker-logs").join("logs");
     let (stdout, stderr, pid) = run_driver(&dir, &[]);
     let prefix = format!("(pid={pid}, ip=127.0.0.1:");
     let hello = line_with(&stdout, "chatty 7 says hello").unwrap_or_else(|| panic!("{stdout}"));

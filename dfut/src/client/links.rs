@@ -21,6 +21,12 @@ use crate::object::Phase;
 /// and the client reconnects.
 const SCHEDULER_SILENCE: Duration = Duration::from_secs(2);
 
+/// How long after a failed connection with nothing to send (one opened to
+/// hear a worker's output) another is tried.
+const RETRY_LINK: Duration = Duration::from_secs(5);
+/// Addresses remembered for [`RETRY_LINK`].
+const MAX_IDLE_LINK_FAILURES: usize = 4096;
+
 pub(super) enum LinkSlot {
     Ready(Link),
     Connecting(Vec<Message>),
@@ -50,8 +56,13 @@ impl Client {
         }
     }
 
-    /// Opens a link to `addr` unless one is open or opening.
+    /// Opens a link to `addr` unless one is open or opening, or an
+    /// attempt with nothing to send failed in the last [`RETRY_LINK`].
     pub(crate) fn open_link(&self, addr: SocketAddr) {
+        let failed = lock(&self.inner.idle_link_failures).get(&addr).copied();
+        if failed.is_some_and(|at| at.elapsed() < RETRY_LINK) {
+            return;
+        }
         let mut links = lock(&self.inner.links);
         if links.contains_key(&addr) {
             return;
@@ -68,8 +79,21 @@ impl Client {
         let (link, inbox) = match self.inner.endpoint.connect(addr).await {
             Ok(pair) => pair,
             Err(e) => {
+                let queued = lock(&self.inner.links).remove(&addr);
+                if matches!(&queued, Some(LinkSlot::Connecting(q)) if q.is_empty()) {
+                    // Opened only to hear what the worker prints: nothing
+                    // was sent or is held there, so nothing is lost; try
+                    // again later.
+                    tracing::debug!(worker = %addr, "no connection for its output: {e}");
+                    let mut failures = lock(&self.inner.idle_link_failures);
+                    failures.retain(|_, at| at.elapsed() < RETRY_LINK);
+                    if failures.len() < MAX_IDLE_LINK_FAILURES {
+                        failures.insert(addr, std::time::Instant::now());
+                    }
+                    return;
+                }
                 // The tasks queued for this connection never left.
-                let never_sent = match lock(&self.inner.links).remove(&addr) {
+                let never_sent = match queued {
                     Some(LinkSlot::Connecting(queue)) => queue
                         .iter()
                         .filter_map(|m| match m {
@@ -174,7 +198,7 @@ impl Client {
                     pid,
                     lines,
                     dropped,
-                }) => self.print_worker_lines(addr, pid, &lines, dropped),
+                }) => self.print_worker_lines(addr, pid, lines, dropped),
                 Ok(Message::RefQuery { req, ids }) => {
                     let refs = self.references(&ids);
                     self.send(addr, Message::RefReply { req, refs });

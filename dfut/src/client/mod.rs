@@ -187,8 +187,24 @@ struct Inner {
     /// client, whose output is captured itself).
     worker_logs: std::sync::atomic::AtomicBool,
     /// Lines printed by workers that this client printed.
-    log_lines: AtomicU64,
+    log_lines: Arc<AtomicU64>,
+    /// Batches of workers' lines on their way to the printing thread (at
+    /// most [`PRINT_QUEUE`]; past it, lines are counted as not shown).
+    printer: std::sync::OnceLock<std::sync::mpsc::SyncSender<LogBatch>>,
+    /// Lines not shown because the printing thread was behind.
+    print_dropped: Arc<AtomicU64>,
+    /// When a connection opened with nothing to send last failed, by
+    /// address (at most `links::MAX_IDLE_LINK_FAILURES`, each kept
+    /// `links::RETRY_LINK`).
+    idle_link_failures: Mutex<HashMap<SocketAddr, std::time::Instant>>,
 }
+
+/// Workers' lines waiting for the printing thread, in batches.
+const PRINT_QUEUE: usize = 256;
+
+/// One worker's lines: its address, process id, lines and the count of
+/// lines it could not send.
+type LogBatch = (SocketAddr, u32, Vec<dfut_net::wire::LogLine>, u64);
 
 /// Counters of one client, for monitoring and tests.
 ///
@@ -312,7 +328,10 @@ impl Client {
                 closed: std::sync::atomic::AtomicBool::new(false),
                 scheduler: std::sync::OnceLock::new(),
                 worker_logs: std::sync::atomic::AtomicBool::new(false),
-                log_lines: AtomicU64::new(0),
+                log_lines: Arc::new(AtomicU64::new(0)),
+                printer: std::sync::OnceLock::new(),
+                print_dropped: Arc::new(AtomicU64::new(0)),
+                idle_link_failures: Mutex::new(HashMap::new()),
             }),
         };
         client.start_stall_breaker();
@@ -393,33 +412,40 @@ impl Client {
         self.inner.worker_logs.store(on, Ordering::Relaxed);
     }
 
-    /// Prints lines worker `addr` (process `pid`) printed: standard output
-    /// to this process's, errors to its standard error, each prefixed with
-    /// the worker.
+    /// Hands lines worker `addr` (process `pid`) printed to this client's
+    /// printing thread, which prints standard output to this process's,
+    /// errors to its standard error, each prefixed with the worker. Never
+    /// blocks: a connection's reader must not wait on a terminal (or on a
+    /// program holding the stdout lock while it waits for a result).
     pub(crate) fn print_worker_lines(
         &self,
         addr: SocketAddr,
         pid: u32,
-        lines: &[dfut_net::wire::LogLine],
+        lines: Vec<dfut_net::wire::LogLine>,
         dropped: u64,
     ) {
-        use std::io::Write;
-        for line in lines {
-            let text = &line.text;
-            let _ = if line.stderr {
-                writeln!(std::io::stderr(), "(pid={pid}, ip={addr}) {text}")
-            } else {
-                writeln!(std::io::stdout(), "(pid={pid}, ip={addr}) {text}")
-            };
+        if crate::worker::output_captured() {
+            // A worker process: printing would capture and send them again.
+            return;
         }
-        if dropped > 0 {
-            let _ = writeln!(
-                std::io::stderr(),
-                "(pid={pid}, ip={addr}) [dfut: {dropped} lines not shown: printed faster than sent; all are in its log file]"
+        let printer = self.inner.printer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<LogBatch>(PRINT_QUEUE);
+            let (printed, dropped) = (
+                self.inner.log_lines.clone(),
+                self.inner.print_dropped.clone(),
             );
-        }
+            let spawned = std::thread::Builder::new()
+                .name("dfut-worker-logs".into())
+                .spawn(move || print_batches(&rx, &printed, &dropped));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot print workers' output: {e}");
+            }
+            tx
+        });
         let n = lines.len() as u64;
-        self.inner.log_lines.fetch_add(n, Ordering::Relaxed);
+        if printer.try_send((addr, pid, lines, dropped)).is_err() {
+            self.inner.print_dropped.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Places this client's next tasks with `policy`.
@@ -2041,4 +2067,32 @@ fn prepare(
         fn_spec: task.spec,
         pushes,
     })
+}
+
+/// The printing thread of workers' lines: until the client is gone.
+fn print_batches(
+    rx: &std::sync::mpsc::Receiver<LogBatch>,
+    printed: &AtomicU64,
+    not_shown: &AtomicU64,
+) {
+    use std::io::Write;
+    while let Ok((addr, pid, lines, dropped)) = rx.recv() {
+        for line in &lines {
+            let text = &line.text;
+            let _ = if line.stderr {
+                writeln!(std::io::stderr(), "(pid={pid}, ip={addr}) {text}")
+            } else {
+                writeln!(std::io::stdout(), "(pid={pid}, ip={addr}) {text}")
+            };
+        }
+        let behind = not_shown.swap(0, Ordering::Relaxed) + dropped;
+        if behind > 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "(pid={pid}, ip={addr}) [dfut: {behind} lines not shown: printed faster than \
+                 they could be sent or shown; all are in the worker's log file]"
+            );
+        }
+        printed.fetch_add(lines.len() as u64, Ordering::Relaxed);
+    }
 }

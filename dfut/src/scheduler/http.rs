@@ -76,7 +76,8 @@ fn check_token(token: &str) -> Result<()> {
     if token.len() < MIN_TOKEN || !token.chars().all(url_safe) {
         return Err(Error::Config(
             format!(
-                "the dashboard token must be at least {MIN_TOKEN} characters of                  A-Z, a-z, 0-9, `-`, `.`, `_`, `~` (leave it unset for a random one)"
+                "the dashboard token must be at least {MIN_TOKEN} characters of \
+                 A-Z, a-z, 0-9, `-`, `.`, `_`, `~` (leave it unset for a random one)"
             )
             .into(),
         ));

@@ -119,6 +119,12 @@ pub struct WorkerConfig {
     /// that does not fit fails its task with a `StoreFull` error).
     #[cfg_attr(feature = "cli", arg(long, env = "DFUT_SPILL_DIR"))]
     pub spill_dir: Option<String>,
+    /// Whether [`run`](super::run) captures what this process prints, to
+    /// keep it in a log file and send it to drivers (default: yes; set
+    /// off for a worker run on a thread of a process that prints for
+    /// itself, such as a test).
+    #[cfg_attr(feature = "cli", arg(skip = true))]
+    pub capture_output: bool,
 }
 
 /// The environment variables [`WorkerConfig::from_env`] reads, in field
@@ -211,7 +217,20 @@ impl WorkerConfig {
             owner_grace_ms: 30_000,
             object_store_bytes: None,
             spill_dir: None,
+            capture_output: true,
         }
+    }
+
+    /// Sets whether [`run`](super::run) captures what this process prints
+    /// (see [`log_dir`](super::log_dir)).
+    ///
+    /// ```
+    /// let config = dfut::worker::WorkerConfig::new("127.0.0.1:50051").capture_output(false);
+    /// assert!(!config.capture_output);
+    /// ```
+    pub fn capture_output(mut self, on: bool) -> Self {
+        self.capture_output = on;
+        self
     }
 
     /// Sets the bytes of objects kept in memory before spilling (0: no

@@ -32,6 +32,13 @@ pub use config::{WorkerConfig, host_id};
 pub use exec::cancelled;
 pub(crate) use exec::{in_task, wait_in_task};
 pub(crate) use output::init_tracing as init_worker_tracing;
+
+/// Whether this process's output is captured (it is a worker process):
+/// it must not print other workers' lines, which it would capture and
+/// send on again.
+pub(crate) fn output_captured() -> bool {
+    output::installed().is_some()
+}
 pub use output::log_dir;
 use runner::Runner;
 use store::Store;
@@ -68,11 +75,16 @@ pub(crate) fn run_with(
     credential: ClusterCredential,
     echo: bool,
 ) -> Result<()> {
-    if let Err(e) = output::capture(echo) {
-        tracing::warn!("this worker's output is not captured (it stays on its terminal): {e}");
-    }
+    let capture = config.capture_output;
     let runtime = runtime_for(&config)?;
     let worker = runtime.block_on(start(config, credential))?;
+    // Captured once started: an error starting goes to the terminal.
+    if capture && let Err(e) = output::capture(echo) {
+        tracing::warn!("this worker's output is not captured (it stays on its terminal): {e}");
+    }
+    if let Some(out) = output::installed() {
+        runtime.spawn(forward_output(Arc::downgrade(&worker.shared), out));
+    }
     crate::context::set_default(Some(worker.client.clone()));
     runtime.block_on(std::future::pending::<()>());
     Ok(())
@@ -336,9 +348,6 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
         log_links: Mutex::new(Vec::new()),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
-    if let Some(output) = output::installed() {
-        tokio::spawn(forward_output(Arc::downgrade(&shared), output));
-    }
     // Heartbeats run on the monitor thread, on an endpoint of their own:
     // no task, however it blocks this worker's threads, can delay them.
     let interval = Duration::from_millis(config.heartbeat_ms.max(10));
@@ -387,6 +396,7 @@ async fn forward_output(shared: std::sync::Weak<Shared>, output: Arc<output::Out
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        lock(&shared.log_links).retain(Link::is_open);
         let (lines, dropped) = output.take();
         if lines.is_empty() && dropped == 0 {
             continue;
@@ -734,12 +744,14 @@ async fn serve_link(
                     });
                 });
             }
-            Ok(Message::WantLogs) => {
+            // Only a process whose output is captured has lines to send.
+            Ok(Message::WantLogs) if output::installed().is_some() => {
                 let mut links = lock(&shared.log_links);
                 if !links.iter().any(|l| l.id() == link.id()) {
                     links.push(link.clone());
                 }
             }
+            Ok(Message::WantLogs) => {}
             Ok(Message::MetricsRequest { req }) => {
                 let functions = shared.tasks.metrics();
                 let _ = link.send(Message::MetricsReply { req, functions });

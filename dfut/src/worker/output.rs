@@ -9,9 +9,12 @@
 //! `DFUT_LOG_DIR` (default `dfut-logs` under the system's temporary
 //! directory), mode 0600 in a 0700 directory; past [`MAX_FILE_BYTES`] it
 //! is renamed to `worker-<pid>.log.1` (replacing an older one) and a new
-//! one started, so a worker keeps at most twice that on disk. A worker
-//! started by hand also echoes every line to the terminal it was started
-//! from.
+//! one started, so a worker keeps at most twice that on disk; a worker
+//! starting removes the files of gone processes beyond the newest
+//! [`KEPT_LOGS`]. An existing directory that is not a private one of
+//! this user is refused (the output then stays on the terminal). A
+//! worker started by hand also echoes every line to the terminal it was
+//! started from.
 //!
 //! Bounds: lines longer than [`MAX_LINE`] bytes are cut; at most
 //! [`MAX_PENDING_BYTES`] of lines wait to be sent to drivers (past it new
@@ -37,14 +40,16 @@ pub(crate) const MAX_PENDING_BYTES: usize = 1 << 20;
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Size past which the log file is rotated.
 pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Log files of processes that are gone kept per directory (the newest).
+pub(crate) const KEPT_LOGS: usize = 64;
 
 /// The captured output of this process.
 pub(crate) struct Output {
     pending: Mutex<Pending>,
     file: Mutex<LogFile>,
-    /// The terminal's standard error as it was before the capture, to
-    /// echo lines to (a worker started by hand).
-    echo: Option<Mutex<std::fs::File>>,
+    /// The terminal's standard output and error as they were before the
+    /// capture, to echo lines to (a worker started by hand).
+    echo: Option<[Mutex<std::fs::File>; 2]>,
     path: PathBuf,
 }
 
@@ -83,31 +88,28 @@ pub fn log_dir() -> PathBuf {
 
 /// Captures this process's standard output and error (once; later calls
 /// do nothing): into the log file, and for the drivers; `echo` also
-/// copies every line to the standard error the process had.
+/// copies every line to the stream it was printed to as it was before.
 pub(crate) fn capture(echo: bool) -> std::io::Result<()> {
     if INSTALLED.get().is_some() {
         return Ok(());
     }
     let dir = log_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
+    private_dir(&dir)?;
+    sweep(&dir);
     let path = dir.join(format!("worker-{}.log", std::process::id()));
     let file = open_log(&path)?;
     let echo = if echo {
-        // SAFETY: dup of an open descriptor; the new one is owned here.
-        let copy = unsafe { libc::dup(libc::STDERR_FILENO) };
-        (copy >= 0).then(|| {
-            // SAFETY: `copy` is a fresh descriptor nothing else owns.
-            Mutex::new(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(copy) }))
-        })
+        Some([
+            Mutex::new(duplicate(libc::STDOUT_FILENO)?),
+            Mutex::new(duplicate(libc::STDERR_FILENO)?),
+        ])
     } else {
         None
     };
+    let written = file.metadata().map_or(0, |m| m.len());
     let output = Arc::new(Output {
         pending: Mutex::new(Pending::default()),
-        file: Mutex::new(LogFile { file, written: 0 }),
+        file: Mutex::new(LogFile { file, written }),
         echo,
         path,
     });
@@ -116,24 +118,107 @@ pub(crate) fn capture(echo: bool) -> std::io::Result<()> {
         let output = output.clone();
         std::thread::Builder::new()
             .name(if stderr { "dfut-stderr" } else { "dfut-stdout" }.into())
-            .spawn(move || output.read_lines(reader, stderr))?;
+            .spawn(move || {
+                output.read_lines(reader, stderr);
+                // The pipe broke: later writes go nowhere rather than
+                // block on a pipe nobody reads.
+                if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                    // SAFETY: dup2 onto a standard descriptor of this process.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+                }
+            })?;
     }
     let _ = INSTALLED.set(output);
     Ok(())
 }
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+/// Makes `dir` (mode 0700) unless it exists; refuses one that is not a
+/// private directory of this user (a shared temporary directory could
+/// hold one planted by someone else, to read what tasks print).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?,
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of this user (mode 0700); \
+             set DFUT_LOG_DIR to one",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Log files of processes that are gone, beyond the newest [`KEPT_LOGS`],
+/// are removed: a host keeps a bounded number of them.
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut gone: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid: u32 = name
+                .strip_prefix("worker-")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            let modified = e.metadata().ok()?.modified().ok()?;
+            (!alive).then(|| (modified, e.path()))
+        })
+        .collect();
+    gone.sort_by_key(|g| std::cmp::Reverse(g.0));
+    for (_, path) in gone.into_iter().skip(KEPT_LOGS) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A copy of descriptor `fd`, numbered above the standard ones and closed
+/// on exec.
+fn duplicate(fd: libc::c_int) -> std::io::Result<std::fs::File> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor (or fails).
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `copy` is a fresh descriptor nothing else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(copy) }))
+}
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file of this user",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Points descriptor `fd` at a new pipe; returns the pipe's reading end.
+/// Both ends are numbered above the standard descriptors, so a process
+/// started with one of them closed cannot have them collide.
 fn redirect(fd: libc::c_int) -> std::io::Result<std::fs::File> {
     let mut ends = [0 as libc::c_int; 2];
     // SAFETY: `ends` has room for the two descriptors pipe2 writes.
@@ -142,13 +227,17 @@ fn redirect(fd: libc::c_int) -> std::io::Result<std::fs::File> {
     }
     // SAFETY: both ends are fresh descriptors owned from here on.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    // SAFETY: dup2 onto a standard descriptor this process has; the
-    // writing end stays open as `fd` after `write` is dropped.
+    let (read, write) = (
+        duplicate(std::os::fd::AsRawFd::as_raw_fd(&read))?,
+        duplicate(std::os::fd::AsRawFd::as_raw_fd(&write))?,
+    );
+    // SAFETY: dup2 onto a standard descriptor; the writing end stays open
+    // as `fd` after `write` is dropped.
     if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&write), fd) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     drop(write);
-    Ok(std::fs::File::from(read))
+    Ok(read)
 }
 
 impl Output {
@@ -172,7 +261,7 @@ impl Output {
             let text = text.trim_end_matches(['\n', '\r']).to_owned();
             self.write_file(&text);
             if let Some(echo) = &self.echo {
-                let _ = writeln!(lock(echo), "{text}");
+                let _ = writeln!(lock(&echo[usize::from(stderr)]), "{text}");
             }
             self.queue(LogLine { stderr, text });
         }
@@ -182,12 +271,14 @@ impl Output {
         let mut log = lock(&self.file);
         if log.written >= MAX_FILE_BYTES {
             let old = self.path.with_extension("log.1");
-            if std::fs::rename(&self.path, &old).is_ok()
-                && let Ok(fresh) = open_log(&self.path)
-            {
-                log.file = fresh;
-                log.written = 0;
+            let fresh = std::fs::rename(&self.path, &old).and_then(|()| open_log(&self.path));
+            match fresh {
+                Ok(fresh) => log.file = fresh,
+                // Not rotated: lines go on to the drivers only, rather than
+                // past the bound.
+                Err(_) => return,
             }
+            log.written = 0;
         }
         if writeln!(log.file, "{text}").is_ok() {
             log.written += text.len() as u64 + 1;
@@ -276,6 +367,33 @@ pub(crate) fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_directory_is_refused_and_old_logs_are_swept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testing_dir("output-dir");
+        let logs = dir.join("logs");
+        private_dir(&logs).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(private_dir(&logs).is_err(), "a world-writable directory");
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Files of processes that are gone (no such pids), and one of this
+        // live process: the live one and the newest KEPT_LOGS stay.
+        for i in 0..KEPT_LOGS + 5 {
+            std::fs::write(logs.join(format!("worker-{}.log", 4_100_000 + i)), b"x").unwrap();
+        }
+        let mine = logs.join(format!("worker-{}.log", std::process::id()));
+        std::fs::write(&mine, b"x").unwrap();
+        std::fs::write(logs.join("notes.txt"), b"x").unwrap();
+        sweep(&logs);
+        let left = std::fs::read_dir(&logs).unwrap().count();
+        assert_eq!(
+            left,
+            KEPT_LOGS + 2,
+            "the kept ones, this process's, and others' files"
+        );
+        assert!(mine.exists());
+    }
 
     #[test]
     fn waiting_lines_are_bounded_and_drops_counted() {
