@@ -325,6 +325,17 @@ fn main() -> dfut::Result<()> {
     let wants = |w: &str| asked.is_empty() || asked.iter().any(|a| a == w);
     let mut out = Map::new();
     out.insert("workers".into(), json!(rt.client().workers().len()));
+    // The machine the figures come from.
+    let slots: Vec<u32> = rt
+        .client()
+        .workers()
+        .iter()
+        .map(|w| w.max_concurrent)
+        .collect();
+    out.insert("worker_slots".into(), json!(slots));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    out.insert("cores".into(), json!(cores));
+    out.insert("cpu_model".into(), json!(cpu_model()));
 
     if wants("w1") {
         w1(10_000)?;
@@ -403,4 +414,18 @@ fn main() -> dfut::Result<()> {
     }
     println!("{}", Value::Object(out));
     Ok(())
+}
+
+/// The CPU's model name as the kernel reports it (`model name` in
+/// `/proc/cpuinfo`), or `unknown`.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }

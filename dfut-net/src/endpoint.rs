@@ -68,6 +68,10 @@ pub struct EndpointOptions {
     /// (a member retries with backoff). Bounds the work an unauthenticated
     /// flood can cost.
     pub max_handshakes: usize,
+    /// Accepted connections open at once; past it, new attempts are
+    /// refused until one closes. Bounds the memory peers can pin by
+    /// holding connections open (each costs about 100 KiB).
+    pub max_connections: usize,
 }
 
 impl Default for EndpointOptions {
@@ -78,6 +82,7 @@ impl Default for EndpointOptions {
             keep_alive: Duration::from_secs(2),
             max_bulk: u64::MAX,
             max_handshakes: 64,
+            max_connections: 1024,
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct Endpoint {
     options: Arc<EndpointOptions>,
     /// One permit per handshake in progress (`max_handshakes`).
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// One permit per accepted connection open (`max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
     /// QUIC Retry packets sent to unvalidated addresses, since binding.
     retries: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -121,6 +128,7 @@ impl Endpoint {
         Ok(Self {
             inner: endpoint,
             handshakes: Arc::new(tokio::sync::Semaphore::new(options.max_handshakes.max(1))),
+            connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1))),
             retries: Arc::default(),
             options: Arc::new(options),
         })
@@ -174,18 +182,26 @@ impl Endpoint {
                 }
                 continue;
             }
-            match self.handshakes.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let handshake = self.handshakes.clone().try_acquire_owned();
+            let connection = self.connections.clone().try_acquire_owned();
+            match (handshake, connection) {
+                (Ok(permit), Ok(open)) => {
                     return Some(Incoming {
                         incoming,
                         options: self.options.clone(),
                         _permit: permit,
+                        open,
                     });
                 }
-                Err(_) => {
+                (Err(_), _) => {
                     let from = incoming.remote_address();
                     incoming.refuse();
                     crate::refusals::refused(from, &"too many handshakes in progress");
+                }
+                (_, Err(_)) => {
+                    let from = incoming.remote_address();
+                    incoming.refuse();
+                    crate::refusals::refused(from, &"too many connections open");
                 }
             }
         }
@@ -211,6 +227,8 @@ pub struct Incoming {
     options: Arc<EndpointOptions>,
     /// Held until the handshake ends (or the attempt is dropped).
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Held until the connection closes.
+    open: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Incoming {
@@ -226,10 +244,17 @@ impl Incoming {
             incoming,
             options,
             _permit,
+            open,
         } = self;
         let addr = incoming.remote_address();
         let conn = incoming.await.map_err(|e| classify(addr, &e))?;
         drop(_permit);
+        // The connection counts as open until it closes, however it ends.
+        let closing = conn.clone();
+        tokio::spawn(async move {
+            closing.closed().await;
+            drop(open);
+        });
         let (send, recv) = conn.accept_bi().await.map_err(|e| classify(addr, &e))?;
         Ok(Link::start(conn, send, recv, &options))
     }
@@ -771,6 +796,62 @@ mod tests {
             // handshake that followed was the validated one.
             assert_eq!(server.retries_sent(), 1);
             assert_eq!(client.retries_sent(), 0, "a client sends none");
+        });
+    }
+
+    #[test]
+    fn connections_past_the_cap_are_refused_until_one_closes() {
+        rt().block_on(async {
+            let credential = ClusterCredential::generate().unwrap();
+            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let options = EndpointOptions {
+                max_connections: 2,
+                ..EndpointOptions::default()
+            };
+            let server = Endpoint::bind(lo, &credential, options).unwrap();
+            let addr = server.local_addr().unwrap();
+            let client = Endpoint::bind(lo, &credential, EndpointOptions::default()).unwrap();
+            let acceptor = server.clone();
+            let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(incoming) = acceptor.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(pair) = incoming.establish().await {
+                            let _ = tx.send(pair);
+                        }
+                    });
+                }
+            });
+            let open = |client: Endpoint| async move {
+                let (link, inbox) = client.connect(addr).await?;
+                link.send(Message::Subscribe)?;
+                Ok::<_, NetError>((link, inbox))
+            };
+            let limit = Duration::from_secs(5);
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(open(client.clone()).await.unwrap());
+                held.push(
+                    tokio::time::timeout(limit, accepted.recv())
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            }
+            // A third while two are open: refused.
+            let third = tokio::time::timeout(limit, open(client.clone())).await;
+            assert!(matches!(third, Ok(Err(_))), "refused: {third:?}");
+            // One closes: the next is accepted.
+            let (first, _) = held.remove(0);
+            first.close("done");
+            held.remove(0);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let fourth = tokio::time::timeout(limit, open(client.clone())).await;
+            assert!(
+                matches!(fourth, Ok(Ok(_))),
+                "accepted once one closed: {fourth:?}"
+            );
         });
     }
 

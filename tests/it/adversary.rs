@@ -21,7 +21,7 @@ use crate::util::{LIMIT, cluster, rss};
 /// How many of each abuse.
 const RANDOM_FETCHES: u64 = 200_000;
 const STALLED_FRAMES: usize = 200;
-const IDLE_CONNECTIONS: usize = 500;
+const IDLE_CONNECTIONS: usize = 2_000;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -210,23 +210,41 @@ fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
             kept.push(Box::new((conn, send)) as Box<dyn std::any::Any + Send>);
         }
 
-        // 5. Idle connections, each speaking for an owner of its own.
+        // 5. Idle connections, each speaking for an owner of its own:
+        //    more than the worker keeps open, which refuses the rest.
         let t = std::time::Instant::now();
+        let mut opened = 0;
         for batch in 0..IDLE_CONNECTIONS / 10 {
-            let opened = futures_util::future::join_all((0..10).map(|k| {
+            let tried = futures_util::future::join_all((0..10).map(|k| {
                 let node = me + 2 * (batch * 10 + k) as u64;
-                member(&ep, worker.addr, Role::Client, node)
+                let ep = &ep;
+                async move {
+                    let (link, inbox) = ep.connect(worker.addr).await.ok()?;
+                    let secret = rand::random();
+                    let hello = Message::Hello {
+                        node,
+                        role: Role::Client,
+                        secret,
+                    };
+                    link.send(hello).ok()?;
+                    Some((link, inbox))
+                }
             }))
             .await;
-            kept.extend(
-                opened
-                    .into_iter()
-                    .map(|c| Box::new(c) as Box<dyn std::any::Any + Send>),
-            );
+            for pair in tried.into_iter().flatten() {
+                opened += 1;
+                kept.push(Box::new(pair));
+            }
         }
         eprintln!(
-            "{IDLE_CONNECTIONS} idle connections opened in {:?}",
+            "{IDLE_CONNECTIONS} idle connections tried in {:?}: {opened} opened, the rest refused",
             t.elapsed()
+        );
+        // What a worker keeps open (it uses the default).
+        let cap = dfut_net::EndpointOptions::default().max_connections;
+        assert!(
+            opened < IDLE_CONNECTIONS && opened <= cap,
+            "the worker keeps at most {cap} connections open: {opened}"
         );
 
         // 6. At the scheduler: taking the live worker's id, and fake
@@ -292,7 +310,7 @@ fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
     let after = rss(pid);
     eprintln!(
         "worker memory {} MiB before, {} MiB under attack ({RANDOM_FETCHES} random fetches, \
-         {STALLED_FRAMES} stalled 1 GiB frames, {IDLE_CONNECTIONS} idle connections held)",
+         {STALLED_FRAMES} stalled 1 GiB frames, {IDLE_CONNECTIONS} idle connections tried)",
         before >> 20,
         after >> 20
     );
