@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `random` | a uniformly random eligible worker |
 //! | `round-robin` | the next eligible worker in turn |
-//! | `power-of-two` | the less loaded of 2 random eligible workers (batches: Sparrow's batch sampling) |
+//! | `power-of-two` | the less loaded of 2 random eligible workers (`place_batch`, for a caller placing a batch itself: Sparrow's batch sampling; owners place each task as it is submitted) |
 //! | `load-aware` | the eligible worker with the shortest queue per unit of speed |
 //! | `gpu-aware` | GPU tasks on GPU workers; CPU tasks on CPU workers unless a GPU worker is idle |
 //! | `locality` | the worker holding the most argument bytes, unless it is overloaded |
