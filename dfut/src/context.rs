@@ -80,6 +80,9 @@ pub(crate) fn set_default_if_unset(client: &Client) {
 /// calls made by an async task go through its worker's client.
 pub(crate) struct WithClient<F> {
     client: Client,
+    /// The task this future runs (its id and function), named in the log
+    /// lines it prints.
+    task: Option<(dfut_net::wire::ObjectId, &'static str)>,
     inner: std::pin::Pin<Box<F>>,
 }
 
@@ -87,9 +90,35 @@ impl<F> WithClient<F> {
     pub fn new(client: Client, inner: F) -> Self {
         Self {
             client,
+            task: None,
             inner: Box::pin(inner),
         }
     }
+
+    /// The same, running task `id` of `function`.
+    pub fn for_task(
+        client: Client,
+        id: dfut_net::wire::ObjectId,
+        function: &'static str,
+        inner: F,
+    ) -> Self {
+        Self {
+            task: Some((id, function)),
+            ..Self::new(client, inner)
+        }
+    }
+}
+
+thread_local! {
+    /// The async task being polled on this thread, if any.
+    static ASYNC_TASK: std::cell::Cell<Option<(dfut_net::wire::ObjectId, &'static str)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The async task being polled on this thread, if any: its id and
+/// function.
+pub(crate) fn current_async_task() -> Option<(dfut_net::wire::ObjectId, &'static str)> {
+    ASYNC_TASK.try_with(std::cell::Cell::get).ok().flatten()
 }
 
 impl<F: std::future::Future> std::future::Future for WithClient<F> {
@@ -100,7 +129,10 @@ impl<F: std::future::Future> std::future::Future for WithClient<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
         let _current = enter(self.client.clone());
-        self.inner.as_mut().poll(cx)
+        let outer = ASYNC_TASK.with(|t| t.replace(self.task));
+        let polled = self.inner.as_mut().poll(cx);
+        ASYNC_TASK.with(|t| t.set(outer));
+        polled
     }
 }
 

@@ -54,6 +54,12 @@ fn what_workers_print_reaches_the_driver_prefixed_and_stays_in_a_file() {
         !stdout.contains("complains") && !stderr.contains("says hello"),
         "each to its stream"
     );
+    let from_async =
+        line_with(&stderr, "chatty async 8 warns").unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        from_async.starts_with(&prefix) && from_async.contains("dfut_tests::chatty_async]"),
+        "an async task is named too: {from_async}"
+    );
     // The worker's own file has every line, unprefixed.
     let file = std::fs::read_to_string(dir.join(format!("worker-{pid}.log"))).unwrap();
     for needle in [

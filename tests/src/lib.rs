@@ -210,6 +210,14 @@ pub fn chatty(n: u64) -> u32 {
     std::process::id()
 }
 
+/// Logs a `tracing` warning from an async task.
+#[dfut::remote]
+pub async fn chatty_async(n: u64) -> u64 {
+    tokio::task::yield_now().await;
+    tracing::warn!("chatty async {n} warns");
+    n
+}
+
 /// A vector of `n` bytes, each `fill`: large ones stay on the worker.
 #[dfut::remote]
 pub fn bytes(n: u64, fill: u8) -> Vec<u8> {

@@ -397,7 +397,8 @@ async fn run_async(
     if let Some(delay) = &shared.delay {
         tokio::time::sleep(delay.sample()).await;
     }
-    let fut = crate::context::WithClient::new(shared.client.clone(), f(args));
+    let name = entry.function.name;
+    let fut = crate::context::WithClient::for_task(shared.client.clone(), id, name, f(args));
     // A panic is caught on the thread it happened on, where its location
     // was recorded.
     let fut = async move {
@@ -687,15 +688,16 @@ pub fn cancelled() -> bool {
     })
 }
 
-/// The sync task running on this thread, if any: its id and function
-/// (for log lines).
+/// The task running on this thread, if any: its id and function (for
+/// log lines). A sync task's, else an async task's being polled.
 pub(crate) fn current_task() -> Option<(ObjectId, &'static str)> {
-    TASK.try_with(|t| {
+    let sync = TASK.try_with(|t| {
         let scope = t.try_borrow().ok()?;
         scope.as_ref().map(|s| (s.id, s.entry.function.name))
-    })
-    .ok()
-    .flatten()
+    });
+    sync.ok()
+        .flatten()
+        .or_else(crate::context::current_async_task)
 }
 
 /// Whether this thread is running a sync task.

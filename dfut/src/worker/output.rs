@@ -327,7 +327,7 @@ fn skip_line(reader: &mut impl BufRead) {
 }
 
 /// A `tracing` event format for worker processes: the default one, with
-/// the sync task running on the thread (its id and function) in front.
+/// the task running on the thread (its id and function) in front.
 pub(crate) struct TaskFormat<F>(pub F);
 
 impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for TaskFormat<F>

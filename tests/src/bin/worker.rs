@@ -26,7 +26,8 @@
 //!   of the batches; prints the figures, then `ok` or `not flat`
 //!   (`scripts/memory-flat.sh` runs it with a million);
 //! - `--worker-logs`: starts a local cluster and calls `chatty`, which
-//!   prints to standard output and error and logs a `tracing` warning;
+//!   prints to standard output and error and logs a `tracing` warning,
+//!   and `chatty_async`, which logs one from an async task;
 //!   waits until the driver printed its lines (unless
 //!   `DFUT_WORKER_LOGS=0`); prints `worker <pid>`, then `ok`;
 //! - `--owner N`: joins the cluster named by `DFUT_SCHEDULER`, makes `N`
@@ -87,9 +88,10 @@ fn main() -> dfut::Result<()> {
 fn worker_logs() -> dfut::Result<()> {
     let rt = dfut::init()?;
     let pid = dfut_tests::chatty(7).get_timeout(Duration::from_secs(30))?;
+    dfut_tests::chatty_async(8).get_timeout(Duration::from_secs(30))?;
     let on = std::env::var("DFUT_WORKER_LOGS").as_deref() != Ok("0");
     let until = std::time::Instant::now() + Duration::from_secs(20);
-    while on && rt.client().stats().worker_log_lines < 3 && std::time::Instant::now() < until {
+    while on && rt.client().stats().worker_log_lines < 4 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
     if !on {
