@@ -229,6 +229,12 @@ impl ObjectFilter {
     }
 }
 
+/// Whether a listing of tasks in `state` (all, for `None`) includes the
+/// tasks waiting in owners' backlogs.
+pub(crate) fn lists_backlogs(state: Option<TaskState>) -> bool {
+    matches!(state, None | Some(TaskState::Backlog))
+}
+
 /// The name `dfut tasks` prints for `state` (and accepts in `--state`).
 ///
 /// ```

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfut_net::wire::{Message, Role, TaskState};
+use dfut_net::wire::{Message, Role};
 use dfut_net::{Inbox, Link};
 
 use super::{Client, Fetched, lock};
@@ -266,9 +266,10 @@ impl Client {
                             }
                         }
                         Ok(Message::TasksRequest { req, limit, state }) => {
-                            let tasks = match state {
-                                None | Some(TaskState::Backlog) => client.backlog_listing(limit),
-                                Some(_) => Vec::new(),
+                            let tasks = if crate::inspect::lists_backlogs(state) {
+                                client.backlog_listing(limit)
+                            } else {
+                                Vec::new()
                             };
                             let fetches = Vec::new();
                             let _ = link.send(Message::TasksReply {

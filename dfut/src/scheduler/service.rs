@@ -372,9 +372,10 @@ async fn serve_link(state: Shared, endpoint: Endpoint, link: Link, mut inbox: In
                     state: wanted,
                 },
             ) => {
-                let tasks = match wanted {
-                    None | Some(TaskState::Backlog) => backlogs(&state, limit).await,
-                    Some(_) => Vec::new(),
+                let tasks = if crate::inspect::lists_backlogs(wanted) {
+                    backlogs(&state, limit).await
+                } else {
+                    Vec::new()
                 };
                 let fetches = Vec::new();
                 let _ = link.send(Message::TasksReply {
@@ -691,8 +692,7 @@ async fn ask<T>(
     request: Message,
     pick: impl Fn(Message) -> Option<T>,
 ) -> Result<T> {
-    const PATIENCE: Duration = Duration::from_secs(10);
-    tokio::time::timeout(PATIENCE, async {
+    tokio::time::timeout(TOOL_PATIENCE, async {
         let (link, mut inbox) = endpoint.connect(addr).await?;
         link.send(Message::Hello {
             node: rand::random(),
@@ -711,5 +711,5 @@ async fn ask<T>(
         )))
     })
     .await
-    .map_err(|_| crate::Error::Timeout(PATIENCE))?
+    .map_err(|_| crate::Error::Timeout(TOOL_PATIENCE))?
 }
