@@ -14,6 +14,11 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
 /// Options given in `#[remote(...)]`.
 struct Options {
     gpu: bool,
+    cpus: u32,
+    gpus: Option<u32>,
+    memory_mb: u64,
+    /// Custom resources: name and amount, each name once.
+    resources: Vec<(String, u32)>,
     retries: u32,
     cost: Option<f64>,
     timeout_ms: u32,
@@ -66,6 +71,10 @@ fn push(errors: &mut Option<syn::Error>, e: syn::Error) {
 fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options {
     let mut opts = Options {
         gpu: false,
+        cpus: 1,
+        gpus: None,
+        memory_mb: 0,
+        resources: Vec::new(),
         retries: 0,
         cost: None,
         timeout_ms: 0,
@@ -77,6 +86,36 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
         if meta.path.is_ident("gpu") {
             opts.gpu = true;
             Ok(())
+        } else if meta.path.is_ident("cpus") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            let cpus: u32 = lit.base10_parse()?;
+            if cpus == 0 {
+                return Err(meta.error("`cpus` must be at least 1: a task holds a slot"));
+            }
+            opts.cpus = cpus;
+            Ok(())
+        } else if meta.path.is_ident("gpus") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            opts.gpus = Some(lit.base10_parse()?);
+            Ok(())
+        } else if meta.path.is_ident("memory_mb") {
+            let lit: syn::LitInt = meta.value()?.parse()?;
+            opts.memory_mb = lit.base10_parse()?;
+            Ok(())
+        } else if meta.path.is_ident("resources") {
+            meta.parse_nested_meta(|inner| {
+                let Some(ident) = inner.path.get_ident() else {
+                    return Err(inner.error("a resource is named by one identifier: `disk = 1`"));
+                };
+                let name = ident.to_string();
+                let lit: syn::LitInt = inner.value()?.parse()?;
+                let amount: u32 = lit.base10_parse()?;
+                if opts.resources.iter().any(|(n, _)| *n == name) {
+                    return Err(inner.error(format!("resource `{name}` is named twice")));
+                }
+                opts.resources.push((name, amount));
+                Ok(())
+            })
         } else if meta.path.is_ident("retries") {
             let lit: syn::LitInt = meta.value()?.parse()?;
             opts.retries = lit.base10_parse()?;
@@ -119,7 +158,8 @@ fn parse_options(attr: TokenStream, errors: &mut Option<syn::Error>) -> Options 
             Ok(())
         } else {
             Err(meta.error(
-                "unknown option; expected `gpu`, `retries = N`, `retry_on_error`, \
+                "unknown option; expected `gpu`, `gpus = N`, `cpus = N`, `memory_mb = N`, \
+                 `resources(name = N, ..)`, `retries = N`, `retry_on_error`, \
                  `timeout_ms = N`, `cost = X`, `name = \"...\"` or `crate = \"path\"`",
             ))
         }
@@ -387,7 +427,12 @@ fn generate(r: &Remote) -> TokenStream {
     let retries = r.opts.retries;
     let timeout_ms = r.opts.timeout_ms;
     let retry_on_error = r.opts.retry_on_error;
-    let gpu = r.opts.gpu;
+    let gpus = r.opts.gpus.unwrap_or(u32::from(r.opts.gpu));
+    let gpu = gpus > 0;
+    let cpus = r.opts.cpus;
+    let memory_mb = r.opts.memory_mb;
+    let resource_names = r.opts.resources.iter().map(|(n, _)| n);
+    let resource_amounts = r.opts.resources.iter().map(|(_, a)| a);
     let cost = match r.opts.cost {
         Some(c) => quote! { ::core::option::Option::Some(#c) },
         None => quote! { ::core::option::Option::None },
@@ -425,7 +470,10 @@ fn generate(r: &Remote) -> TokenStream {
                 name: #registered_name,
                 signature: __dfut_signature,
                 retries: #retries,
-                gpu: #gpu,
+                cpus: #cpus,
+                gpus: #gpus,
+                memory_mb: #memory_mb,
+                resources: &[#((#resource_names, #resource_amounts)),*],
                 cost: #cost,
                 timeout_ms: #timeout_ms,
                 retry_on_error: #retry_on_error,

@@ -206,6 +206,7 @@ mod tests {
         Message::Submit(vec![TaskSpec {
             low_priority: false,
             submitted_us: 1_700_000_000_000_000,
+            resources: Default::default(),
             id: ObjectId { owner: 7, seq: 9 },
             function: "m::f".into(),
             signature: 0x5157,

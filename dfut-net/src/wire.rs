@@ -101,6 +101,55 @@ pub struct WorkerInfo {
     /// Its host identity: processes with the same one share a machine
     /// (and anything host-local, such as shared memory).
     pub host: String,
+    /// GPUs it declares (0 unless it runs GPU tasks).
+    pub gpus: u32,
+    /// Memory it declares, in MiB (a placement constraint).
+    pub memory_mb: u64,
+    /// Custom resources it declares (`--resources name=amount`), each name
+    /// once.
+    pub resources: Vec<ResourceAmount>,
+}
+
+/// An amount of a named resource (declared by a worker, or needed by a
+/// task).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResourceAmount {
+    /// The resource's name.
+    pub name: String,
+    /// How many units.
+    pub amount: u32,
+}
+
+/// What a task takes from its worker while it runs: CPUs (slots), GPUs,
+/// memory and custom resources. The default is one CPU and nothing else.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRequest {
+    /// Slots it holds while running (at least 1).
+    pub cpus: u32,
+    /// GPUs it holds while running.
+    pub gpus: u32,
+    /// Memory it reserves while running, in MiB (not enforced).
+    pub memory_mb: u64,
+    /// Custom resources it holds while running, each name once.
+    pub custom: Vec<ResourceAmount>,
+}
+
+impl Default for ResourceRequest {
+    fn default() -> Self {
+        Self {
+            cpus: 1,
+            gpus: 0,
+            memory_mb: 0,
+            custom: Vec::new(),
+        }
+    }
+}
+
+impl ResourceRequest {
+    /// Whether it asks for one CPU and nothing else (what most tasks ask).
+    pub fn is_one_cpu(&self) -> bool {
+        self.cpus <= 1 && self.gpus == 0 && self.memory_mb == 0 && self.custom.is_empty()
+    }
 }
 
 /// A worker's load, sent with every heartbeat.
@@ -245,6 +294,8 @@ pub struct TaskSpec {
     /// epoch by the owner's clock (0: not said); shown in task listings
     /// and timelines.
     pub submitted_us: u64,
+    /// What it takes from the worker while it runs.
+    pub resources: ResourceRequest,
 }
 
 /// Why a task or a fetch failed, as sent between processes.

@@ -103,7 +103,7 @@ pub use error::{Error, Result};
 pub use future::DistFuture;
 pub use mapreduce::{Job, MapReduce};
 pub use object::Status;
-pub use options::{Options, Priority};
+pub use options::{Options, Priority, Strategy};
 pub use progress::Progress;
 pub use put::put;
 pub use registry::registered_functions;

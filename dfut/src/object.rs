@@ -69,6 +69,10 @@ pub(crate) struct TaskRecord {
     pub timeout_ms: u32,
     /// Whether a failure of the task itself is retried too.
     pub retry_on_error: bool,
+    /// What it takes from its worker while it runs.
+    pub resources: dfut_net::wire::ResourceRequest,
+    /// Where it may run.
+    pub strategy: crate::options::Strategy,
     /// Times a worker died while holding the task (sent or running).
     pub lost_runs: u32,
     /// Times the task was sent to a worker (retries, re-runs and

@@ -22,7 +22,10 @@ static SPEC: FnSpec = FnSpec {
     // Any value: the result is the argument's bytes.
     signature: crate::__private::unchecked,
     retries: 0,
-    gpu: false,
+    cpus: 1,
+    gpus: 0,
+    memory_mb: 0,
+    resources: &[],
     cost: None,
     timeout_ms: 0,
     retry_on_error: false,

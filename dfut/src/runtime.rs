@@ -742,9 +742,42 @@ pub struct WorkerOptions {
     pub add_delay_ms: u64,
     /// Seed of the injected delays.
     pub delay_seed: Option<u64>,
+    /// GPUs it declares (default: 1 if `gpu`, else 0).
+    pub gpus: Option<u32>,
+    /// Memory it declares, in MiB (default: the machine's).
+    pub memory_mb: Option<u64>,
+    /// Custom resources it declares, by name.
+    pub resources: Vec<(String, u32)>,
 }
 
 impl WorkerOptions {
+    /// Sets the GPUs it declares (more than 0 makes it a GPU worker).
+    pub fn gpus(mut self, n: u32) -> Self {
+        self.gpus = Some(n);
+        self
+    }
+
+    /// Sets the memory it declares, in MiB.
+    pub fn memory_mb(mut self, mb: u64) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// Declares `amount` units of the custom resource `name`.
+    ///
+    /// ```
+    /// let rt = dfut::Runtime::builder()
+    ///     .in_process_workers(0)
+    ///     .add_worker(dfut::WorkerOptions::default().resource("disk", 1))
+    ///     .start()?;
+    /// assert_eq!(rt.client().workers()[0].custom_amount("disk"), 1);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
+    pub fn resource(mut self, name: impl Into<String>, amount: u32) -> Self {
+        crate::scheduler::set_amount(&mut self.resources, name.into(), amount);
+        self
+    }
+
     /// Sets the task slots.
     pub fn max_concurrent(mut self, n: u32) -> Self {
         self.max_concurrent = Some(n);
@@ -789,6 +822,20 @@ impl WorkerOptions {
         if let Some(seed) = self.delay_seed {
             env.push(("DFUT_DELAY_SEED", seed.to_string()));
         }
+        if let Some(n) = self.gpus {
+            env.push(("DFUT_GPUS", n.to_string()));
+        }
+        if let Some(mb) = self.memory_mb {
+            env.push(("DFUT_MEMORY_MB", mb.to_string()));
+        }
+        if !self.resources.is_empty() {
+            let list: Vec<String> = self
+                .resources
+                .iter()
+                .map(|(n, a)| format!("{n}={a}"))
+                .collect();
+            env.push(("DFUT_RESOURCES", list.join(",")));
+        }
         env
     }
 
@@ -801,5 +848,8 @@ impl WorkerOptions {
         config.gpu = self.gpu;
         config.add_delay_ms = self.add_delay_ms;
         config.delay_seed = self.delay_seed;
+        config.gpus = self.gpus.or(config.gpus);
+        config.memory_mb = self.memory_mb.or(config.memory_mb);
+        config.resources.extend(self.resources.iter().cloned());
     }
 }

@@ -17,8 +17,8 @@ use dfut::matrix::Matrix;
 use dfut_net::frame::{FrameReader, decode, encode};
 use dfut_net::wire::{
     Arg, ClusterStatus, Failure, FailureKind, FunctionMetrics, Item, LogLine, Message, ObjectId,
-    ObjectListing, ObjectState, Outcome, Role, TaskListing, TaskSpec, TaskState, WorkerInfo,
-    WorkerLoad, WorkerState,
+    ObjectListing, ObjectState, Outcome, ResourceAmount, ResourceRequest, Role, TaskListing,
+    TaskSpec, TaskState, WorkerInfo, WorkerLoad, WorkerState,
 };
 
 /// The frame limit the reader is given: small, so the limit is exercised.
@@ -370,6 +370,12 @@ fn messages() -> Vec<Message> {
     info.max_concurrent = 2;
     info.pid = 4242;
     info.host = "host-a".into();
+    info.gpus = 1;
+    info.memory_mb = 8192;
+    info.resources = vec![ResourceAmount {
+        name: "disk".into(),
+        amount: 2,
+    }];
     let mut load = WorkerLoad::default();
     load.running = 2;
     load.queued = 5;
@@ -413,6 +419,15 @@ fn messages() -> Vec<Message> {
         confirm_start: true,
         low_priority: true,
         submitted_us: 1_790_000_000_000_000,
+        resources: ResourceRequest {
+            cpus: 2,
+            gpus: 1,
+            memory_mb: 512,
+            custom: vec![ResourceAmount {
+                name: "disk".into(),
+                amount: 1,
+            }],
+        },
     };
     vec![
         Message::Hello {

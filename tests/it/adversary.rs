@@ -42,6 +42,7 @@ fn task(owner: u64, seq: u64, function: &str, args: Vec<Arg>) -> TaskSpec {
         confirm_start: false,
         low_priority: false,
         submitted_us: 0,
+        resources: Default::default(),
     }
 }
 

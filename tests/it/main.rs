@@ -17,6 +17,7 @@ mod objects;
 mod orphans;
 mod ownership;
 mod rag;
+mod resources;
 mod restart;
 mod scheduling;
 mod security;

@@ -315,6 +315,40 @@ pub fn consumed_where(made: (u32, Vec<u8>)) -> (u32, u32) {
     (made.0, std::process::id())
 }
 
+/// When a task ran: its worker's process id, and its start and end in
+/// microseconds since the Unix epoch.
+pub type Span = (u32, u64, u64);
+
+fn span_of(ms: u64) -> Span {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (std::process::id(), start, now())
+}
+
+/// Sleeps `ms` milliseconds holding one CPU: when and where it ran.
+#[dfut::remote]
+pub fn span(ms: u64) -> Span {
+    span_of(ms)
+}
+
+/// Sleeps `ms` milliseconds holding one unit of the custom resource
+/// `disk`.
+#[dfut::remote(resources(disk = 1))]
+pub fn disk_span(ms: u64) -> Span {
+    span_of(ms)
+}
+
+/// Sleeps `ms` milliseconds holding two CPUs.
+#[dfut::remote(cpus = 2)]
+pub fn wide_span(ms: u64) -> Span {
+    span_of(ms)
+}
+
 /// Sleeps `ms` milliseconds, then returns the process id of its worker.
 #[dfut::remote]
 pub fn slow_pid(ms: u64) -> u32 {

@@ -392,6 +392,16 @@ fn render(scheduler: SocketAddr, status: &ClusterStatus) -> String {
         failed += l.tasks_failed;
     }
     for w in &status.workers {
+        let _ = writeln!(
+            out,
+            "{}: node {:x}, {} CPUs, {}",
+            w.info.addr,
+            w.info.id,
+            w.info.max_concurrent,
+            dfut::scheduler::describe_resources(&w.info)
+        );
+    }
+    for w in &status.workers {
         if w.suspect {
             let _ = writeln!(out, "{}: suspect (heartbeats late)", w.info.addr);
         }

@@ -99,8 +99,15 @@ pub struct FnSpec {
     pub signature: fn() -> u64,
     /// How often a task is re-run when its worker dies.
     pub retries: u32,
-    /// Whether it needs a GPU worker.
-    pub gpu: bool,
+    /// CPUs (slots) it holds while running (`#[remote(cpus = ..)]`).
+    pub cpus: u32,
+    /// GPUs it holds while running (`#[remote(gpus = ..)]`, `gpu`: 1).
+    pub gpus: u32,
+    /// Memory it reserves while running, in MiB (`#[remote(memory_mb = ..)]`).
+    pub memory_mb: u64,
+    /// Custom resources it holds while running
+    /// (`#[remote(resources(name = amount))]`).
+    pub resources: &'static [(&'static str, u32)],
     /// Declared relative cost, if any (`#[remote(cost = ..)]`).
     pub cost: Option<f64>,
     /// Deadline in milliseconds (`#[remote(timeout_ms = ..)]`); 0 for none.
@@ -678,6 +685,8 @@ impl Client {
             retries_left: options.retries,
             timeout_ms: options.timeout_ms,
             retry_on_error: options.retry_on_error,
+            resources: options.resources,
+            strategy: options.strategy,
             lost_runs: 0,
             attempts: AtomicU32::new(0),
             crashes: 0,
@@ -768,6 +777,7 @@ impl Client {
             spec,
             placements: needs,
             fn_spec,
+            strategy,
             pushes,
         } = match prepared {
             Ok(p) => p,
@@ -780,9 +790,14 @@ impl Client {
         };
         let needs = TaskNeeds {
             function: cell.function,
-            gpu: fn_spec.gpu,
+            gpu: spec.resources.gpus > 0,
+            cpus: spec.resources.cpus,
+            gpus: spec.resources.gpus,
+            memory_mb: spec.resources.memory_mb,
+            custom: &spec.resources.custom,
             args: &needs,
             cost: fn_spec.cost,
+            strategy,
         };
         let target = lock(&self.inner.cluster).place(&needs, force);
         match target {
@@ -1669,9 +1684,14 @@ impl Client {
             };
             let needs = TaskNeeds {
                 function: cell.function,
-                gpu: fn_spec.gpu,
+                gpu: spec.resources.gpus > 0,
+                cpus: spec.resources.cpus,
+                gpus: spec.resources.gpus,
+                memory_mb: spec.resources.memory_mb,
+                custom: &spec.resources.custom,
                 args: &[],
                 cost: fn_spec.cost,
+                strategy: crate::options::Strategy::Default,
             };
             let Placement::Chosen(backup) =
                 lock(&self.inner.cluster).place_avoiding(&needs, holder)
@@ -1757,6 +1777,9 @@ impl Client {
                     hw_generation: w.info.hw_generation,
                     speed: f64::from(w.info.speed),
                     gpu: w.info.gpu,
+                    gpus: w.info.gpus.max(u32::from(w.info.gpu)),
+                    memory_mb: w.info.memory_mb,
+                    custom: Arc::from(w.info.resources),
                     inflight: inflight.get(&w.info.id).copied().unwrap_or(0),
                     load: w.load,
                 })
@@ -1989,6 +2012,8 @@ struct Prepared {
     placements: Vec<ArgPlacement>,
     /// The function's compile-time options.
     fn_spec: &'static FnSpec,
+    /// Where the call may run.
+    strategy: crate::options::Strategy,
     /// Large argument values to push beside it (`Arg::Pushed`).
     pushes: Vec<(u64, Blob)>,
 }
@@ -2060,11 +2085,13 @@ fn prepare(
         confirm_start: task.lost_runs > 0,
         low_priority: cell.low.load(Ordering::Relaxed),
         submitted_us: crate::clock::unix_us(cell.created),
+        resources: task.resources.clone(),
     };
     Ok(Prepared {
         spec,
         placements,
         fn_spec: task.spec,
+        strategy: task.strategy,
         pushes,
     })
 }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::object::ObjectCell;
-use crate::scheduler::{Scheduler, TaskNeeds, WorkerView};
+use crate::options::Strategy;
+use crate::scheduler::{Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
 
 /// Default tasks in flight per slot before a worker counts as full.
 pub const DEFAULT_WINDOW_PER_SLOT: u32 = 32;
@@ -49,6 +50,8 @@ pub(super) struct ClusterView {
     /// arguments reach them as files (`Arg::Shared`), not bytes. Bounded
     /// by the workers in the view.
     pub shm_peers: Vec<SocketAddr>,
+    /// Where the next spread placement starts looking.
+    pub spread_next: usize,
 }
 
 impl ClusterView {
@@ -64,6 +67,7 @@ impl ClusterView {
             keep_until: None,
             unusable_since: None,
             shm_peers: Vec::new(),
+            spread_next: 0,
         }
     }
 
@@ -117,11 +121,28 @@ impl ClusterView {
                 return Placement::Full;
             }
         }
+        match needs.strategy {
+            Strategy::Default => {}
+            Strategy::NodeAffinity { node, soft } => {
+                // `None`: soft, and the node cannot take it now.
+                if let Some(placement) = self.by_affinity(needs, node, soft, force, avoid) {
+                    return placement;
+                }
+            }
+            Strategy::Spread => {
+                if let Some(placement) = self.spread(needs, force, avoid) {
+                    return placement;
+                }
+            }
+        }
+        // Only workers with what the task needs are shown to the policy, so
+        // every policy, a user's too, honours resources.
+        let fits = |w: &WorkerView| needs.is_one_cpu() || eligible(needs, w);
         // First the policy's free choice among healthy workers.
-        let first = if self.workers.iter().all(|w| healthy(self, w)) {
+        let first = if needs.is_one_cpu() && self.workers.iter().all(|w| healthy(self, w)) {
             self.policy.place(needs, &self.workers)
         } else {
-            self.place_among(needs, |v, w| healthy(v, w))
+            self.place_among(needs, |v, w| healthy(v, w) && fits(w))
         };
         let chosen = match first {
             Ok(i) if force || self.workers.get(i).is_some_and(|w| self.has_room(w)) => Ok(i),
@@ -133,24 +154,108 @@ impl ClusterView {
                 if holds_args {
                     return Placement::Full;
                 }
-                match self.place_among(needs, |v, w| healthy(v, w) && v.has_room(w)) {
+                match self.place_among(needs, |v, w| healthy(v, w) && fits(w) && v.has_room(w)) {
                     Ok(j) => Ok(j),
                     Err(_) => return Placement::Full,
                 }
             }
+            // A worker with the resources is only suspect (paused, say):
+            // wait for it.
+            Err(_) if !needs.is_one_cpu() && !force && self.workers.iter().any(fits) => {
+                return Placement::Full;
+            }
+            Err(_) if !needs.is_one_cpu() => Err(no_eligible_reason(needs, &self.workers)),
             Err(reason) => Err(reason),
         };
         match chosen {
-            Ok(i) => match self.workers.get_mut(i) {
-                Some(w) => {
-                    w.inflight += 1;
-                    self.last_progress = Instant::now();
-                    Placement::Chosen(w.addr)
-                }
-                None => Placement::Refused(format!("policy chose worker {i}")),
-            },
+            Ok(i) => self.count_in(i),
             Err(reason) => Placement::Refused(reason),
         }
+    }
+
+    /// Sends to worker `i`: one more in flight there.
+    fn count_in(&mut self, i: usize) -> Placement {
+        match self.workers.get_mut(i) {
+            Some(w) => {
+                w.inflight += 1;
+                self.last_progress = Instant::now();
+                Placement::Chosen(w.addr)
+            }
+            None => Placement::Refused(format!("policy chose worker {i}")),
+        }
+    }
+
+    /// Node affinity: the named worker if it can take the task. A hard
+    /// affinity waits for it while it is full or suspect, and refuses the
+    /// task if it is gone or lacks what the task needs; a soft one (`None`)
+    /// leaves those cases to the policy.
+    fn by_affinity(
+        &mut self,
+        needs: &TaskNeeds<'_>,
+        node: u64,
+        soft: bool,
+        force: bool,
+        avoid: Option<SocketAddr>,
+    ) -> Option<Placement> {
+        let Some(i) = self.workers.iter().position(|w| w.id == node) else {
+            return (!soft).then(|| {
+                Placement::Refused(format!(
+                    "`{}` must run on worker {node:x} (hard node affinity), which is not in the \
+                     cluster",
+                    needs.function
+                ))
+            });
+        };
+        let w = &self.workers[i];
+        if !eligible(needs, w) {
+            return (!soft).then(|| {
+                Placement::Refused(format!(
+                    "`{}` must run on worker {node:x} (hard node affinity): {}",
+                    needs.function,
+                    no_eligible_reason(needs, std::slice::from_ref(w))
+                ))
+            });
+        }
+        let usable = !self.suspect.contains(&node) && Some(w.addr) != avoid;
+        if usable && (force || self.has_room(w)) {
+            return Some(self.count_in(i));
+        }
+        (!soft).then_some(Placement::Full)
+    }
+
+    /// Spread: the healthy worker with what the task needs and room that
+    /// has the fewest of this owner's tasks in flight, in turn among equals
+    /// (`None`: no worker fits at all; the policy says why).
+    fn spread(
+        &mut self,
+        needs: &TaskNeeds<'_>,
+        force: bool,
+        avoid: Option<SocketAddr>,
+    ) -> Option<Placement> {
+        let n = self.workers.len();
+        let start = self.spread_next;
+        let candidates: Vec<usize> = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| {
+                let w = &self.workers[i];
+                !self.suspect.contains(&w.id) && Some(w.addr) != avoid && eligible(needs, w)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = candidates
+            .iter()
+            .copied()
+            .filter(|&i| force || self.has_room(&self.workers[i]))
+            .min_by_key(|&i| self.workers[i].inflight);
+        Some(match pick {
+            Some(i) => {
+                self.spread_next = i + 1;
+                self.count_in(i)
+            }
+            None => Placement::Full,
+        })
     }
 
     /// Runs the policy on the workers passing `keep`; returns an index into
@@ -179,32 +284,124 @@ impl ClusterView {
 mod tests {
     use std::net::SocketAddr;
 
-    use dfut_net::wire::{ObjectId, WorkerLoad};
+    use dfut_net::wire::{ObjectId, ResourceAmount};
 
     use super::*;
     use crate::TestRng as Rng;
     use crate::scheduler::{ArgPlacement, DefaultPolicy, RoundRobin};
 
     fn worker(id: u64, inflight: u32) -> WorkerView {
-        WorkerView {
-            id,
-            addr: SocketAddr::from(([127, 0, 0, 1], 2000 + id as u16)),
-            max_concurrent: 1,
-            hw_generation: 1,
-            speed: 1.0,
-            gpu: false,
-            inflight,
-            load: WorkerLoad::default(),
-        }
+        WorkerView::new(id, SocketAddr::from(([127, 0, 0, 1], 2000 + id as u16)), 1)
+            .inflight(inflight)
     }
 
     fn needs(args: &[ArgPlacement]) -> TaskNeeds<'_> {
-        TaskNeeds {
-            function: "m::f",
-            gpu: false,
-            args,
-            cost: None,
+        TaskNeeds::new("m::f").args(args)
+    }
+
+    /// A policy that ignores what tasks need: always worker 0.
+    struct First;
+
+    impl Scheduler for First {
+        fn name(&self) -> &str {
+            "first"
         }
+        fn place(&mut self, _: &TaskNeeds<'_>, _: &[WorkerView]) -> Result<usize, String> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn even_a_policy_that_ignores_resources_only_sees_workers_that_have_them() {
+        let mut v = view(Box::new(First), &[0, 0, 0]);
+        v.workers[2] = v.workers[2].clone().custom(vec![ResourceAmount {
+            name: "disk".into(),
+            amount: 1,
+        }]);
+        let disk = [ResourceAmount {
+            name: "disk".into(),
+            amount: 1,
+        }];
+        let task = TaskNeeds::new("m::io").custom(&disk);
+        assert_eq!(chosen(v.place(&task, false)), Some(2));
+        assert_eq!(chosen(v.place(&needs(&[]), false)), Some(0));
+        // Worker 2 suspect: wait for it, the others lack the disk.
+        v.suspect = vec![2];
+        assert!(matches!(v.place(&task, false), Placement::Full));
+        v.workers.pop();
+        match v.place(&task, false) {
+            Placement::Refused(why) => {
+                assert!(why.contains("`disk` = 1, which no worker"), "{why}")
+            }
+            _ => panic!("placed a task needing a disk nobody has"),
+        }
+    }
+
+    #[test]
+    fn node_affinity_and_spread_override_the_policy() {
+        let mut v = view(Box::new(First), &[0, 0, 0]);
+        v.window_per_slot = 100;
+        let hard = |node| TaskNeeds {
+            strategy: Strategy::NodeAffinity { node, soft: false },
+            ..needs(&[])
+        };
+        let soft = |node| TaskNeeds {
+            strategy: Strategy::NodeAffinity { node, soft: true },
+            ..needs(&[])
+        };
+        assert_eq!(chosen(v.place(&hard(2), false)), Some(2));
+        assert_eq!(chosen(v.place(&soft(1), false)), Some(1));
+        // Gone: a soft affinity falls back to the policy, a hard one fails.
+        assert_eq!(chosen(v.place(&soft(9), false)), Some(0));
+        match v.place(&hard(9), false) {
+            Placement::Refused(why) => assert!(why.contains("not in the cluster"), "{why}"),
+            _ => panic!("placed a task bound to a missing worker"),
+        }
+        // Suspect or full: hard waits, soft goes elsewhere.
+        v.suspect = vec![2];
+        assert!(matches!(v.place(&hard(2), false), Placement::Full));
+        assert_eq!(chosen(v.place(&soft(2), false)), Some(0));
+        v.suspect.clear();
+        v.window_per_slot = 1;
+        for w in &mut v.workers {
+            w.inflight = 0;
+        }
+        v.workers[1].inflight = 1;
+        assert!(matches!(v.place(&hard(1), false), Placement::Full));
+        // Lacking what the task needs: a hard affinity fails.
+        let hard_wide = TaskNeeds {
+            strategy: Strategy::NodeAffinity {
+                node: 1,
+                soft: false,
+            },
+            ..needs(&[]).cpus(4)
+        };
+        assert!(matches!(v.place(&hard_wide, false), Placement::Refused(_)));
+        // Spread: every worker in turn, though the policy says worker 0.
+        v.window_per_slot = 100;
+        for w in &mut v.workers {
+            w.inflight = 0;
+        }
+        let spread = TaskNeeds {
+            strategy: Strategy::Spread,
+            ..needs(&[])
+        };
+        let picks: Vec<_> = (0..6).map(|_| chosen(v.place(&spread, false))).collect();
+        assert_eq!(
+            picks.iter().filter(|p| **p == Some(0)).count(),
+            2,
+            "{picks:?}"
+        );
+        assert_eq!(
+            picks.iter().filter(|p| **p == Some(1)).count(),
+            2,
+            "{picks:?}"
+        );
+        assert_eq!(
+            picks.iter().filter(|p| **p == Some(2)).count(),
+            2,
+            "{picks:?}"
+        );
     }
 
     fn view(policy: Box<dyn Scheduler>, inflight: &[u32]) -> ClusterView {
@@ -312,9 +509,8 @@ mod tests {
                 let pool: Vec<WorkerView> = (0..6)
                     .map(|id| WorkerView {
                         max_concurrent: 1 + rng.below(3) as u32,
-                        gpu: rng.below(3) == 0,
                         speed: 0.5 + rng.below(4) as f64 / 2.0,
-                        ..worker(id, 0)
+                        ..worker(id, 0).gpu(rng.below(3) == 0)
                     })
                     .collect();
                 let n = 2 + rng.below(4) as usize;
@@ -342,12 +538,7 @@ mod tests {
                             } else {
                                 Vec::new()
                             };
-                            let task = TaskNeeds {
-                                function: "m::f",
-                                gpu,
-                                args: &args,
-                                cost: None,
-                            };
+                            let task = TaskNeeds::new("m::f").gpu(gpu).args(&args);
                             let before = v.workers.clone();
                             let healthy = |w: &WorkerView| {
                                 !v.suspect.contains(&w.id) && Some(w.addr) != avoid

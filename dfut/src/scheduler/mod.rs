@@ -15,10 +15,12 @@ mod policy;
 pub(crate) mod service;
 
 pub use dfut_net::wire::{
-    ClusterStatus, ObjectId, ObjectListing, ObjectState, WorkerInfo, WorkerLoad, WorkerState,
+    ClusterStatus, ObjectId, ObjectListing, ObjectState, ResourceAmount, ResourceRequest,
+    WorkerInfo, WorkerLoad, WorkerState,
 };
 pub use policies::{DefaultPolicy, GpuAware, LoadAware, Locality, PowerOfTwo, Random, RoundRobin};
 pub use policy::{ArgPlacement, Scheduler, TaskNeeds, WorkerView, eligible, no_eligible_reason};
+pub(crate) use policy::{amount_of, set_amount};
 pub use service::{
     MAX_LISTED_TASKS, SchedulerConfig, SchedulerHandle, query_objects, query_status, query_tasks,
     serve,
@@ -64,4 +66,19 @@ pub fn policy_by_name(name: &str) -> crate::Result<Box<dyn Scheduler>> {
 /// ```
 pub fn policy_with_seed(name: &str, seed: u64) -> Option<Box<dyn Scheduler>> {
     policies::by_name(name, seed)
+}
+
+/// What a worker declares beyond its slots, in words: `1 GPU, 16000 MiB,
+/// disk=1`.
+///
+/// ```
+/// let mut info = dfut::scheduler::WorkerInfo::default();
+/// info.gpus = 1;
+/// info.memory_mb = 16000;
+/// info.resources = vec![dfut::scheduler::ResourceAmount { name: "disk".into(), amount: 1 }];
+/// assert_eq!(dfut::scheduler::describe_resources(&info), "1 GPU, 16000 MiB, disk=1");
+/// ```
+pub fn describe_resources(info: &WorkerInfo) -> String {
+    let gpus = info.gpus.max(u32::from(info.gpu));
+    policy::beyond_cpus(gpus, info.memory_mb, &info.resources, "=").join(", ")
 }

@@ -184,8 +184,8 @@ impl Scheduler for PowerOfTwo {
         let Some(first) = tasks.first() else {
             return Vec::new();
         };
-        if tasks.iter().any(|t| t.gpu != first.gpu) {
-            // Mixed requirements: probe per task.
+        if tasks.iter().any(|t| !t.is_one_cpu()) {
+            // Requirements beyond one CPU: probe per task.
             return tasks.iter().map(|t| self.place(t, workers)).collect();
         }
         let probes = self.probe(first, workers, self.d * tasks.len());
@@ -288,12 +288,23 @@ impl Scheduler for GpuAware {
     fn place(&mut self, task: &TaskNeeds<'_>, workers: &[WorkerView]) -> Result<usize, String> {
         let n = workers.len();
         let load = |i: usize| weighted_load(&workers[i], workers[i].speed);
+        let fits = |i: usize| eligible(task, &workers[i]);
         let pick = if task.gpu {
-            argmin((0..n).filter(|&i| workers[i].gpu), n, self.next, load)
+            argmin(
+                (0..n).filter(|&i| workers[i].gpu && fits(i)),
+                n,
+                self.next,
+                load,
+            )
         } else {
-            let cpu = argmin((0..n).filter(|&i| !workers[i].gpu), n, self.next, load);
+            let cpu = argmin(
+                (0..n).filter(|&i| !workers[i].gpu && fits(i)),
+                n,
+                self.next,
+                load,
+            );
             let idle_gpu = argmin(
-                (0..n).filter(|&i| workers[i].gpu && workers[i].free_slots() > 0),
+                (0..n).filter(|&i| workers[i].gpu && workers[i].free_slots() > 0 && fits(i)),
                 n,
                 self.next,
                 load,
@@ -301,7 +312,7 @@ impl Scheduler for GpuAware {
             match (cpu, idle_gpu) {
                 (Some(c), Some(g)) if workers[c].free_slots() == 0 => Some(g),
                 (Some(c), _) => Some(c),
-                (None, _) => argmin(0..n, n, self.next, load),
+                (None, _) => argmin((0..n).filter(|&i| fits(i)), n, self.next, load),
             }
         }
         .ok_or_else(|| no_eligible_reason(task, workers))?;
@@ -403,22 +414,15 @@ impl Scheduler for DefaultPolicy {
 mod tests {
     use std::net::SocketAddr;
 
-    use dfut_net::wire::{ObjectId, WorkerLoad};
+    use dfut_net::wire::{ObjectId, ResourceAmount};
 
     use super::*;
     use crate::scheduler::ArgPlacement;
 
     fn w(id: u64, inflight: u32, gpu: bool) -> WorkerView {
-        WorkerView {
-            id,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)),
-            max_concurrent: 2,
-            hw_generation: 1,
-            speed: 1.0,
-            gpu,
-            inflight,
-            load: WorkerLoad::default(),
-        }
+        WorkerView::new(id, SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)), 2)
+            .gpu(gpu)
+            .inflight(inflight)
     }
 
     #[test]
@@ -446,20 +450,90 @@ mod tests {
     }
 
     fn cpu(task_args: &[ArgPlacement]) -> TaskNeeds<'_> {
-        TaskNeeds {
-            function: "m::f",
-            gpu: false,
-            args: task_args,
-            cost: None,
-        }
+        TaskNeeds::new("m::f").args(task_args)
     }
 
     fn gpu() -> TaskNeeds<'static> {
-        TaskNeeds {
-            function: "m::g",
-            gpu: true,
-            args: &[],
-            cost: None,
+        TaskNeeds::new("m::g").gpu(true)
+    }
+
+    fn disk(amount: u32) -> Vec<ResourceAmount> {
+        vec![ResourceAmount {
+            name: "disk".into(),
+            amount,
+        }]
+    }
+
+    #[test]
+    fn every_policy_places_by_resources_or_names_what_is_missing() {
+        // 0: 2 CPUs; 1: 4 CPUs, 16 GiB; 2: 2 CPUs, one `disk`, 1 GiB; 3: a GPU.
+        let mut ws = vec![
+            w(0, 0, false).memory_mb(1024),
+            w(1, 9, false).memory_mb(16 << 10),
+            w(2, 9, false).memory_mb(1024).custom(disk(1)),
+            w(3, 0, true).memory_mb(1024),
+        ];
+        ws[1].max_concurrent = 4;
+        let one_disk = disk(1);
+        let two_disks = disk(2);
+        let cases: [(TaskNeeds<'_>, &[usize]); 4] = [
+            (TaskNeeds::new("m::wide").cpus(4), &[1]),
+            (TaskNeeds::new("m::big").memory_mb(4096), &[1]),
+            (TaskNeeds::new("m::io").custom(&one_disk), &[2]),
+            (TaskNeeds::new("m::gpus").gpus(1).cpus(2), &[3]),
+        ];
+        for name in NAMES {
+            let mut p = by_name(name, 3).unwrap();
+            for (task, allowed) in &cases {
+                for _ in 0..8 {
+                    let i = p.place(task, &ws).unwrap();
+                    assert!(allowed.contains(&i), "{name} put {} on {i}", task.function);
+                }
+                let batch = p.place_batch(&[task.clone(), task.clone()], &ws);
+                assert!(
+                    batch
+                        .iter()
+                        .all(|r| r.as_ref().is_ok_and(|i| allowed.contains(i)))
+                );
+            }
+            let too_much = [
+                (
+                    TaskNeeds::new("m::f").cpus(8),
+                    "8 CPUs, and the most a worker has is 4",
+                ),
+                (
+                    TaskNeeds::new("m::f").custom(&two_disks),
+                    "`disk` = 2, and the most a worker has is 1",
+                ),
+                (
+                    TaskNeeds::new("m::f").gpus(2),
+                    "2 GPUs, and the most a worker has is 1",
+                ),
+                (
+                    TaskNeeds::new("m::f").memory_mb(1 << 20),
+                    "1048576 MiB of memory",
+                ),
+            ];
+            for (task, says) in too_much {
+                let err = p.place(&task, &ws).unwrap_err();
+                assert!(err.contains(says), "{name}: {err}");
+            }
+            let tpu = [ResourceAmount {
+                name: "tpu".into(),
+                amount: 1,
+            }];
+            let err = p
+                .place(&TaskNeeds::new("m::f").custom(&tpu), &ws)
+                .unwrap_err();
+            assert!(err.contains("`tpu` = 1, which no worker declares"), "{err}");
+            // Each need met somewhere, never all on one worker.
+            let err = p
+                .place(&TaskNeeds::new("m::f").cpus(4).custom(&one_disk), &ws)
+                .unwrap_err();
+            assert!(
+                err.contains("has everything `m::f` needs at once (4 CPUs, disk = 1)"),
+                "{err}"
+            );
         }
     }
 

@@ -61,8 +61,12 @@ pub struct WorkerConfig {
     /// 0.0.0.0).
     #[cfg_attr(feature = "cli", arg(long, env = "DFUT_ADVERTISE"))]
     pub advertise: Option<String>,
-    /// Tasks run at once (default: the number of cores).
-    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_MAX_CONCURRENT"))]
+    /// Tasks run at once: its CPUs, or slots (default: the number of
+    /// cores). `--cpus` is the same flag.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, visible_alias = "cpus", env = "DFUT_MAX_CONCURRENT")
+    )]
     pub max_concurrent: Option<u32>,
     /// Hardware generation, higher is faster; used by load-aware placement.
     #[cfg_attr(
@@ -119,6 +123,21 @@ pub struct WorkerConfig {
     /// that does not fit fails its task with a `StoreFull` error).
     #[cfg_attr(feature = "cli", arg(long, env = "DFUT_SPILL_DIR"))]
     pub spill_dir: Option<String>,
+    /// GPUs it declares (default: 1 with `--gpu`, else 0; more than 0 runs
+    /// GPU tasks, as `--gpu` does).
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_GPUS"))]
+    pub gpus: Option<u32>,
+    /// Memory it declares, in MiB, for tasks that reserve some (default:
+    /// the machine's memory).
+    #[cfg_attr(feature = "cli", arg(long, env = "DFUT_MEMORY_MB"))]
+    pub memory_mb: Option<u64>,
+    /// Custom resources it declares, `name=amount`, comma-separated or
+    /// repeated: `--resources disk=1,licence=4`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DFUT_RESOURCES", value_delimiter = ',', value_parser = parse_resource)
+    )]
+    pub resources: Vec<(String, u32)>,
     /// Whether [`run`](super::run) captures what this process prints, to
     /// keep it in a log file and send it to drivers (default: yes; set
     /// off for a worker run on a thread of a process that prints for
@@ -129,7 +148,7 @@ pub struct WorkerConfig {
 
 /// The environment variables [`WorkerConfig::from_env`] reads, in field
 /// order (the `cli` feature's flags read the same ones).
-pub(crate) const ENV_VARS: [&str; 15] = [
+pub(crate) const ENV_VARS: [&str; 18] = [
     "DFUT_SCHEDULER",
     "DFUT_WORKER_HOST",
     "DFUT_WORKER_PORT",
@@ -145,6 +164,9 @@ pub(crate) const ENV_VARS: [&str; 15] = [
     "DFUT_OWNER_GRACE_MS",
     "DFUT_OBJECT_STORE_BYTES",
     "DFUT_SPILL_DIR",
+    "DFUT_GPUS",
+    "DFUT_MEMORY_MB",
+    "DFUT_RESOURCES",
 ];
 
 impl WorkerConfig {
@@ -153,7 +175,8 @@ impl WorkerConfig {
     /// `DFUT_MAX_CONCURRENT`, `DFUT_HW_GENERATION`, `DFUT_GPU` (`1`, `true`,
     /// `yes` or `on`), `DFUT_ADD_DELAY_MS`, `DFUT_DELAY_SEED`,
     /// `DFUT_CREDENTIAL_FILE`, `DFUT_HEARTBEAT_MS`, `DFUT_HOST_ID`,
-    /// `DFUT_OWNER_GRACE_MS`, `DFUT_OBJECT_STORE_BYTES`, `DFUT_SPILL_DIR`;
+    /// `DFUT_OWNER_GRACE_MS`, `DFUT_OBJECT_STORE_BYTES`, `DFUT_SPILL_DIR`,
+    /// `DFUT_GPUS`, `DFUT_MEMORY_MB`, `DFUT_RESOURCES` (`disk=1,licence=4`);
     /// values are trimmed, and unset or empty ones keep their defaults
     /// (but an empty `DFUT_SPILL_DIR` turns spilling off). Needs no feature.
     ///
@@ -195,6 +218,17 @@ impl WorkerConfig {
             object_store_bytes: parsed(&get, ENV_VARS[13])?,
             // Set but empty means off, as `spill_root` reads it.
             spill_dir: raw(ENV_VARS[14]),
+            gpus: parsed(&get, ENV_VARS[15])?,
+            memory_mb: parsed(&get, ENV_VARS[16])?,
+            resources: match get(ENV_VARS[17]) {
+                Some(list) => list
+                    .split(',')
+                    .filter(|item| !item.trim().is_empty())
+                    .map(parse_resource)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| Error::Config(format!("{}: {e}", ENV_VARS[17]).into()))?,
+                None => Vec::new(),
+            },
             ..defaults
         })
     }
@@ -217,6 +251,9 @@ impl WorkerConfig {
             owner_grace_ms: 30_000,
             object_store_bytes: None,
             spill_dir: None,
+            gpus: None,
+            memory_mb: None,
+            resources: Vec::new(),
             capture_output: true,
         }
     }
@@ -277,6 +314,65 @@ impl WorkerConfig {
     pub fn max_concurrent(mut self, n: u32) -> Self {
         self.max_concurrent = Some(n);
         self
+    }
+
+    /// Sets its CPUs: the slots tasks run in (as
+    /// [`max_concurrent`](Self::max_concurrent)).
+    pub fn cpus(self, n: u32) -> Self {
+        self.max_concurrent(n)
+    }
+
+    /// Sets the GPUs it declares (more than 0 runs GPU tasks).
+    pub fn gpus(mut self, n: u32) -> Self {
+        self.gpus = Some(n);
+        self
+    }
+
+    /// Sets the memory it declares, in MiB.
+    pub fn memory_mb(mut self, mb: u64) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// Declares `amount` units of the custom resource `name` (replacing
+    /// an earlier amount of it).
+    ///
+    /// ```
+    /// let config = dfut::worker::WorkerConfig::new("127.0.0.1:50051")
+    ///     .cpus(8)
+    ///     .gpus(2)
+    ///     .memory_mb(64 << 10)
+    ///     .resource("disk", 1);
+    /// assert_eq!(config.resources, [("disk".to_owned(), 1)]);
+    /// ```
+    pub fn resource(mut self, name: impl Into<String>, amount: u32) -> Self {
+        crate::scheduler::set_amount(&mut self.resources, name.into(), amount);
+        self
+    }
+
+    /// The GPUs it declares: `gpus`, else 1 with `gpu`.
+    pub(crate) fn gpu_count(&self) -> u32 {
+        self.gpus.unwrap_or(u32::from(self.gpu))
+    }
+
+    /// What it declares beyond its slots (memory: the machine's unless
+    /// set; a resource named twice counts once, the last amount).
+    pub(crate) fn capacity(&self) -> super::ledger::Capacity {
+        let mut custom: Vec<dfut_net::wire::ResourceAmount> = Vec::new();
+        for (name, amount) in &self.resources {
+            custom.retain(|r| r.name != *name);
+            custom.push(dfut_net::wire::ResourceAmount {
+                name: name.clone(),
+                amount: *amount,
+            });
+        }
+        super::ledger::Capacity {
+            gpus: self.gpu_count(),
+            memory_mb: self
+                .memory_mb
+                .unwrap_or_else(|| total_memory().map_or(u64::MAX, |b| b >> 20)),
+            custom,
+        }
     }
 
     /// Sets the hardware generation.
@@ -371,6 +467,29 @@ pub fn host_id() -> String {
 }
 
 /// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`).
+/// One `name=amount` of `--resources`.
+pub(crate) fn parse_resource(item: &str) -> std::result::Result<(String, u32), String> {
+    let (name, amount) = item
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| format!("`{item}`: expected name=amount"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(format!(
+            "`{name}`: a resource name is letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    let amount = amount
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("`{item}`: the amount: {e}"))?;
+    Ok((name.to_owned(), amount))
+}
+
 pub(crate) fn total_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -412,6 +531,23 @@ mod tests {
             ("127.0.0.1", 200, None)
         );
         assert_eq!(c.spill_root(), None);
+        let r = config(&[
+            ("DFUT_SCHEDULER", "s:1"),
+            ("DFUT_GPUS", "2"),
+            ("DFUT_MEMORY_MB", "4096"),
+            ("DFUT_RESOURCES", "disk=1, licence=4"),
+        ])
+        .unwrap();
+        assert_eq!((r.gpu_count(), r.memory_mb), (2, Some(4096)));
+        assert_eq!(r.capacity().custom.len(), 2);
+        assert_eq!(r.resources[1], ("licence".to_owned(), 4));
+        let e = config(&[("DFUT_SCHEDULER", "s:1"), ("DFUT_RESOURCES", "disk")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("DFUT_RESOURCES") && e.contains("name=amount"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -426,6 +562,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("DFUT_GPU"), "{e}");
+    }
+
+    /// Resources as flags: `--cpus` is `--max-concurrent`, `--resources`
+    /// takes a list or repeats, and a malformed one is refused.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn resources_are_flags_too() {
+        use clap::Parser;
+        let c = WorkerConfig::try_parse_from([
+            "worker",
+            "--scheduler",
+            "s:1",
+            "--cpus",
+            "4",
+            "--gpus",
+            "2",
+            "--memory-mb",
+            "512",
+            "--resources",
+            "disk=1,licence=4",
+            "--resources",
+            "disk=2",
+        ])
+        .unwrap();
+        assert_eq!((c.slots(), c.gpu_count(), c.memory_mb), (4, 2, Some(512)));
+        let custom = c.capacity().custom;
+        let got: Vec<_> = custom.iter().map(|r| (r.name.as_str(), r.amount)).collect();
+        assert_eq!(got, [("licence", 4), ("disk", 2)], "the last disk counts");
+        let bad =
+            WorkerConfig::try_parse_from(["worker", "--scheduler", "s:1", "--resources", "disk"]);
+        assert!(bad.unwrap_err().to_string().contains("name=amount"));
     }
 
     /// The flags of the `cli` feature read exactly the variables that

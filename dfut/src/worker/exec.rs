@@ -116,6 +116,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
             entry,
             handoff: Some(handoff.clone()),
             deadline: None,
+            gpu: entry.function.gpu,
         };
         // Should it run long, the watchdog moves this reader away.
         let watch = monitor::inline_run(start);
@@ -159,6 +160,23 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                 return;
             }
         };
+        // Resources beyond one CPU: a task this worker could never run
+        // fails now; the others wait here until theirs are free.
+        let mut grant = None;
+        if !task.resources.is_one_cpu() {
+            if let Some(lacks) = shared.ledger.lacks(&task.resources, shared.slots) {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                let f = failure(
+                    FailureKind::Other,
+                    format!("`{}`: {lacks}", entry.function.name),
+                );
+                finish(&shared, &reply, id, inline_max, Err(f), Duration::ZERO);
+                return;
+            }
+            if meta.ledger {
+                grant = Some(shared.ledger.acquire(&task.resources).await);
+            }
+        }
         match entry.function.invoke {
             Invoke::Sync(_) => {
                 // A short one runs here, on this runtime thread, if a slot
@@ -176,15 +194,22 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                     let low = meta.low;
                     let job: Box<dyn FnOnce() + Send> = Box::new(move || {
                         run_sync(&shared, reply, meta, entry, args, true);
+                        // Resources go back as the task ends.
+                        drop(grant);
                     });
                     if low {
+                        // Background work takes no slot: its CPUs are not
+                        // held, its other resources are.
                         runner.submit_low(job);
                     } else {
-                        runner.submit(job);
+                        runner.submit_wide(meta.cpus, job);
                     }
                 }
             }
-            Invoke::Async(f) => run_async(&shared, reply, meta, entry, f, args).await,
+            Invoke::Async(f) => {
+                run_async(&shared, reply, meta, entry, f, args).await;
+                drop(grant);
+            }
         }
     });
 }
@@ -239,22 +264,33 @@ struct Meta {
     confirm_start: bool,
     /// Background work: queued behind normal tasks, never run inline.
     low: bool,
+    /// Slots it holds while running (its CPUs).
+    cpus: u32,
+    /// It sees the GPU as a GPU task (its function's or its call's).
+    gpu: bool,
+    /// It takes resources from the ledger (GPUs, memory, custom).
+    ledger: bool,
 }
 
 impl Meta {
     fn of(task: &TaskSpec) -> Self {
+        let r = &task.resources;
         Self {
             id: task.id,
             inline_max: task.inline_max,
             timeout_ms: task.timeout_ms,
             confirm_start: task.confirm_start,
             low: task.low_priority,
+            cpus: r.cpus.max(1),
+            gpu: r.gpus > 0,
+            ledger: r.gpus > 0 || r.memory_mb > 0 || !r.custom.is_empty(),
         }
     }
 
-    /// No deadline, no confirmed start, normal priority: may run inline.
+    /// No deadline, no confirmed start, normal priority, one CPU and
+    /// nothing else: may run inline.
     fn plain(&self) -> bool {
-        self.timeout_ms == 0 && !self.confirm_start && !self.low
+        self.timeout_ms == 0 && !self.confirm_start && !self.low && self.cpus == 1 && !self.ledger
     }
 }
 
@@ -357,6 +393,7 @@ fn run_sync(
         entry,
         handoff: None,
         deadline: deadline.as_ref().map(Deadline::watch),
+        gpu: entry.function.gpu || meta.gpu,
     };
     let result = call_sync(scope, args);
     let took = start.elapsed();
@@ -632,6 +669,8 @@ struct TaskScope {
     handoff: Option<Handoff>,
     /// Set for a task with a deadline.
     deadline: Option<DeadlineWatch>,
+    /// It sees the GPU as a GPU task.
+    gpu: bool,
 }
 
 impl TaskScope {
@@ -738,9 +777,9 @@ fn call_sync(scope: TaskScope, args: Args) -> Result<Blob, Failure> {
     // A helping thread runs this on top of another task: that task's
     // `Options::call` must not apply to this one's calls.
     let _options = crate::options::Options::isolate();
+    let gpu = scope.gpu;
     let previous = TASK.with(|t| t.replace(Some(scope)));
     let start = Instant::now();
-    let gpu = entry.function.gpu;
     let result = crate::context::as_gpu_task(gpu, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(args)))
     });

@@ -11,6 +11,7 @@
 mod config;
 mod deadline;
 mod exec;
+mod ledger;
 mod listing;
 mod monitor;
 mod output;
@@ -146,6 +147,10 @@ pub(crate) struct Shared {
     pub client: Client,
     pub store: Mutex<Store>,
     pub runner: Arc<Runner>,
+    /// The runner's slots: this worker's CPUs.
+    pub slots: u32,
+    /// Its GPUs, reserved memory and custom resources.
+    pub ledger: Arc<ledger::Ledger>,
     /// Async tasks running now, to cancel them; bounded by the tasks sent
     /// here.
     pub aborts:
@@ -225,7 +230,7 @@ impl Shared {
 pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -> Result<Worker> {
     crate::registry::check_unique()?;
     exec::record_panic_locations();
-    if config.gpu {
+    if config.gpu_count() > 0 {
         open_gpu()?;
     }
     let scheduler: SocketAddr = config.scheduler.parse().map_err(|e| {
@@ -286,7 +291,11 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     info.addr = addr.to_string();
     info.max_concurrent = config.slots();
     info.hw_generation = config.hw_generation;
-    info.gpu = config.gpu;
+    let capacity = config.capacity();
+    info.gpu = capacity.gpus > 0;
+    info.gpus = capacity.gpus;
+    info.memory_mb = capacity.memory_mb;
+    info.resources = capacity.custom.clone();
     info.pid = std::process::id();
     info.speed = calibrate();
     info.host = host.clone();
@@ -321,6 +330,8 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
                 move |f| runner::background_thread(lane.clone(), f),
             )
         },
+        slots: config.slots(),
+        ledger: ledger::Ledger::new(capacity),
         aborts: Mutex::new(std::collections::HashMap::new()),
         running: AtomicU32::new(0),
         queued: AtomicU32::new(0),

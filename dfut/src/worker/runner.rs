@@ -78,6 +78,9 @@ struct State {
     ready: VecDeque<Job>,
     /// Low-priority tasks waiting for the background lane, oldest first.
     low: VecDeque<Job>,
+    /// Tasks needing several slots, oldest first, with how many. While one
+    /// waits, freed slots go to it before any single-slot task.
+    wide: VecDeque<(u32, Job)>,
     /// Background-lane threads running a task (not parked in a wait).
     low_running: u32,
     /// Background-lane threads alive, parked ones included.
@@ -103,6 +106,7 @@ impl State {
         !self.low.is_empty()
             && self.ready.is_empty()
             && self.resuming.is_empty()
+            && self.wide.is_empty()
             && self.free > 0
             && self.low_running < self.low_slots
     }
@@ -196,6 +200,7 @@ impl Runner {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 low: VecDeque::new(),
+                wide: VecDeque::new(),
                 low_running: 0,
                 low_threads: 0,
                 low_slots: if slots > 1 { slots - 1 } else { 1 },
@@ -222,6 +227,19 @@ impl Runner {
         self.dispatch(st);
     }
 
+    /// Queues a task that holds `slots` slots while it runs (several CPUs).
+    /// Freed slots are kept for it, ahead of single-slot tasks, until it
+    /// has them all; it then runs on a thread of its own. `slots` must not
+    /// exceed this runner's slots (the caller checks), or it never runs.
+    pub fn submit_wide(self: &Arc<Self>, slots: u32, job: Job) {
+        if slots <= 1 {
+            return self.submit(job);
+        }
+        let mut st = self.lock();
+        st.wide.push_back((slots, job));
+        self.dispatch(st);
+    }
+
     /// Queues a low-priority task: it runs on the background lane once no
     /// normal task waits and a slot is idle, and never takes a slot.
     pub fn submit_low(self: &Arc<Self>, job: Job) {
@@ -233,7 +251,7 @@ impl Runner {
     /// Takes a free slot now, if one is free and nothing is queued for it.
     pub fn try_take_slot(&self) -> bool {
         let mut st = self.lock();
-        if st.free > 0 && st.ready.is_empty() && st.resuming.is_empty() {
+        if st.free > 0 && st.ready.is_empty() && st.resuming.is_empty() && st.wide.is_empty() {
             st.free -= 1;
             true
         } else {
@@ -281,6 +299,18 @@ impl Runner {
             if let Some(w) = st.resuming.pop_front() {
                 st.free -= 1;
                 w.give(Gift::Slot);
+                continue;
+            }
+            if let Some(&(slots, _)) = st.wide.front() {
+                if st.free < slots {
+                    // Keep the free slots for it.
+                    break;
+                }
+                if let Some((slots, job)) = st.wide.pop_front() {
+                    st.free -= slots;
+                    let runner = self.clone();
+                    (self.spawn)(Box::new(move || runner.run_wide(slots, job)));
+                }
                 continue;
             }
             let Some(job) = st.ready.pop_front() else {
@@ -345,6 +375,7 @@ impl Runner {
             run_job(job);
             let mut st = self.lock();
             if st.resuming.is_empty()
+                && st.wide.is_empty()
                 && let Some(next) = st.ready.pop_front()
             {
                 job = next;
@@ -354,6 +385,18 @@ impl Runner {
             self.dispatch(st);
             return;
         }
+    }
+
+    /// The body of a thread holding `slots` slots for one task: runs it,
+    /// then gives them all back. While the task waits in a nested call it
+    /// lends one slot, as any task does, and keeps the others.
+    fn run_wide(self: Arc<Self>, slots: u32, job: Job) {
+        run_job(job);
+        let mut st = self.lock();
+        for _ in 0..slots {
+            st.release();
+        }
+        self.dispatch(st);
     }
 
     /// The body of a background-lane thread: runs `first`, then queued
@@ -414,7 +457,12 @@ impl Runner {
             }
             let mut st = self.lock();
             if depth < HELP_DEPTH {
-                if !holding && st.free > 0 && st.resuming.is_empty() && !st.ready.is_empty() {
+                if !holding
+                    && st.free > 0
+                    && st.resuming.is_empty()
+                    && st.wide.is_empty()
+                    && !st.ready.is_empty()
+                {
                     st.free -= 1;
                     holding = true;
                 }
@@ -704,6 +752,57 @@ mod tests {
                 "the slot never came back"
             );
             std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!r.try_take_slot());
+    }
+
+    #[test]
+    fn a_wide_task_holds_its_slots_and_is_not_starved() {
+        // Three slots; a stream of one-slot tasks, and a task needing all
+        // three: it runs alone, and before the one-slot tasks queued
+        // after it.
+        let r = runner(3);
+        let running = Arc::new(AtomicU32::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let job = |label: &'static str, width: u32| {
+            let (running, log, tx) = (running.clone(), log.clone(), tx.clone());
+            Box::new(move || {
+                let now = running.fetch_add(width, Ordering::SeqCst) + width;
+                assert!(now <= 3, "{now} slots in use");
+                log.lock().unwrap().push((label, now));
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(width, Ordering::SeqCst);
+                tx.send(label).unwrap();
+            }) as Job
+        };
+        for _ in 0..6 {
+            r.submit(job("one", 1));
+        }
+        r.submit_wide(3, job("wide", 3));
+        for _ in 0..6 {
+            r.submit(job("late", 1));
+        }
+        let order: Vec<&str> = (0..13)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        let wide_at = order.iter().position(|l| *l == "wide").unwrap();
+        assert!(
+            order[..wide_at].iter().all(|l| *l == "one"),
+            "a later task went first: {order:?}"
+        );
+        let log = log.lock().unwrap();
+        let wide = log.iter().find(|(l, _)| *l == "wide").unwrap();
+        assert_eq!(wide.1, 3, "alone, holding all three slots");
+        assert!(log.iter().all(|(_, n)| *n <= 3), "over the slots: {log:?}");
+        // All slots are free again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut taken = 0;
+        while taken < 3 {
+            if r.try_take_slot() {
+                taken += 1;
+            }
+            assert!(std::time::Instant::now() < deadline, "slots lost");
         }
         assert!(!r.try_take_slot());
     }

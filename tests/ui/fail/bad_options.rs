@@ -1,4 +1,4 @@
-#[dfut::remote(gpus)]
+#[dfut::remote(gpux)]
 fn a() -> u32 {
     1
 }
@@ -15,6 +15,16 @@ fn c() -> u32 {
 
 #[dfut::remote(name = "")]
 fn d() -> u32 {
+    1
+}
+
+#[dfut::remote(cpus = 0)]
+fn e() -> u32 {
+    1
+}
+
+#[dfut::remote(resources(disk = 1, disk = 2))]
+fn f() -> u32 {
     1
 }
 

@@ -30,6 +30,11 @@ fn options(p: Point) -> Point {
     p
 }
 
+#[dfut::remote(cpus = 2, gpus = 1, memory_mb = 512, resources(disk = 1, fast_net = 2))]
+fn with_resources(x: u32) -> u32 {
+    x
+}
+
 #[dfut::remote(cost = 2.5)]
 fn reduce(parts: dfut::Many<u64>, scale: u64) -> u64 {
     parts.iter().sum::<u64>() * scale
