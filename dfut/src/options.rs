@@ -59,7 +59,8 @@ use crate::client::FnSpec;
 ///     .resource("disk", 1)
 ///     .strategy(dfut::Strategy::Spread)
 ///     .call(|| (0..4).map(scan).collect());
-/// assert_eq!(dfut::join_all(parts).get()?, vec![0, 1, 2, 3]);
+/// let values: Vec<u32> = parts.iter().map(|p| p.get()).collect::<dfut::Result<_>>()?;
+/// assert_eq!(values, [0, 1, 2, 3]);
 ///
 /// // Needs no worker has fail at once, saying what is missing.
 /// let err = dfut::Options::new().resource("tpu", 1).call(|| scan(9)).get().unwrap_err();
