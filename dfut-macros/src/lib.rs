@@ -53,13 +53,15 @@ mod remote;
 ///
 /// - `#[remote(retries = N)]`: re-run the task up to `N` times if the
 ///   worker running it (or holding its result) dies.
-/// - `#[remote(gpu)]`: run only on GPU workers (one GPU, as `gpus = 1`).
+/// - `#[remote(gpu)]`: run only on GPU workers, sharing their GPU with
+///   the other tasks there (as many at once as the worker has slots).
 /// - `#[remote(cpus = N, gpus = N, memory_mb = N, resources(name = N, ..))]`:
 ///   what each task holds on its worker while it runs (default: one CPU
-///   and nothing else). A worker's CPUs are its slots; only workers
-///   declaring at least this much run the task, and a worker starts it
-///   only once that much is free. `memory_mb` is reserved, not enforced.
-///   `dfut::Options` overrides each per call.
+///   and nothing else); `gpus = N` holds N GPUs exclusively. A worker's
+///   CPUs are its slots; only workers declaring at least this much run
+///   the task, and a worker starts it only once that much is free.
+///   `memory_mb` is reserved, not enforced. `dfut::Options` overrides each
+///   per call.
 /// - `#[remote(cost = X)]`: the task's relative cost (1.0 typical), a hint
 ///   for placement policies.
 /// - `#[remote(name = "...")]`: the name it is registered and called by

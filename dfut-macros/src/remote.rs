@@ -427,8 +427,10 @@ fn generate(r: &Remote) -> TokenStream {
     let retries = r.opts.retries;
     let timeout_ms = r.opts.timeout_ms;
     let retry_on_error = r.opts.retry_on_error;
-    let gpus = r.opts.gpus.unwrap_or(u32::from(r.opts.gpu));
-    let gpu = gpus > 0;
+    // `gpu`: only on GPU workers, sharing their GPU; `gpus = N`: N GPUs
+    // held exclusively while it runs.
+    let gpus = r.opts.gpus.unwrap_or(0);
+    let gpu = r.opts.gpu || gpus > 0;
     let cpus = r.opts.cpus;
     let memory_mb = r.opts.memory_mb;
     let resource_names = r.opts.resources.iter().map(|(n, _)| n);
@@ -471,6 +473,7 @@ fn generate(r: &Remote) -> TokenStream {
                 signature: __dfut_signature,
                 retries: #retries,
                 cpus: #cpus,
+                gpu: #gpu,
                 gpus: #gpus,
                 memory_mb: #memory_mb,
                 resources: &[#((#resource_names, #resource_amounts)),*],

@@ -201,8 +201,9 @@ impl Options {
         self
     }
 
-    /// GPUs each call holds while it runs (it runs only on workers
-    /// declaring at least this many, and sees the GPU as a GPU task does).
+    /// GPUs each call holds while it runs, exclusively (it runs only on
+    /// workers declaring at least this many, and sees the GPU as a GPU
+    /// task does; 0 drops the function's own `gpus`, not its `gpu`).
     pub fn gpus(mut self, gpus: u32) -> Self {
         self.gpus = Some(gpus);
         self
@@ -355,6 +356,7 @@ mod tests {
         signature: crate::__private::unchecked,
         retries: 2,
         cpus: 1,
+        gpu: false,
         gpus: 0,
         memory_mb: 0,
         resources: &[("disk", 1)],

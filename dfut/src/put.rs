@@ -23,6 +23,7 @@ static SPEC: FnSpec = FnSpec {
     signature: crate::__private::unchecked,
     retries: 0,
     cpus: 1,
+    gpu: false,
     gpus: 0,
     memory_mb: 0,
     resources: &[],

@@ -109,6 +109,15 @@ fn tasks_run_only_where_their_resources_are_and_hold_them_while_running() {
     );
     assert!(peaks.values().any(|p| *p >= 2), "nothing ran side by side");
 
+    // Two-CPU tasks waiting for two-CPU children, more parents than the
+    // cluster has room for at once, all finish. (That a waiting parent
+    // lends its slots to a child on its own worker is shown by the
+    // runner's unit test `a_wide_task_waiting_for_a_child_lends_its_slots`.)
+    let parents: Vec<_> = (0..4).map(|_| dfut_tests::two_cpu_parent(3)).collect();
+    for p in parents {
+        assert_eq!(p.get_timeout(LIMIT).unwrap(), 3);
+    }
+
     // Per-call options override the function's needs.
     let three = Options::new()
         .cpus(3)

@@ -349,6 +349,20 @@ pub fn wide_span(ms: u64) -> Span {
     span_of(ms)
 }
 
+/// Holding two CPUs, waits for `children` two-CPU children: the slots it
+/// lends while waiting let them run on its own worker too. Returns how
+/// many finished.
+#[dfut::remote(cpus = 2)]
+pub fn two_cpu_parent(children: u32) -> Result<u32, String> {
+    let spans: Vec<_> = (0..children).map(|_| wide_span(20)).collect();
+    let mut done = 0;
+    for s in spans {
+        s.get().map_err(|e| e.to_string())?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 /// Sleeps `ms` milliseconds, then returns the process id of its worker.
 #[dfut::remote]
 pub fn slow_pid(ms: u64) -> u32 {

@@ -142,6 +142,7 @@ mod tests {
         signature: crate::__private::unchecked,
         retries: 0,
         cpus: 1,
+        gpu: false,
         gpus: 0,
         memory_mb: 0,
         resources: &[],

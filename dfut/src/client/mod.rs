@@ -101,7 +101,10 @@ pub struct FnSpec {
     pub retries: u32,
     /// CPUs (slots) it holds while running (`#[remote(cpus = ..)]`).
     pub cpus: u32,
-    /// GPUs it holds while running (`#[remote(gpus = ..)]`, `gpu`: 1).
+    /// Whether it runs only on GPU workers (`#[remote(gpu)]`, sharing
+    /// their GPU, or `gpus = N` with N > 0).
+    pub gpu: bool,
+    /// GPUs it holds while running, exclusively (`#[remote(gpus = ..)]`).
     pub gpus: u32,
     /// Memory it reserves while running, in MiB (`#[remote(memory_mb = ..)]`).
     pub memory_mb: u64,
@@ -790,7 +793,7 @@ impl Client {
         };
         let needs = TaskNeeds {
             function: cell.function,
-            gpu: spec.resources.gpus > 0,
+            gpu: fn_spec.gpu || spec.resources.gpus > 0,
             cpus: spec.resources.cpus,
             gpus: spec.resources.gpus,
             memory_mb: spec.resources.memory_mb,
@@ -1676,6 +1679,7 @@ impl Client {
             let Ok(Prepared {
                 spec,
                 fn_spec,
+                strategy,
                 pushes,
                 ..
             }) = prepare(&cell, task, self.inner.inline_max, &self.inner.push_seq)
@@ -1684,14 +1688,15 @@ impl Client {
             };
             let needs = TaskNeeds {
                 function: cell.function,
-                gpu: spec.resources.gpus > 0,
+                gpu: fn_spec.gpu || spec.resources.gpus > 0,
                 cpus: spec.resources.cpus,
                 gpus: spec.resources.gpus,
                 memory_mb: spec.resources.memory_mb,
                 custom: &spec.resources.custom,
                 args: &[],
                 cost: fn_spec.cost,
-                strategy: crate::options::Strategy::Default,
+                // A hard affinity keeps the copy off other workers.
+                strategy,
             };
             let Placement::Chosen(backup) =
                 lock(&self.inner.cluster).place_avoiding(&needs, holder)

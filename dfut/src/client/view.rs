@@ -160,8 +160,15 @@ impl ClusterView {
                 }
             }
             // A worker with the resources is only suspect (paused, say):
-            // wait for it.
-            Err(_) if !needs.is_one_cpu() && !force && self.workers.iter().any(fits) => {
+            // wait for it, forced or not (it may come back; the owner's
+            // patience bounds the wait).
+            Err(_)
+                if !needs.is_one_cpu()
+                    && self
+                        .workers
+                        .iter()
+                        .any(|w| fits(w) && Some(w.addr) != avoid) =>
+            {
                 return Placement::Full;
             }
             Err(_) if !needs.is_one_cpu() => Err(no_eligible_reason(needs, &self.workers)),
@@ -328,6 +335,10 @@ mod tests {
         // Worker 2 suspect: wait for it, the others lack the disk.
         v.suspect = vec![2];
         assert!(matches!(v.place(&task, false), Placement::Full));
+        assert!(
+            matches!(v.place(&task, true), Placement::Full),
+            "forced (the owner's stall breaker): still waits"
+        );
         v.workers.pop();
         match v.place(&task, false) {
             Placement::Refused(why) => {
@@ -548,6 +559,12 @@ mod tests {
                             let room = |w: &WorkerView| w.inflight < window(per_slot, w);
                             let none_usable = !before.iter().any(|w| !v.suspect.contains(&w.id));
                             let could_fit = before.iter().any(fits);
+                            // Only suspect workers have what it needs: it
+                            // waits for them.
+                            // (One-CPU tasks fit every worker: they wait
+                            // only while no worker is usable.)
+                            let fits_a_suspect =
+                                gpu && before.iter().any(|w| w.gpu && Some(w.addr) != avoid);
                             let could_take = before.iter().any(|w| fits(w) && room(w));
                             let waits_for_args = before.iter().any(|w| {
                                 healthy(w) && !room(w) && args.iter().any(|a| a.holder == w.addr)
@@ -578,7 +595,10 @@ mod tests {
                                 Placement::Full => {
                                     seen.full += 1;
                                     if force {
-                                        assert!(none_usable, "{at}: a forced task waits");
+                                        assert!(
+                                            none_usable || (!could_fit && fits_a_suspect),
+                                            "{at}: a forced task waits"
+                                        );
                                     } else {
                                         assert!(
                                             !could_take || waits_for_args,
@@ -589,7 +609,7 @@ mod tests {
                                 Placement::Refused(why) => {
                                     seen.refused += 1;
                                     assert!(
-                                        !could_fit,
+                                        !could_fit && !fits_a_suspect,
                                         "{at}: refused ({why}) though a worker fits"
                                     );
                                 }

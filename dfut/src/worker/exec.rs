@@ -163,8 +163,18 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
         // Resources beyond one CPU: a task this worker could never run
         // fails now; the others wait here until theirs are free.
         let mut grant = None;
-        if !task.resources.is_one_cpu() {
-            if let Some(lacks) = shared.ledger.lacks(&task.resources, shared.slots) {
+        let mut resources = task.resources;
+        if !resources.is_one_cpu() {
+            merge_duplicates(&mut resources.custom);
+            let lacks = if resources.custom.len() > MAX_CUSTOM_RESOURCES {
+                Some(format!(
+                    "it names {} custom resources, more than the {MAX_CUSTOM_RESOURCES} a task may",
+                    resources.custom.len()
+                ))
+            } else {
+                shared.ledger.lacks(&resources, shared.slots)
+            };
+            if let Some(lacks) = lacks {
                 shared.queued.fetch_sub(1, Ordering::Relaxed);
                 let f = failure(
                     FailureKind::Other,
@@ -173,8 +183,11 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                 finish(&shared, &reply, id, inline_max, Err(f), Duration::ZERO);
                 return;
             }
-            if meta.ledger {
-                grant = Some(shared.ledger.acquire(&task.resources).await);
+            // Background work takes its resources when the lane starts
+            // it, so it holds none while it waits behind normal work.
+            let sync_low = meta.low && matches!(entry.function.invoke, Invoke::Sync(_));
+            if meta.ledger && !sync_low {
+                grant = Some(shared.ledger.acquire(&resources).await);
             }
         }
         match entry.function.invoke {
@@ -192,14 +205,22 @@ pub(crate) fn accept(shared: &Arc<Shared>, reply: Link, task: TaskSpec, reader: 
                     drop(permit);
                     let runner = shared.runner.clone();
                     let low = meta.low;
+                    let rt = tokio::runtime::Handle::current();
                     let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                        let grant = match grant {
+                            // On a lane thread, outside the runtime.
+                            None if low && meta.ledger => {
+                                Some(rt.block_on(shared.ledger.acquire(&resources)))
+                            }
+                            grant => grant,
+                        };
                         run_sync(&shared, reply, meta, entry, args, true);
                         // Resources go back as the task ends.
                         drop(grant);
                     });
                     if low {
                         // Background work takes no slot: its CPUs are not
-                        // held, its other resources are.
+                        // held, its other resources are (from its start).
                         runner.submit_low(job);
                     } else {
                         runner.submit_wide(meta.cpus, job);
@@ -1032,4 +1053,24 @@ pub(crate) fn serve_fetch(shared: &Arc<Shared>, reply: Link, req: u64, id: Objec
             ended: Instant::now(),
         });
     });
+}
+
+/// The most custom resources one task may name (past it, the task fails:
+/// checking it costs time per name).
+const MAX_CUSTOM_RESOURCES: usize = 64;
+
+/// Merges amounts of one resource named twice (a task from a careless or
+/// hostile peer), so what is checked is what is taken.
+fn merge_duplicates(custom: &mut Vec<dfut_net::wire::ResourceAmount>) {
+    if custom.len() > MAX_CUSTOM_RESOURCES {
+        return; // refused by the caller
+    }
+    let mut merged: Vec<dfut_net::wire::ResourceAmount> = Vec::with_capacity(custom.len());
+    for r in custom.drain(..) {
+        match merged.iter_mut().find(|m| m.name == r.name) {
+            Some(m) => m.amount = m.amount.saturating_add(r.amount),
+            None => merged.push(r),
+        }
+    }
+    *custom = merged;
 }

@@ -3,9 +3,10 @@
 //! gives them back when it ends (its [`Grant`] drops), however it ends.
 //!
 //! CPUs are the runner's slots (see `runner.rs`): a task needing several
-//! takes them there. Here tasks wait in one queue, oldest first: the oldest
-//! waiting task is served before any younger one, so a task needing much is
-//! never starved by a stream of tasks needing little.
+//! takes them there. Here tasks wait in one queue, oldest first. A task is
+//! served only if no older waiting task needs any of the same resources,
+//! so a task needing much is never starved by a stream of tasks needing
+//! a little of the same, and tasks needing other resources go on.
 //!
 //! Bounds: the queue holds tasks received and waiting for resources, which
 //! each owner's admission window bounds (beyond it, tasks wait at the
@@ -61,6 +62,26 @@ impl Drop for Grant {
 }
 
 impl Take {
+    /// Whether both need some of one resource.
+    fn overlaps(&self, other: &Take) -> bool {
+        (self.gpus > 0 && other.gpus > 0)
+            || (self.memory_mb > 0 && other.memory_mb > 0)
+            || self
+                .custom
+                .iter()
+                .zip(&other.custom)
+                .any(|(a, b)| *a > 0 && *b > 0)
+    }
+
+    /// Marks what `other` needs as needed here too.
+    fn include(&mut self, other: &Take) {
+        self.gpus = self.gpus.max(other.gpus);
+        self.memory_mb = self.memory_mb.max(other.memory_mb);
+        for (a, b) in self.custom.iter_mut().zip(&other.custom) {
+            *a = (*a).max(*b);
+        }
+    }
+
     fn fits(&self, free: &Take) -> bool {
         self.gpus <= free.gpus
             && self.memory_mb <= free.memory_mb
@@ -154,7 +175,8 @@ impl Ledger {
         let take = self.take_of(need);
         let rx = {
             let mut st = self.lock();
-            if st.waiting.is_empty() && take.fits(&st.free) {
+            let behind = st.waiting.iter().any(|(w, _)| w.overlaps(&take));
+            if !behind && take.fits(&st.free) {
                 take.subtract_from(&mut st.free);
                 return Grant {
                     ledger: Some(self.clone()),
@@ -186,18 +208,30 @@ impl Ledger {
         self.serve(st);
     }
 
-    /// Grants waiting tasks in order while the oldest fits. A grant whose
-    /// task stopped waiting (it was dropped) comes straight back.
+    /// Grants waiting tasks, oldest first: each that fits and needs none
+    /// of what an older one still waiting needs. A grant whose task
+    /// stopped waiting (it was dropped) comes straight back.
     fn serve(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
-        loop {
-            let fits = st
-                .waiting
-                .front()
-                .is_some_and(|(take, _)| take.fits(&st.free));
-            if !fits {
-                return;
+        st.waiting.retain(|(_, tx)| !tx.is_closed());
+        // What older tasks still waiting need: a younger one needing any of
+        // it waits behind them.
+        let mut blocked = Take {
+            gpus: 0,
+            memory_mb: 0,
+            custom: vec![0; self.total.custom.len()],
+        };
+        let mut i = 0;
+        while i < st.waiting.len() {
+            let ready = {
+                let (take, _) = &st.waiting[i];
+                take.fits(&st.free) && !take.overlaps(&blocked)
+            };
+            if !ready {
+                blocked.include(&st.waiting[i].0);
+                i += 1;
+                continue;
             }
-            let Some((take, tx)) = st.waiting.pop_front() else {
+            let Some((take, tx)) = st.waiting.remove(i) else {
                 return;
             };
             take.subtract_from(&mut st.free);
@@ -298,6 +332,22 @@ mod tests {
         drop((b, c));
         assert_eq!(l.free_gpus(), 2);
         assert_eq!(l.lock().free.memory_mb, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_task_needing_other_resources_goes_ahead() {
+        let l = ledger();
+        let disk = l.acquire(&need(0, 0, 1)).await;
+        // Waits for the disk.
+        let l2 = l.clone();
+        let waiting = tokio::spawn(async move { l2.acquire(&need(0, 0, 1)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // A GPU task shares nothing with it: served at once.
+        let gpu = l.acquire(&need(1, 0, 0)).await;
+        assert_eq!(l.free_gpus(), 1);
+        assert!(!waiting.is_finished());
+        drop((disk, gpu));
+        let _second = waiting.await.expect("granted");
     }
 
     #[tokio::test]

@@ -330,7 +330,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
                 move |f| runner::background_thread(lane.clone(), f),
             )
         },
-        slots: config.slots(),
+        slots: config.slots().max(1),
         ledger: ledger::Ledger::new(capacity),
         aborts: Mutex::new(std::collections::HashMap::new()),
         running: AtomicU32::new(0),

@@ -183,6 +183,8 @@ thread_local! {
     static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     /// Whether this thread is a background-lane thread.
     static LOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Slots held by the task running on top of this thread's stack.
+    static WIDTH: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
 }
 
 impl Runner {
@@ -389,9 +391,9 @@ impl Runner {
 
     /// The body of a thread holding `slots` slots for one task: runs it,
     /// then gives them all back. While the task waits in a nested call it
-    /// lends one slot, as any task does, and keeps the others.
+    /// lends all its slots (see [`Runner::wait_helping`]).
     fn run_wide(self: Arc<Self>, slots: u32, job: Job) {
-        run_job(job);
+        run_job_as(slots, job);
         let mut st = self.lock();
         for _ in 0..slots {
             st.release();
@@ -443,9 +445,18 @@ impl Runner {
         let depth = DEPTH.with(std::cell::Cell::get);
         let mut holding = true;
         let mut announced = false;
+        // A task holding several slots lends all but one while it waits,
+        // so its children (or another wide task) can run, and takes them
+        // back when the wait ends, even if that briefly puts more tasks
+        // than slots to work (as Ray does for a task blocked in a get).
+        let mut lent = LentSlots {
+            runner: self,
+            extra: 0,
+        };
         loop {
             if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                 self.resume(&waiter, holding);
+                drop(lent);
                 if announced {
                     blocked(false);
                 }
@@ -454,6 +465,15 @@ impl Runner {
             if !announced {
                 announced = true;
                 blocked(true);
+                let extra = WIDTH.with(std::cell::Cell::get).saturating_sub(1);
+                if extra > 0 {
+                    let mut st = self.lock();
+                    for _ in 0..extra {
+                        st.release();
+                    }
+                    lent.extra = extra;
+                    self.dispatch(st);
+                }
             }
             let mut st = self.lock();
             if depth < HELP_DEPTH {
@@ -644,9 +664,39 @@ fn lower_priority() {
 /// the task's own code catches its panics; anything else must not unbalance
 /// the slot counts.
 fn run_job(job: Job) {
+    run_job_as(1, job);
+}
+
+/// Runs `job` as a task holding `width` slots.
+fn run_job_as(width: u32, job: Job) {
     let depth = DEPTH.with(|d| d.replace(d.get() + 1));
+    let outer = WIDTH.with(|w| w.replace(width));
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    WIDTH.with(|w| w.set(outer));
     DEPTH.with(|d| d.set(depth));
+}
+
+/// Slots a wide task lent while it waits: taken back when dropped (now if
+/// free, else from the next ones given back), however the wait ends.
+struct LentSlots<'a> {
+    runner: &'a Runner,
+    extra: u32,
+}
+
+impl Drop for LentSlots<'_> {
+    fn drop(&mut self) {
+        if self.extra == 0 {
+            return;
+        }
+        let mut st = self.runner.lock();
+        for _ in 0..self.extra {
+            if st.free > 0 {
+                st.free -= 1;
+            } else {
+                st.owed += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -805,6 +855,46 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "slots lost");
         }
         assert!(!r.try_take_slot());
+    }
+
+    #[test]
+    fn a_wide_task_waiting_for_a_child_lends_its_slots() {
+        // Two slots, two tasks needing both, each waiting for a child that
+        // arrives later (from the network, say): the first must lend both
+        // slots while it waits, or the second (first in line for slots)
+        // and the child wait for ever.
+        let r = runner(2);
+        let (tx, rx) = mpsc::channel();
+        for k in 0..2 {
+            let (r2, tx) = (r.clone(), tx.clone());
+            r.submit_wide(
+                2,
+                Box::new(move || {
+                    let f = flag();
+                    let (done, r3) = (Flag(f.0.clone()), r2.clone());
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(50));
+                        r3.submit(Box::new(move || done.set()));
+                    });
+                    r2.wait_helping(f, |_| {});
+                    tx.send(k).unwrap();
+                }),
+            );
+        }
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("a wide task never finished");
+        }
+        // Both slots come back, no more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut taken = 0;
+        while taken < 2 {
+            if r.try_take_slot() {
+                taken += 1;
+            }
+            assert!(std::time::Instant::now() < deadline, "slots lost");
+        }
+        assert!(!r.try_take_slot(), "a slot too many");
     }
 
     #[test]
