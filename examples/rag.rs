@@ -429,7 +429,7 @@ fn bench(
     Ok(())
 }
 
-/// The study project's agent ("seed mode"): it generates at every step
+/// The agent pattern ("seed mode"): it generates at every step
 /// and retrieves every R steps, every generation step reading the one
 /// retrieval future in place on a worker. Steps per second for R = 1 and
 /// R = 10, all shards resident.

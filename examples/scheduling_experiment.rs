@@ -1,6 +1,6 @@
-//! The study project's scheduling experiment, on a real local cluster.
+//! The scheduling experiment, on a real local cluster.
 //!
-//! Four worker processes shaped like the study's machines: two hardware
+//! Four worker processes of mixed hardware: two hardware
 //! generations, one GPU-enabled worker, and one straggler with injected
 //! random delays. The same mixed workload (many tiny tasks interleaved with
 //! coarse matrix products, some of them GPU tasks) runs under every

@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, default_value_t = 0.8)]
     load: f64,
     /// Admission window in tasks per slot (0: none, every task is pushed to
-    /// a worker on arrival, as in the study project).
+    /// a worker on arrival: pure push).
     #[arg(long, default_value_t = 0)]
     window: u32,
     /// Seed of the cluster, the workload and the randomised policies.

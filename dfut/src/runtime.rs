@@ -286,6 +286,29 @@ impl Builder {
 
     /// Places tasks with this policy (default: the scheduler's mode, which
     /// is `default` for a local cluster).
+    ///
+    /// ```
+    /// use dfut::scheduler::{Scheduler, TaskNeeds, WorkerView};
+    ///
+    /// /// Always the worker with the fewest tasks in flight.
+    /// struct Emptiest;
+    ///
+    /// impl Scheduler for Emptiest {
+    ///     fn name(&self) -> &str { "emptiest" }
+    ///     fn place(&mut self, _: &TaskNeeds<'_>, ws: &[WorkerView]) -> Result<usize, String> {
+    ///         (0..ws.len()).min_by_key(|&i| ws[i].inflight).ok_or_else(|| "no worker".into())
+    ///     }
+    /// }
+    ///
+    /// #[dfut::remote]
+    /// fn double(x: u64) -> u64 { 2 * x }
+    ///
+    /// let rt = dfut::Runtime::builder().in_process_workers(2).policy(Emptiest).start()?;
+    /// let _ctx = rt.enter();
+    /// assert_eq!(rt.client().policy_name(), "emptiest");
+    /// assert_eq!(double(21).get()?, 42);
+    /// # Ok::<(), dfut::Error>(())
+    /// ```
     pub fn policy(mut self, policy: impl Scheduler) -> Self {
         self.policy = Some(Box::new(policy));
         self

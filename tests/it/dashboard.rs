@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster_with, eventually};
+use crate::util::{LIMIT, Processes, cluster_with, dfut_tool, eventually, free_port, tempdir};
 
 /// A local cluster of two workers whose scheduler serves HTTP; the
 /// server's base address and token.
@@ -130,6 +130,24 @@ fn metrics_count_tasks_by_function_with_run_time_histograms_behind_the_token() {
         let s = scrape(&base, &token);
         total(&s, "dfut_tasks", &[("state", "running")]) == 0.0
     }));
+    // A 1 MiB result kept on a worker shows in the store's gauges (heap,
+    // shared memory or disk), and as an object.
+    let kept = dfut_tests::made_here(1 << 20);
+    kept.get_timeout(LIMIT).unwrap();
+    assert!(eventually(LIMIT, || {
+        let s = scrape(&base, &token);
+        total(&s, "dfut_object_store_bytes", &[]) >= f64::from(1u32 << 20)
+            && total(&s, "dfut_objects", &[]) >= 1.0
+    }));
+    let s = scrape(&base, &token);
+    for place in ["heap", "shm", "disk"] {
+        assert!(
+            s.iter()
+                .any(|x| x.metric == "dfut_object_store_bytes"
+                    && x.labels.get("place") == Some(place)),
+            "no {place} sample"
+        );
+    }
 }
 
 /// The page as headless Chromium renders it once its script has run.
@@ -282,4 +300,39 @@ fn screenshot(url: &str, path: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "screenshot to {path}");
+}
+
+#[test]
+fn the_tool_serves_metrics_with_the_token_it_is_given() {
+    // `dfut scheduler --http ADDR` with the token from `DFUT_HTTP_TOKEN`.
+    let dir = tempdir("http-token");
+    let pem = dir.join("cluster.pem");
+    let (port, http) = (free_port(), free_port());
+    let token = "a-token-of-32-characters-given-1";
+    let mut procs = Processes::default();
+    procs.start(
+        Command::new(dfut_tool())
+            .args([
+                "scheduler",
+                "--port",
+                &port.to_string(),
+                "--credential-file",
+            ])
+            .arg(&pem)
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .env("DFUT_HTTP_TOKEN", token),
+    );
+    let base = format!("http://127.0.0.1:{http}");
+    let answered = || {
+        ureq::get(&format!("{base}/metrics"))
+            .call()
+            .map_or_else(|e| matches!(e, ureq::Error::StatusCode(_)), |_| true)
+    };
+    assert!(
+        eventually(LIMIT, answered),
+        "the scheduler never served HTTP"
+    );
+    assert_eq!(get(&format!("{base}/metrics"), None), Err(401));
+    let body = get(&format!("{base}/metrics"), Some(token)).unwrap();
+    assert!(body.contains("dfut_workers"), "{body}");
 }

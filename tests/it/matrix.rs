@@ -12,7 +12,7 @@ use dfut::matrix::{Backend, DistMatrix, Matrix, distributed_matmul};
 use dfut::{Error, WorkerOptions};
 use dfut_tests::{gpu_matmul, gpu_or_skip};
 
-use crate::util::{LIMIT, WORKER, cluster};
+use crate::util::{LIMIT, WORKER, cluster, eventually};
 
 fn tol(k: usize) -> f32 {
     (2.0 * (k * k) as f32 * f32::EPSILON / 2.0).max(1e-5)
@@ -135,6 +135,35 @@ fn gpu_tasks_run_their_shaders_on_the_gpu_worker() {
     let (backend, c) = gpu_matmul(a.clone(), b.clone()).get_timeout(LIMIT).unwrap();
     assert!(backend.starts_with("gpu ("), "{backend}");
     assert!(c.max_abs_diff(&reference_matmul(&a, &b)).unwrap() <= tol(17));
+}
+
+#[test]
+fn no_tile_of_a_tiled_product_comes_through_the_driver() {
+    let rt = cluster(3);
+    let _g = rt.enter();
+    // 192x192 tiles of f32: 144 KiB each, over the 64 KiB sent inline.
+    let (a, b) = (Matrix::random(384, 256, 1), Matrix::random(256, 384, 2));
+    let before = rt.client().stats();
+    let c = distributed_matmul(
+        &DistMatrix::put(a.clone()),
+        &DistMatrix::put(b.clone()),
+        192,
+    )
+    .unwrap();
+    assert!(eventually(LIMIT, || c.future.is_ready()));
+    let after = rt.client().stats();
+    assert_eq!(
+        (after.fetched_bytes, after.shared_bytes),
+        (before.fetched_bytes, before.shared_bytes),
+        "tile bytes reached the driver before it asked for the product"
+    );
+    let product = c.future.get_timeout(LIMIT).unwrap();
+    assert!(product.max_abs_diff(&a.matmul(&b).unwrap()).unwrap() <= tol(256));
+    let fetched = rt.client().stats();
+    assert!(
+        fetched.fetched_bytes + fetched.shared_bytes >= 384 * 384 * 4,
+        "the product itself is counted: {fetched:?}"
+    );
 }
 
 #[test]

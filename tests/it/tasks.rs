@@ -250,3 +250,18 @@ fn timeouts_and_status_while_running() {
     assert_eq!(f.get_timeout(LIMIT), Ok(7));
     assert!(f.is_ready());
 }
+
+#[test]
+fn a_blocking_get_in_a_current_thread_runtime_says_to_await_instead() {
+    let rt = crate::util::cluster(1);
+    let f = dfut_tests::slow_pid(1);
+    let _g = rt.enter();
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = single.block_on(async { f.get() }).unwrap_err();
+    assert!(err.to_string().contains("use .await instead"), "{err}");
+    // The same handle awaited there is fine.
+    assert!(single.block_on(f).is_ok());
+}

@@ -434,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn by_default_a_worker_takes_32_tasks_per_slot_then_counts_as_full() {
+        let mut v = ClusterView::new(Box::new(RoundRobin::default()), true);
+        assert_eq!(v.window_per_slot, 32);
+        v.workers = vec![worker(0, 0)];
+        v.workers[0].max_concurrent = 2;
+        for _ in 0..64 {
+            assert_eq!(chosen(v.place(&needs(&[]), false)), Some(0));
+        }
+        assert!(matches!(v.place(&needs(&[]), false), Placement::Full));
+    }
+
+    #[test]
     fn a_full_worker_is_passed_over_for_independent_tasks() {
         let mut v = view(Box::new(RoundRobin::default()), &[2, 0]);
         // Round-robin would pick worker 0 first; it is full.

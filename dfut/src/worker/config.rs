@@ -1,8 +1,8 @@
 //! How a worker is configured: from environment variables, command-line
 //! flags (with the `cli` feature), or a builder.
 //!
-//! The knobs are the study project's: port, concurrent tasks, hardware
-//! generation, GPU, injected random delay. This module only describes a
+//! The knobs: port, CPUs (concurrent tasks), hardware generation, GPUs,
+//! memory, custom resources, injected random delay. This module only describes a
 //! worker; [`crate::worker::run`] starts one.
 
 use std::path::PathBuf;
