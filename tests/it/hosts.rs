@@ -346,6 +346,8 @@ fn a_cluster_runs_across_hosts() {
                 ("DFUT_WORKER_HOST", "0.0.0.0"),
                 ("DFUT_HOST_ID", host_id),
                 ("DFUT_MAX_CONCURRENT", "2"),
+                ("DFUT_MEMORY_MB", "2048"),
+                ("DFUT_RESOURCES", "disk=1"),
                 ("DFUT_LOG", "info"),
             ],
         );
@@ -408,4 +410,10 @@ fn a_cluster_runs_across_hosts() {
         !stdout.contains("0.0.0.0"),
         "an unreachable address in {shown}"
     );
+    // Each worker's declared resources, as it registered them.
+    let declared = stdout
+        .lines()
+        .filter(|l| l.contains(": node ") && l.ends_with("2 CPUs, 2048 MiB, disk=1"))
+        .count();
+    assert_eq!(declared, 2, "resources in {shown}");
 }

@@ -301,3 +301,27 @@ fn dfut_objects_lists_the_largest_objects_with_their_references() {
         "{table}"
     );
 }
+
+#[test]
+fn lineage_kept_for_rebuilds_stays_within_its_budget_and_is_given_back() {
+    let rt = crate::util::cluster(2);
+    let _g = rt.enter();
+    // 300 results with retries, each kept rebuildable with its 1 MiB
+    // argument: more than the 256 MiB budget.
+    let held: Vec<_> = (0..300u32)
+        .map(|i| dfut_tests::rebuildable_len(vec![i as u8; 1 << 20]))
+        .collect();
+    for f in &held {
+        assert_eq!(f.get_timeout(crate::util::LIMIT).unwrap(), 1 << 20);
+    }
+    let kept = rt.client().stats().lineage_bytes;
+    assert!(kept <= 256 << 20, "lineage over its budget: {kept} bytes");
+    assert!(kept >= 200 << 20, "the budget was not used: {kept} bytes");
+    drop(held);
+    assert!(
+        crate::util::eventually(crate::util::LIMIT, || rt.client().stats().lineage_bytes
+            == 0),
+        "lineage not given back: {} bytes",
+        rt.client().stats().lineage_bytes
+    );
+}

@@ -525,3 +525,10 @@ pub async fn panics_async(message: String) -> u64 {
     tokio::task::yield_now().await;
     panic!("{message}")
 }
+
+/// The length of a byte vector, re-run once if its worker dies (so its
+/// result is kept rebuildable: its record, argument included, is lineage).
+#[dfut::remote(retries = 1)]
+pub fn rebuildable_len(bytes: Vec<u8>) -> u64 {
+    bytes.len() as u64
+}

@@ -250,6 +250,9 @@ pub struct ClientStats {
     /// Lines printed by workers that this client printed (see
     /// [`Builder::worker_logs`](crate::Builder::worker_logs)).
     pub worker_log_lines: u64,
+    /// Bytes of finished tasks' records kept to rebuild their results
+    /// (argument values included), at most 256 MiB.
+    pub lineage_bytes: u64,
 }
 
 struct PendingFetch {
@@ -413,6 +416,7 @@ impl Client {
             speculated: self.inner.speculated.load(Ordering::Relaxed),
             shared_args_bytes: self.inner.shared_args_bytes.load(Ordering::Relaxed),
             worker_log_lines: self.inner.log_lines.load(Ordering::Relaxed),
+            lineage_bytes: self.inner.lineage_bytes.load(Ordering::Relaxed),
         }
     }
 
