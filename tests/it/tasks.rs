@@ -265,3 +265,27 @@ fn a_blocking_get_in_a_current_thread_runtime_says_to_await_instead() {
     // The same handle awaited there is fine.
     assert!(single.block_on(f).is_ok());
 }
+
+#[test]
+fn with_no_worker_a_task_waits_30_seconds_then_fails_saying_why() {
+    let rt = dfut::Runtime::builder()
+        .in_process_workers(0)
+        .start()
+        .unwrap();
+    let _g = rt.enter();
+    let started = std::time::Instant::now();
+    let err = dfut_tests::slow_pid(1)
+        .get_timeout(std::time::Duration::from_secs(90))
+        .unwrap_err();
+    let waited = started.elapsed();
+    match err {
+        dfut::Error::NoEligibleWorker(why) => {
+            assert!(
+                why.contains("no worker has been registered for 30s"),
+                "{why}"
+            );
+        }
+        other => panic!("expected NoEligibleWorker, got {other:?}"),
+    }
+    assert!(waited >= std::time::Duration::from_secs(30), "{waited:?}");
+}
