@@ -273,6 +273,25 @@ fn a_hostile_member_cannot_hurt_another_owners_work_or_its_worker() {
             tokio::time::timeout(LIMIT, link.closed()).await.is_ok(),
             "a registration at a live worker's address is refused"
         );
+        // A description as large as a message: 100,000 custom resources
+        // (each owner would keep and copy them all).
+        let mut bloated = WorkerInfo::default();
+        bloated.id = me ^ (9 << 40);
+        bloated.addr = "127.0.0.1:9".into();
+        bloated.max_concurrent = 2;
+        bloated.resources = (0..100_000)
+            .map(|i| dfut_net::wire::ResourceAmount {
+                name: format!("r{i}"),
+                amount: 1,
+            })
+            .collect();
+        let (link, _inbox) = member(&ep, scheduler, Role::Worker, bloated.id).await;
+        link.send(Message::Register(bloated))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            tokio::time::timeout(LIMIT, link.closed()).await.is_ok(),
+            "a bloated worker description is refused"
+        );
         for i in 0..3u64 {
             let mut fake = WorkerInfo::default();
             fake.id = me ^ (i << 32);

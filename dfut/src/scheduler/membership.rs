@@ -36,6 +36,33 @@ impl Membership {
         }
     }
 
+    /// Why a registration is refused before anything is kept of it: names
+    /// and lists a hostile member could make as large as a message are
+    /// bounded (each owner keeps and copies every worker's description).
+    pub fn check(info: &WorkerInfo) -> Result<(), String> {
+        const MAX_TEXT: usize = 256;
+        const MAX_RESOURCES: usize = 64;
+        const MAX_NAME: usize = 64;
+        if info.addr.len() > MAX_TEXT || info.host.len() > MAX_TEXT {
+            return Err(format!("an address or host id over {MAX_TEXT} bytes"));
+        }
+        if info.resources.len() > MAX_RESOURCES {
+            return Err(format!(
+                "{} custom resources, more than {MAX_RESOURCES}",
+                info.resources.len()
+            ));
+        }
+        for (i, r) in info.resources.iter().enumerate() {
+            if r.name.is_empty() || r.name.len() > MAX_NAME {
+                return Err(format!("a resource name of {} bytes", r.name.len()));
+            }
+            if info.resources[..i].iter().any(|o| o.name == r.name) {
+                return Err(format!("resource `{}` declared twice", r.name));
+            }
+        }
+        Ok(())
+    }
+
     /// A worker joins (or re-joins) on connection `session`. Refused
     /// (false) while another connection holds the id, or the address, and
     /// its heartbeats are on time: no member can replace a live worker's
@@ -419,5 +446,29 @@ mod tests {
             "the sequences hit every case: {refused} refused, {taken_over} taken over, \
              {expired_ids} expired, {foreign_beats} foreign heartbeats"
         );
+    }
+
+    #[test]
+    fn oversized_or_repeated_descriptions_are_refused() {
+        use dfut_net::wire::ResourceAmount;
+        let disk = |name: &str| ResourceAmount {
+            name: name.into(),
+            amount: 1,
+        };
+        let mut ok = info(1);
+        ok.resources = vec![disk("disk"), disk("licence")];
+        assert_eq!(Membership::check(&ok), Ok(()));
+        let mut twice = ok.clone();
+        twice.resources.push(disk("disk"));
+        assert!(Membership::check(&twice).unwrap_err().contains("twice"));
+        let mut many = info(2);
+        many.resources = (0..65).map(|i| disk(&format!("r{i}"))).collect();
+        assert!(Membership::check(&many).is_err());
+        let mut long = info(3);
+        long.host = "h".repeat(257);
+        assert!(Membership::check(&long).is_err());
+        let mut unnamed = info(4);
+        unnamed.resources = vec![disk("")];
+        assert!(Membership::check(&unnamed).is_err());
     }
 }

@@ -324,6 +324,11 @@ async fn serve_link(state: Shared, endpoint: Endpoint, link: Link, mut inbox: In
         match (role, msg) {
             (None, Message::Hello { role: r, .. }) => role = Some(r),
             (Some(Role::Worker), Message::Register(info)) => {
+                if let Err(why) = Membership::check(&info) {
+                    tracing::warn!(peer = %link.peer(), id = format_args!("{:x}", info.id), "refused a registration: {why}");
+                    link.close("a worker description out of bounds");
+                    break;
+                }
                 if let Err(why) = answers(&endpoint, &info.addr).await {
                     tracing::warn!(peer = %link.peer(), id = format_args!("{:x}", info.id), "refused a registration: {why}");
                     link.close("its address does not answer");
