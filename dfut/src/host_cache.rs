@@ -170,6 +170,12 @@ impl HostCache {
 
     /// Keeps `blob` linked as `id` for a while, within the budget.
     fn keep(&self, id: ObjectId, blob: Blob) {
+        self.keep_within(id, blob, BUDGET);
+    }
+
+    /// Keeps `blob` linked as `id` for [`KEEP`], dropping the oldest copies
+    /// while more than `budget` bytes are kept.
+    fn keep_within(&self, id: ObjectId, blob: Blob, budget: u64) {
         let mut kept = lock(&self.kept);
         kept.push_back(Kept {
             id,
@@ -177,7 +183,7 @@ impl HostCache {
             until: Instant::now() + KEEP,
         });
         let mut total: u64 = kept.iter().map(|k| k.blob.len() as u64).sum();
-        while total > BUDGET {
+        while total > budget {
             let Some(old) = kept.pop_front() else { break };
             total -= old.blob.len() as u64;
             self.unlink(old.id);
@@ -255,6 +261,36 @@ mod tests {
 
     fn id(seq: u64) -> ObjectId {
         ObjectId { owner: 9, seq }
+    }
+
+    #[test]
+    fn copies_are_kept_ten_seconds_within_a_budget_of_a_gibibyte() {
+        assert_eq!((KEEP, BUDGET), (Duration::from_secs(10), 1 << 30));
+        let root = crate::testing_dir("host-cache-bounds");
+        let cache = HostCache::open(&root).unwrap();
+        // Sealed and linked into the index, as a fetch does.
+        let copy = |seq: u64| {
+            let blob = cache.seal(id(seq), &[seq as u8; 40_000]).unwrap();
+            let file = blob.file().expect("a sealed copy is a file");
+            std::os::unix::fs::symlink(file, cache.link(id(seq))).unwrap();
+            blob
+        };
+        // A budget of 100,000 bytes holds two copies of 40,000: the
+        // oldest of three goes.
+        for seq in 1..=3 {
+            let blob = copy(seq);
+            cache.keep_within(id(seq), blob, 100_000);
+        }
+        assert!(cache.lookup(id(1)).is_none(), "the oldest copy is unlinked");
+        assert!(cache.lookup(id(2)).is_some() && cache.lookup(id(3)).is_some());
+        // Nothing expires before its time; everything after.
+        cache.expire(Instant::now());
+        assert!(cache.lookup(id(3)).is_some());
+        cache.expire(Instant::now() + KEEP);
+        assert!(cache.lookup(id(2)).is_none() && cache.lookup(id(3)).is_none());
+        assert!(lock(&cache.kept).is_empty());
+        drop(cache);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -49,14 +49,22 @@ impl std::fmt::Debug for Progress {
     }
 }
 
+/// Whether to draw a bar: asked for, stderr a terminal, and
+/// `DFUT_PROGRESS` (`env`) not `0`.
+fn bar_wanted(show: bool, terminal: bool, env: Option<&str>) -> bool {
+    show && terminal && env != Some("0")
+}
+
 impl Progress {
     /// A counter for `total` tasks. With `show`, a progress bar labelled
     /// `label` is drawn on stderr if it is a terminal, `DFUT_PROGRESS` is
     /// not `0` and dfut was built with its `progress` feature.
     pub fn new(total: u64, label: &str, show: bool) -> Self {
-        let wanted = show
-            && std::io::stderr().is_terminal()
-            && std::env::var("DFUT_PROGRESS").as_deref() != Ok("0");
+        let wanted = bar_wanted(
+            show,
+            std::io::stderr().is_terminal(),
+            std::env::var("DFUT_PROGRESS").ok().as_deref(),
+        );
         let bar = if wanted { bar::new(total, label) } else { None };
         Self {
             inner: Arc::new(Inner {
@@ -176,5 +184,18 @@ mod bar {
         pub(super) fn finish(&self) {
             match *self {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bar_needs_asking_a_terminal_and_no_dfut_progress_0() {
+        use super::bar_wanted;
+        assert!(bar_wanted(true, true, None));
+        assert!(bar_wanted(true, true, Some("1")));
+        assert!(!bar_wanted(true, true, Some("0")));
+        assert!(!bar_wanted(true, false, None), "not a terminal");
+        assert!(!bar_wanted(false, true, None), "`.progress(false)`");
     }
 }
