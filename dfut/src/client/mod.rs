@@ -795,17 +795,7 @@ impl Client {
             // An argument's task is itself still in the backlog.
             Err(Unready::ArgQueued) => return Sent::ArgQueued,
         };
-        let needs = TaskNeeds {
-            function: cell.function,
-            gpu: fn_spec.gpu || spec.resources.gpus > 0,
-            cpus: spec.resources.cpus,
-            gpus: spec.resources.gpus,
-            memory_mb: spec.resources.memory_mb,
-            custom: &spec.resources.custom,
-            args: &needs,
-            cost: fn_spec.cost,
-            strategy,
-        };
+        let needs = task_needs(cell.function, &spec, fn_spec, &needs, strategy);
         let target = lock(&self.inner.cluster).place(&needs, force);
         match target {
             Placement::Chosen(addr) => {
@@ -1690,18 +1680,8 @@ impl Client {
             else {
                 continue;
             };
-            let needs = TaskNeeds {
-                function: cell.function,
-                gpu: fn_spec.gpu || spec.resources.gpus > 0,
-                cpus: spec.resources.cpus,
-                gpus: spec.resources.gpus,
-                memory_mb: spec.resources.memory_mb,
-                custom: &spec.resources.custom,
-                args: &[],
-                cost: fn_spec.cost,
-                // A hard affinity keeps the copy off other workers.
-                strategy,
-            };
+            // A hard affinity keeps the copy off other workers.
+            let needs = task_needs(cell.function, &spec, fn_spec, &[], strategy);
             let Placement::Chosen(backup) =
                 lock(&self.inner.cluster).place_avoiding(&needs, holder)
             else {
@@ -2025,6 +2005,28 @@ struct Prepared {
     strategy: crate::options::Strategy,
     /// Large argument values to push beside it (`Arg::Pushed`).
     pushes: Vec<(u64, Blob)>,
+}
+
+/// What placement needs to know of a prepared task.
+fn task_needs<'a>(
+    function: &'a str,
+    spec: &'a TaskSpec,
+    fn_spec: &FnSpec,
+    args: &'a [ArgPlacement],
+    strategy: crate::options::Strategy,
+) -> TaskNeeds<'a> {
+    let r = &spec.resources;
+    TaskNeeds {
+        function,
+        gpu: fn_spec.gpu || r.gpus > 0,
+        cpus: r.cpus,
+        gpus: r.gpus,
+        memory_mb: r.memory_mb,
+        custom: &r.custom,
+        args,
+        cost: fn_spec.cost,
+        strategy,
+    }
 }
 
 /// The wire form of a task and where its arguments live; fails if an

@@ -136,8 +136,9 @@ impl ClusterView {
             }
         }
         // Only workers with what the task needs are shown to the policy, so
-        // every policy, a user's too, honours resources.
-        let fits = |w: &WorkerView| needs.is_one_cpu() || eligible(needs, w);
+        // every policy, a user's too, honours resources (a one-CPU task fits
+        // every worker).
+        let fits = |w: &WorkerView| eligible(needs, w);
         // First the policy's free choice among healthy workers.
         let first = if needs.is_one_cpu() && self.workers.iter().all(|w| healthy(self, w)) {
             self.policy.place(needs, &self.workers)
@@ -241,21 +242,23 @@ impl ClusterView {
     ) -> Option<Placement> {
         let n = self.workers.len();
         let start = self.spread_next;
-        let candidates: Vec<usize> = (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| {
-                let w = &self.workers[i];
-                !self.suspect.contains(&w.id) && Some(w.addr) != avoid && eligible(needs, w)
-            })
-            .collect();
-        if candidates.is_empty() {
+        let mut any = false;
+        let mut pick: Option<usize> = None;
+        // In turn from `start`, so the first of equals is the next one.
+        for i in (0..n).map(|k| (start + k) % n) {
+            let w = &self.workers[i];
+            if self.suspect.contains(&w.id) || Some(w.addr) == avoid || !eligible(needs, w) {
+                continue;
+            }
+            any = true;
+            let fewer = pick.is_none_or(|p| w.inflight < self.workers[p].inflight);
+            if (force || self.has_room(w)) && fewer {
+                pick = Some(i);
+            }
+        }
+        if !any {
             return None;
         }
-        let pick = candidates
-            .iter()
-            .copied()
-            .filter(|&i| force || self.has_room(&self.workers[i]))
-            .min_by_key(|&i| self.workers[i].inflight);
         Some(match pick {
             Some(i) => {
                 self.spread_next = i + 1;

@@ -358,14 +358,14 @@ impl WorkerConfig {
     /// What it declares beyond its slots (memory: the machine's unless
     /// set; a resource named twice counts once, the last amount).
     pub(crate) fn capacity(&self) -> super::ledger::Capacity {
-        let mut custom: Vec<dfut_net::wire::ResourceAmount> = Vec::new();
+        let mut named = Vec::new();
         for (name, amount) in &self.resources {
-            custom.retain(|r| r.name != *name);
-            custom.push(dfut_net::wire::ResourceAmount {
-                name: name.clone(),
-                amount: *amount,
-            });
+            crate::scheduler::set_amount(&mut named, name.clone(), *amount);
         }
+        let custom = named
+            .into_iter()
+            .map(|(name, amount)| dfut_net::wire::ResourceAmount { name, amount })
+            .collect();
         super::ledger::Capacity {
             gpus: self.gpu_count(),
             memory_mb: self
