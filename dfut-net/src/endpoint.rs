@@ -43,11 +43,34 @@ const CLOSE_SLOW: u32 = 2;
 /// Received messages buffered per link before the reader waits.
 const INBOX_DEPTH: usize = 8192;
 /// Bulk streams a peer may have open towards us at once: with the
-/// connection's receive window (64 MiB), what bounds the memory one
-/// connection's bulk transfers can pin before dfut reads them.
+/// connection's receive window, what bounds the memory one connection's
+/// bulk transfers can pin before dfut reads them.
 const MAX_BULK_STREAMS: u32 = 16;
-/// Largest datagram MTU discovery probes for.
-const MAX_DATAGRAM: u16 = 16 * 1024;
+/// Bytes a peer may send on one stream ahead of what dfut has read.
+const STREAM_WINDOW: u32 = 8 << 20;
+/// Bytes a peer may send on one connection, all streams together, ahead of
+/// what dfut has read: the most one connection pins in a receiver. Twice a
+/// stream's window so two transfers overlap. Larger windows let a sender
+/// run further ahead of a busy receiver, whose kernel then drops what
+/// overflows the socket's buffer ([`SOCKET_BUFFER`]): on loopback,
+/// windows of 16 MiB (stream) and 64 MiB (connection) lost 600-1,800
+/// packets per 256 MiB moved and recovering once took seconds; 8 and 16
+/// MiB lost none.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest datagram MTU discovery probes for. quinn hands the kernel up
+/// to 10 datagrams in one segmentation-offload send, and the kernel
+/// refuses a send over 65,507 bytes (the largest UDP payload), silently
+/// losing all ten: so 10 datagrams must fit in one send. Larger datagrams
+/// were lost this way, which read as a black hole and dropped the path
+/// back to 1,200-byte datagrams.
+const MAX_DATAGRAM: u16 = 6_500;
+/// Kernel buffer asked for each UDP socket, each way. A burst larger than
+/// the receive buffer is dropped by the kernel before quinn reads it
+/// (and then resent); Linux caps the size at `net.core.rmem_max` and
+/// `net.core.wmem_max` (often 208 KiB: raise them on busy hosts). One
+/// socket per endpoint (a process has one, or two when it also runs the
+/// scheduler), whatever the number of connections.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Bytes of a bulk stream's header: the request number and the length.
 const BULK_HEADER: usize = 16;
 
@@ -115,6 +138,7 @@ impl Endpoint {
         client.transport_config(transport);
         let socket = std::net::UdpSocket::bind(addr)
             .map_err(|e| NetError::Endpoint(Cause::context(format!("bind {addr}"), e)))?;
+        size_buffers(&socket);
         let mut config = quinn::EndpointConfig::default();
         // Accept datagrams as large as MTU discovery may find (below).
         config
@@ -367,6 +391,18 @@ impl Link {
         self.conn.stable_id()
     }
 
+    /// How the connection's network path is doing, for tools and tuning.
+    pub fn path_stats(&self) -> PathStats {
+        let path = self.conn.stats().path;
+        PathStats {
+            rtt: path.rtt,
+            datagram_size: path.current_mtu,
+            sent_packets: path.sent_packets,
+            lost_packets: path.lost_packets,
+            congestion_window: path.cwnd,
+        }
+    }
+
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         self.conn.close_reason().is_none() && !self.tx.is_closed()
@@ -396,6 +432,24 @@ impl Link {
     }
 }
 
+/// A connection's network path, as [`Link::path_stats`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PathStats {
+    /// The current estimate of the round-trip time.
+    pub rtt: Duration,
+    /// The largest UDP payload in use: what MTU discovery found, at most
+    /// 6,500 bytes.
+    pub datagram_size: u16,
+    /// Packets sent on the connection so far.
+    pub sent_packets: u64,
+    /// Packets declared lost so far (and sent again when they carried
+    /// data).
+    pub lost_packets: u64,
+    /// The congestion window, in bytes.
+    pub congestion_window: u64,
+}
+
 /// The receiving half of a connection.
 #[derive(Debug)]
 pub struct Inbox {
@@ -416,21 +470,38 @@ impl Inbox {
     }
 }
 
+/// Asks for [`SOCKET_BUFFER`] each way; the kernel may give less (its
+/// limits are logged at debug level), which costs speed, not correctness.
+fn size_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    let recv = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let send = sock.set_send_buffer_size(SOCKET_BUFFER);
+    if let (Err(e), _) | (_, Err(e)) = (recv, send) {
+        tracing::debug!("UDP buffer size: {e}");
+    }
+    tracing::debug!(
+        recv = ?sock.recv_buffer_size(),
+        send = ?sock.send_buffer_size(),
+        "UDP socket buffers (the kernel doubles what is asked, up to its cap, for its own bookkeeping)"
+    );
+}
+
 fn transport_config(options: &EndpointOptions) -> Result<TransportConfig, NetError> {
     let mut t = TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(options.idle_timeout)
         .map_err(|e| NetError::Endpoint(Cause::context("idle timeout", e)))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(options.keep_alive));
-    // Larger windows keep bulk transfers (large objects) from stalling on
-    // flow control; the values are per connection and per stream.
-    t.stream_receive_window(VarInt::from_u32(16 << 20));
-    t.receive_window(VarInt::from_u32(64 << 20));
+    // Windows large enough that bulk transfers (large objects) do not
+    // stall on flow control, small enough that one connection's burst
+    // fits the socket's receive buffer (see `CONNECTION_WINDOW`).
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     t.send_window(64 << 20);
     t.max_concurrent_uni_streams(VarInt::from_u32(MAX_BULK_STREAMS));
-    // Probe for datagrams up to 16 KiB where the path allows (loopback,
-    // jumbo frames): fewer packets to encrypt and send per byte. Paths
-    // with a 1500-byte MTU simply stay at the default.
+    // Probe for datagrams up to 6,500 bytes where the path allows
+    // (loopback, jumbo frames): fewer packets to encrypt and send per
+    // byte. Paths with a 1500-byte MTU stay near 1,452.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_DATAGRAM);
     t.mtu_discovery_config(Some(mtu));
@@ -651,13 +722,15 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
     }
     let len = usize::try_from(len)
         .map_err(|_| FrameError::Malformed(crate::Cause::msg("bulk too long")))?;
-    // Reserved whole, so the bytes are copied once: a reservation is
-    // address space only (pages are backed as the bytes arrive and are
-    // written), so announcing a length still pins nothing the peer has not
-    // sent; one that cannot be reserved is refused, not an abort.
-    let mut data: Vec<u8> = Vec::new();
-    data.try_reserve_exact(len).map_err(|e| {
-        FrameError::Malformed(crate::Cause::context(format!("bulk of {len} bytes"), e))
+    // Reserved whole, so the bytes are copied once: a buffer kept from an
+    // earlier payload (`reuse`: already backed by memory, which a stalled
+    // stream holds), or a new reservation, which is address space only
+    // (pages are backed as the bytes arrive); one that cannot be reserved
+    // is refused, not an abort.
+    let mut data = crate::reuse::take(len).ok_or_else(|| {
+        FrameError::Malformed(crate::Cause::msg(format!(
+            "bulk of {len} bytes: cannot reserve that much memory"
+        )))
     })?;
     while data.len() < len {
         let want = len - data.len();
@@ -669,7 +742,7 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
     }
     Ok(Message::Bulk {
         req,
-        payload: Payload::new(Arc::new(data)),
+        payload: Payload::new(crate::reuse::Reused::new(data)),
     })
 }
 
@@ -907,6 +980,64 @@ mod tests {
                 .expect("the later handshake completes");
             assert!(established.is_ok(), "{established:?}");
             assert!(third.await.unwrap().is_ok());
+        });
+    }
+
+    #[test]
+    fn bulk_data_moves_in_the_largest_datagrams_the_path_allows() {
+        rt().block_on(async {
+            let (server, addr, client) = loopback_pair();
+            let acceptor = server.clone();
+            let accepted =
+                tokio::spawn(async move { acceptor.accept().await?.establish().await.ok() });
+            let (link, _inbox) = client.connect(addr).await.unwrap();
+            link.send(Message::Subscribe).unwrap();
+            let (_server_link, mut inbox) = accepted.await.unwrap().unwrap();
+            assert!(matches!(inbox.recv().await, Some(Ok(Message::Subscribe))));
+            // MTU discovery runs while the connection is idle.
+            let limit = std::time::Instant::now() + Duration::from_secs(10);
+            while link.path_stats().datagram_size < MAX_DATAGRAM {
+                assert!(
+                    std::time::Instant::now() < limit,
+                    "MTU discovery never ended"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let before = link.conn.stats().path;
+            const LEN: usize = 32 << 20;
+            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            let data = Arc::new(data);
+            for req in 0..2 {
+                link.send(Message::Bulk {
+                    req,
+                    payload: Payload::new(data.clone()),
+                })
+                .unwrap();
+            }
+            for _ in 0..2 {
+                let got = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+                    .await
+                    .expect("the bulk arrived in time")
+                    .unwrap()
+                    .unwrap();
+                let Message::Bulk { payload, .. } = got else {
+                    panic!("not a bulk: {got:?}");
+                };
+                assert!(payload.as_slice() == data.as_slice(), "the bytes differ");
+            }
+            let after = link.conn.stats().path;
+            // Each send hands the kernel up to ten datagrams at once, so
+            // larger ones would exceed the largest UDP send, be lost, and
+            // drop the path back to 1,200 bytes.
+            assert_eq!(after.black_holes_detected, 0, "{after:?}");
+            assert_eq!(after.current_mtu, MAX_DATAGRAM, "{after:?}");
+            let datagrams = after.sent_packets - before.sent_packets;
+            let floor = 2 * LEN as u64 / u64::from(MAX_DATAGRAM);
+            assert!(
+                datagrams < floor * 3 / 2,
+                "{datagrams} datagrams for {} bytes: small ones",
+                2 * LEN
+            );
         });
     }
 }

@@ -38,6 +38,7 @@ mod error;
 pub mod frame;
 mod keyfile;
 pub mod refusals;
+mod reuse;
 // rkyv's archived twins of tuple variants have no doc slot of their own;
 // every hand-written item in `wire` is documented.
 #[allow(missing_docs)]
@@ -45,6 +46,8 @@ pub mod wire;
 
 pub use auth::ClusterCredential;
 pub use cause::Cause;
-pub use endpoint::{Endpoint, EndpointOptions, Inbox, Incoming, Link, MAX_QUEUED_BYTES, STALL};
+pub use endpoint::{
+    Endpoint, EndpointOptions, Inbox, Incoming, Link, MAX_QUEUED_BYTES, PathStats, STALL,
+};
 pub use error::NetError;
 pub use rkyv;
