@@ -723,11 +723,11 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
     let len = usize::try_from(len)
         .map_err(|_| FrameError::Malformed(crate::Cause::msg("bulk too long")))?;
     // Reserved whole, so the bytes are copied once: a buffer kept from an
-    // earlier payload (`reuse`: already backed by memory, which a stalled
+    // earlier payload (`buffers`: already backed by memory, which a stalled
     // stream holds), or a new reservation, which is address space only
     // (pages are backed as the bytes arrive); one that cannot be reserved
     // is refused, not an abort.
-    let mut data = crate::reuse::take(len).ok_or_else(|| {
+    let mut data = crate::buffers::take(len).ok_or_else(|| {
         FrameError::Malformed(crate::Cause::msg(format!(
             "bulk of {len} bytes: cannot reserve that much memory"
         )))
@@ -742,7 +742,7 @@ async fn read_bulk(mut recv: RecvStream, max_bulk: u64) -> Result<Message, frame
     }
     Ok(Message::Bulk {
         req,
-        payload: Payload::new(crate::reuse::Reused::new(data)),
+        payload: Payload::new(crate::buffers::Reused::new(data)),
     })
 }
 

@@ -32,13 +32,13 @@
 #![warn(missing_docs)]
 
 mod auth;
+pub mod buffers;
 mod cause;
 mod endpoint;
 mod error;
 pub mod frame;
 mod keyfile;
 pub mod refusals;
-mod reuse;
 // rkyv's archived twins of tuple variants have no doc slot of their own;
 // every hand-written item in `wire` is documented.
 #[allow(missing_docs)]

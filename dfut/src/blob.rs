@@ -98,11 +98,18 @@ impl From<Arc<dyn AsRef<[u8]> + Send + Sync>> for Bytes {
 
 impl Drop for Bytes {
     fn drop(&mut self) {
-        if let Repr::Mapped {
-            file, owned: true, ..
-        } = &self.0
-        {
-            let _ = std::fs::remove_file(file);
+        match &mut self.0 {
+            Repr::Mapped {
+                file, owned: true, ..
+            } => {
+                let _ = std::fs::remove_file(file);
+            }
+            // A large buffer is kept for the next large value
+            // (`dfut_net::buffers`: bounded in bytes and in time).
+            Repr::Heap(v) if v.capacity() >= dfut_net::buffers::MIN_KEPT => {
+                dfut_net::buffers::give_back(std::mem::take(v));
+            }
+            _ => {}
         }
     }
 }

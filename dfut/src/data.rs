@@ -58,7 +58,14 @@ where
         // start from the last size of their type: growing a multi-megabyte
         // buffer by doubling costs ten times the serialization itself.
         let hint = size_hint::<T>();
-        let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(self, Vec::with_capacity(hint))
+        // A large one takes a buffer kept from an earlier large value
+        // (pages already faulted in), given back when its blob drops.
+        let buf = if hint >= dfut_net::buffers::MIN_KEPT {
+            dfut_net::buffers::take(hint).unwrap_or_default()
+        } else {
+            Vec::with_capacity(hint)
+        };
+        let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(self, buf)
             .map_err(|e| Error::Encode(dfut_net::Cause::new(e)))?;
         remember_size::<T>(bytes.len());
         Ok(bytes)
@@ -109,6 +116,22 @@ fn remember_size<T: 'static>(len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_encoding_reuses_the_buffer_of_the_last_one_dropped() {
+        // A size no other test encodes, so no other test takes its buffer.
+        let v: Vec<u64> = (0..(600_000 + 17)).collect();
+        drop(crate::blob::Bytes::from(v.encode().unwrap())); // the size is learnt
+        let first = v.encode().unwrap();
+        let at = first.as_ptr();
+        drop(crate::blob::Bytes::from(first)); // given back, so still allocated:
+        let other = vec![0u8; v.len() * 8 + 8];
+        assert_ne!(other.as_ptr(), at, "the allocator had the buffer back");
+        let second = v.encode().unwrap();
+        assert_eq!(second.as_ptr(), at, "the same memory, not a fresh buffer");
+        drop(other);
+        assert_eq!(Vec::<u64>::decode(&second).unwrap(), v);
+    }
 
     #[test]
     fn decodes_from_unaligned_bytes() {

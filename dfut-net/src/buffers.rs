@@ -1,6 +1,8 @@
-//! Large receive buffers kept for reuse.
+//! Large buffers kept for reuse: bulk payloads received, and (through
+//! dfut) large values encoded.
 //!
-//! A bulk payload is read into one buffer of its whole length. Freshly
+//! A bulk payload is read into one buffer of its whole length, and a large
+//! value is encoded into one. Freshly
 //! allocated, every page of it faults in and is zeroed by the kernel
 //! before the bytes are copied in: on the 2-core VM the benchmarks run on,
 //! zeroing a fresh 256 MiB took from 0.3 s to 2 s, longer than the whole
@@ -32,10 +34,24 @@ pub const KEEP_FOR: Duration = Duration::from_secs(5);
 static POOL: Pool = Pool::new(MAX_KEPT_BYTES, KEEP_FOR);
 
 /// An empty buffer with room for at least `len` bytes: a kept one of at
-/// most `len + len / 4` (so a long-lived payload carries little unused
+/// most `len + len / 4` (so a long-lived value carries little unused
 /// room), or a new reservation (`None` if that fails).
-pub(crate) fn take(len: usize) -> Option<Vec<u8>> {
+///
+/// ```
+/// let mut buf = dfut_net::buffers::take(4 << 20).unwrap();
+/// assert!(buf.is_empty() && buf.capacity() >= 4 << 20);
+/// buf.extend_from_slice(b"bytes");
+/// dfut_net::buffers::give_back(buf); // kept for the next `take` of about 4 MiB
+/// ```
+pub fn take(len: usize) -> Option<Vec<u8>> {
     POOL.take(len)
+}
+
+/// Keeps `buf` for a later [`take`] if it holds at least [`MIN_KEPT`]
+/// bytes and fits under [`MAX_KEPT_BYTES`] (the oldest kept are freed to
+/// make room); otherwise frees it. Its contents are discarded.
+pub fn give_back(buf: Vec<u8>) {
+    POOL.give_back(buf);
 }
 
 /// Buffers given back and not yet taken or freed.
