@@ -80,7 +80,7 @@ impl HostCache {
             tracing::warn!(index = %index.display(), "not fetching once per host: the index directory is not this user's alone");
             return None;
         }
-        let region = Region::create(root).ok()?;
+        let region = Region::create(root).ok()?.ahead_of_time();
         Some(Self {
             index,
             region,

@@ -30,6 +30,8 @@ use dfut_net::wire::ObjectId;
 
 use crate::blob::{Blob, Bytes};
 
+mod spares;
+
 /// Prefix of every process directory.
 const PREFIX: &str = "dfut-store-";
 
@@ -141,6 +143,9 @@ pub(crate) struct Region {
     /// Locked for the process's life (released by the kernel at its death).
     _lock: File,
     next: AtomicU64,
+    /// Files made ahead of time for large objects (shared-memory regions
+    /// only: see [`Region::ahead_of_time`]).
+    spares: Option<Arc<spares::Spares>>,
 }
 
 impl Region {
@@ -169,10 +174,19 @@ impl Region {
         std::fs::rename(&tmp, &dir)?;
         crate::lock(&OWN).push(dir.clone());
         Ok(Self {
+            spares: None,
             dir,
             _lock: lock,
             next: AtomicU64::new(0),
         })
+    }
+
+    /// Makes files for large objects ahead of time (`spares`): for a
+    /// region in shared memory, where allocating pages is what it saves;
+    /// not for one on disk.
+    pub(crate) fn ahead_of_time(mut self) -> Self {
+        self.spares = Some(spares::Spares::new(self.dir.clone()));
+        self
     }
 
     /// This region's directory.
@@ -185,7 +199,14 @@ impl Region {
     pub(crate) fn seal(&self, id: ObjectId, bytes: &[u8]) -> std::io::Result<Blob> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{:x}-{}-{n}", id.owner, id.seq));
-        write_sealed(&path, bytes)?;
+        // A large one goes into a file made ahead of time when one fits.
+        let spared = self.spares.as_ref().map(|s| s.write(&path, bytes));
+        if let Some(Err(e)) = &spared {
+            tracing::debug!(path = %path.display(), "not written through a spare: {e}");
+        }
+        if !matches!(spared, Some(Ok(true))) {
+            write_sealed(&path, bytes)?;
+        }
         match Bytes::mapped(path.clone(), true) {
             Ok(b) => Ok(Arc::new(b)),
             Err(e) => {
@@ -237,6 +258,9 @@ pub(crate) fn write_sealed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Some(spares) = &self.spares {
+            spares.close();
+        }
         crate::lock(&OWN).retain(|d| *d != self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -256,8 +280,18 @@ pub(crate) fn sweep(root: &Path) -> usize {
         }
         let dir = entry.path();
         // Held while removing, so the name cannot be reused meanwhile.
-        let Ok(lock) = File::open(dir.join("lock")) else {
-            continue;
+        let lock = match File::open(dir.join("lock")) {
+            Ok(lock) => lock,
+            // A directory is renamed to its name only once locked, and
+            // loses its lock only when being removed: one without is what
+            // an interrupted removal left.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::remove_dir_all(&dir).is_ok() {
+                    removed += 1;
+                }
+                continue;
+            }
+            Err(_) => continue,
         };
         if try_lock(&lock) && std::fs::remove_dir_all(&dir).is_ok() {
             removed += 1;
@@ -294,6 +328,7 @@ mod tests {
         drop(region);
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
         assert!(!is_object_path(Path::new("/etc/shadow")));
+
         assert!(!is_object_path(Path::new(
             "/dev/shm/dfut-store-1-x/../../etc/shadow"
         )));
@@ -342,8 +377,11 @@ mod tests {
         std::fs::create_dir(&dead).unwrap();
         std::fs::write(dead.join("lock"), b"").unwrap();
         std::fs::write(dead.join("1-1-0"), b"left behind").unwrap();
-        assert_eq!(sweep(&root), 1);
-        assert!(!dead.exists());
+        // And what an interrupted removal left: no lock file at all.
+        let emptied = root.join(format!("{PREFIX}2-emptied"));
+        std::fs::create_dir(&emptied).unwrap();
+        assert_eq!(sweep(&root), 2);
+        assert!(!dead.exists() && !emptied.exists());
         assert!(live.dir().exists(), "a live process keeps its directory");
         drop(live);
     }

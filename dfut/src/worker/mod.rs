@@ -270,7 +270,7 @@ pub(crate) async fn start(config: WorkerConfig, credential: ClusterCredential) -
     let host = config.host_id.clone().unwrap_or_else(host_id);
     let shm = match crate::shm::root() {
         Some(root) => match crate::shm::Region::create(&root) {
-            Ok(r) => Some(r),
+            Ok(r) => Some(r.ahead_of_time()),
             Err(e) => {
                 tracing::warn!("no shared memory under {}: {e}", root.display());
                 None
