@@ -59,12 +59,9 @@ where
         // buffer by doubling costs ten times the serialization itself.
         let hint = size_hint::<T>();
         // A large one takes a buffer kept from an earlier large value
-        // (pages already faulted in), given back when its blob drops.
-        let buf = if hint >= dfut_net::buffers::MIN_KEPT {
-            dfut_net::buffers::take(hint).unwrap_or_default()
-        } else {
-            Vec::with_capacity(hint)
-        };
+        // (pages already faulted in), given back when its blob drops;
+        // `take` reserves a small one plainly.
+        let buf = dfut_net::buffers::take(hint).unwrap_or_default();
         let bytes = rkyv::api::high::to_bytes_in::<_, BoxedError>(self, buf)
             .map_err(|e| Error::Encode(dfut_net::Cause::new(e)))?;
         remember_size::<T>(bytes.len());
