@@ -103,9 +103,10 @@ impl<T> DistFuture<T> {
     }
 }
 
-/// Waits until at least `k` of `futures` are ready (finished or failed), or
+/// Waits until `k` of `futures` are ready (finished or failed), or
 /// `timeout` passes, like `ray.wait`. Returns `(ready, not_ready)`, each in
-/// input order. Never fetches values.
+/// input order: at most `k` ready ones (the first in input order, when more
+/// are), and the rest, ready or not. Never fetches values.
 ///
 /// ```
 /// # let rt = dfut::Runtime::builder().in_process_workers(2).start()?;
@@ -130,7 +131,7 @@ pub fn wait<T>(
         Some(Ok(split)) => split,
         // No runtime (every future already failed), or inside a
         // current-thread runtime where nothing can be waited for.
-        _ => keep.into_iter().partition(DistFuture::is_ready),
+        _ => first_ready(keep, k),
     }
 }
 
@@ -158,7 +159,24 @@ pub async fn wait_async<T>(
         }
         None => collect.await,
     }
-    futures.into_iter().partition(DistFuture::is_ready)
+    first_ready(futures, k)
+}
+
+/// The first `k` ready futures (in input order), and the rest.
+fn first_ready<T>(
+    futures: Vec<DistFuture<T>>,
+    k: usize,
+) -> (Vec<DistFuture<T>>, Vec<DistFuture<T>>) {
+    let mut ready = Vec::with_capacity(k.min(futures.len()));
+    let mut rest = Vec::with_capacity(futures.len());
+    for f in futures {
+        if ready.len() < k && f.is_ready() {
+            ready.push(f);
+        } else {
+            rest.push(f);
+        }
+    }
+    (ready, rest)
 }
 
 /// The results of `futures` in the order they complete, as a `Stream` of

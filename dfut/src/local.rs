@@ -14,8 +14,11 @@ use std::process::{Child, Command, Stdio};
 use dfut_net::ClusterCredential;
 
 use crate::runtime::ROLE_ENV;
+
+mod replace;
 use crate::worker::{self, WorkerConfig};
 use crate::{Error, Result};
+pub(crate) use replace::{Replacer, Workers, lock as lock_workers};
 
 /// Ends the credential on a child's standard input.
 const CREDENTIAL_END: &str = ".";
@@ -36,6 +39,9 @@ pub(crate) enum LocalWorker {
         worker: worker::Worker,
         rt: Option<tokio::runtime::Runtime>,
     },
+    /// A worker process that exited and was reaped, its place waiting for
+    /// a replacement: no process id, nothing to stop.
+    Dead,
 }
 
 impl LocalWorker {
@@ -112,14 +118,19 @@ impl LocalWorker {
                 Ok(Some(status)) => Some(status.to_string()),
                 _ => None,
             },
-            LocalWorker::InProcess { .. } => None,
+            LocalWorker::InProcess { .. } | LocalWorker::Dead => None,
         }
+    }
+
+    /// Whether this worker runs on threads of this process.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self, LocalWorker::InProcess { .. })
     }
 
     pub fn pid(&self) -> Option<u32> {
         match self {
             LocalWorker::Process(c) => Some(c.id()),
-            LocalWorker::InProcess { .. } => None,
+            LocalWorker::InProcess { .. } | LocalWorker::Dead => None,
         }
     }
 
@@ -161,6 +172,7 @@ impl LocalWorker {
                 }
                 Ok(())
             }
+            LocalWorker::Dead => Ok(()),
         }
     }
 }

@@ -111,6 +111,7 @@ pub struct Builder {
     heartbeat_timeout: Duration,
     http: Option<SocketAddr>,
     worker_logs: bool,
+    replace_dead_workers: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -143,6 +144,7 @@ impl Default for Builder {
             heartbeat_timeout: Duration::from_secs(2),
             http: None,
             worker_logs: true,
+            replace_dead_workers: true,
         }
     }
 }
@@ -194,6 +196,22 @@ impl Builder {
             b = b.http(addr);
         }
         Ok(b)
+    }
+
+    /// Whether a local worker process that dies is replaced by a new one
+    /// (default: yes). The new one starts within 0.2 s of the death, or,
+    /// for a worker that died within 30 s of starting, after a wait that
+    /// doubles from 0.25 s up to 10 s. Tasks and objects of the dead one
+    /// are reported lost or re-run as always; the new worker has a new
+    /// identity. Off, a local cluster shrinks as its workers die.
+    ///
+    /// ```
+    /// // Four worker processes; the cluster shrinks as they die.
+    /// let builder = dfut::Runtime::builder().workers(4).replace_dead_workers(false);
+    /// ```
+    pub fn replace_dead_workers(mut self, on: bool) -> Self {
+        self.replace_dead_workers = on;
+        self
     }
 
     /// Starts `n` local worker processes (default: the number of cores).
@@ -482,10 +500,12 @@ impl Builder {
                 scheduler,
                 scheduler_addr,
                 credential,
-                workers: Mutex::new(Vec::new()),
+                workers: Arc::new(Mutex::new(Vec::new())),
+                replacer: Mutex::new(None),
                 rt: Some(rt),
             }),
         };
+        let mut specs = Vec::new();
         let wanted = if self.join.is_some() {
             // Joining: wait for the cluster to have workers at all.
             self.workers.unwrap_or(1)
@@ -518,6 +538,7 @@ impl Builder {
                     LocalWorker::spawn(&spec)?
                 };
                 runtime.lock_workers().push(w);
+                specs.push(spec);
             }
             options.len()
         };
@@ -550,6 +571,17 @@ impl Builder {
                 )));
             }
         }
+        if self.replace_dead_workers && !self.in_process && !specs.is_empty() {
+            let replacer = crate::local::Replacer::start(Arc::clone(&runtime.inner.workers), specs)
+                .map_err(Error::io(
+                    "cannot start the thread that replaces dead workers",
+                ))?;
+            *runtime
+                .inner
+                .replacer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(replacer);
+        }
         context::set_default_if_unset(&runtime.inner.client);
         Ok(runtime)
     }
@@ -570,7 +602,11 @@ struct Inner {
     scheduler: Option<SchedulerHandle>,
     scheduler_addr: SocketAddr,
     credential: ClusterCredential,
-    workers: Mutex<Vec<LocalWorker>>,
+    /// Bounded by the workers asked for: a dead one is replaced in its
+    /// place, never added.
+    workers: crate::local::Workers,
+    /// Replaces dead worker processes (stopped before they are).
+    replacer: Mutex<Option<crate::local::Replacer>>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -669,16 +705,21 @@ impl Runtime {
     }
 
     /// Process ids of the local worker processes (empty for in-process
-    /// workers and joined clusters).
+    /// workers and joined clusters): those running now. A worker that
+    /// died is left out until its replacement starts.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.lock_workers()
-            .iter()
-            .filter_map(LocalWorker::pid)
+            .iter_mut()
+            .filter_map(|w| match w.exited() {
+                None => w.pid(),
+                Some(_) => None,
+            })
             .collect()
     }
 
     /// Kills local worker `index` at once, as a crash would. For testing
-    /// fault tolerance.
+    /// fault tolerance. Like any dead worker, it is replaced by a new
+    /// process unless [`Builder::replace_dead_workers`] is off.
     pub fn kill_worker(&self, index: usize) -> Result<()> {
         let mut workers = self.lock_workers();
         let w = workers
@@ -706,7 +747,7 @@ impl Runtime {
 
 impl Inner {
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+        crate::local::lock_workers(&self.workers)
     }
 }
 
@@ -714,6 +755,13 @@ impl Drop for Inner {
     fn drop(&mut self) {
         context::clear_default(&self.client);
         self.client.close();
+        // No replacement for the workers about to stop.
+        drop(
+            self.replacer
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         // Asked first, so they remove their shared memory as they exit;
         // killed if they take longer than a second.
         let mut workers: Vec<_> = self.lock_workers().drain(..).collect();
@@ -721,7 +769,7 @@ impl Drop for Inner {
             w.ask_to_exit();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        let in_process = workers.iter().any(|w| w.pid().is_none());
+        let in_process = workers.iter().any(LocalWorker::is_in_process);
         for mut w in workers {
             w.stop(deadline);
         }

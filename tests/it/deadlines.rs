@@ -12,6 +12,7 @@ use crate::util::{LIMIT, cluster_with, eventually, tempdir};
 fn a_sync_task_past_its_deadline_fails_and_gives_its_slot_back() {
     let rt = cluster_with(1, |b| b.max_concurrent(1));
     let _g = rt.enter();
+    let pids = rt.worker_pids();
     // Far longer than any bound here: only a lent slot lets the next call run.
     let sleeper = naps(1, 600_000);
     assert_eq!(
@@ -25,6 +26,11 @@ fn a_sync_task_past_its_deadline_fails_and_gives_its_slot_back() {
     );
     assert_eq!(naps(2, 0).get_timeout(LIMIT), Ok(2), "in time is fine");
     assert_eq!(rt.client().workers().len(), 1);
+    assert_eq!(
+        rt.worker_pids(),
+        pids,
+        "the same process, not a replacement"
+    );
 }
 
 #[test]
@@ -134,22 +140,32 @@ fn retry_on_error_reruns_panics_and_errors() {
 
 #[test]
 fn a_task_that_kills_its_workers_is_given_up() {
-    let rt = cluster_with(5, |b| b.max_concurrent(1));
+    // Two workers, three deaths: the local cluster replaces each dead one.
+    let rt = cluster_with(2, |b| b.max_concurrent(1));
     let _g = rt.enter();
+    let first = rt.worker_pids();
     let e = aborts_its_worker().get_timeout(Duration::from_secs(120));
     assert!(
         matches!(&e, Err(Error::CrashLoop { deaths: 3, .. })),
         "got {e:?}"
     );
-    // It took at most one worker more than the limit with it.
-    assert!(!rt.client().workers().is_empty());
-    assert_eq!(echo(9).get_timeout(LIMIT), Ok(9), "the rest still work");
+    assert!(
+        eventually(LIMIT, || rt.client().workers().len() == 2),
+        "the dead workers were replaced"
+    );
+    let now = rt.worker_pids();
+    assert!(
+        first.iter().filter(|p| now.contains(p)).count() <= 1,
+        "new processes: {first:?} then {now:?}"
+    );
+    assert_eq!(echo(9).get_timeout(LIMIT), Ok(9), "the cluster still works");
 }
 
 #[test]
 fn a_usually_quick_task_that_sleeps_does_not_stall_its_connection() {
     let rt = cluster_with(1, |b| b.max_concurrent(2));
     let _g = rt.enter();
+    let pids = rt.worker_pids();
     // Warm up: the function runs inline on the worker's reader.
     let warm: Vec<_> = (0..300).map(|i| sometimes_sleeps(i, 0)).collect();
     for (i, f) in warm.iter().enumerate() {
@@ -167,6 +183,11 @@ fn a_usually_quick_task_that_sleeps_does_not_stall_its_connection() {
     // Past the heartbeat timeout (1.5 s here) the worker is still a member.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(rt.client().workers().len(), 1, "the worker stays a member");
+    assert_eq!(
+        rt.worker_pids(),
+        pids,
+        "the same process, not a replacement"
+    );
     assert_eq!(sometimes_sleeps(8, 0).get_timeout(LIMIT), Ok(8));
     stuck.cancel();
 }

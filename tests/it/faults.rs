@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use dfut::Error;
 use dfut_tests::*;
 
-use crate::util::{LIMIT, cluster};
+use crate::util::{LIMIT, cluster, cluster_with, eventually, worker_ids};
 
 #[test]
 fn a_killed_worker_fails_its_tasks_quickly_and_never_wrongly() {
@@ -18,6 +18,8 @@ fn a_killed_worker_fails_its_tasks_quickly_and_never_wrongly() {
     }
     let running: Vec<_> = (0..30).map(|i| slow_echo(i, 1000)).collect();
     std::thread::sleep(Duration::from_millis(300));
+    let members = worker_ids(&rt);
+    let killed = rt.worker_pids()[0];
     let start = Instant::now();
     rt.kill_worker(0).unwrap();
     let mut lost = 0;
@@ -45,7 +47,41 @@ fn a_killed_worker_fails_its_tasks_quickly_and_never_wrongly() {
     assert!(start.elapsed() < LIMIT);
     // The survivors keep serving.
     assert_eq!(echo(5).get_timeout(LIMIT), Ok(5));
-    assert_eq!(rt.client().workers().len(), 2);
+    // A new process takes the dead one's place, and serves too.
+    assert!(
+        eventually(LIMIT, || {
+            let now = worker_ids(&rt);
+            now.len() == 3 && members.iter().any(|id| !now.contains(id))
+        }),
+        "no replacement joined"
+    );
+    assert!(!rt.worker_pids().contains(&killed));
+    let new = rt.worker_pids()[0];
+    let runs_on_new = || {
+        let on: Vec<_> = (0..40).map(|_| worker_pid()).collect();
+        on.iter().any(|f| f.get_timeout(LIMIT) == Ok(new))
+    };
+    assert!(
+        eventually(LIMIT, runs_on_new),
+        "the replacement {new} runs tasks"
+    );
+}
+
+#[test]
+fn a_cluster_told_not_to_replace_workers_shrinks() {
+    let rt = cluster_with(2, |b| b.replace_dead_workers(false));
+    let _g = rt.enter();
+    let killed = rt.worker_pids()[0];
+    rt.kill_worker(0).unwrap();
+    assert!(eventually(LIMIT, || rt.client().workers().len() == 1));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rt.client().workers().len(), 1, "nothing replaced it");
+    assert_eq!(rt.worker_pids().len(), 1);
+    assert!(
+        !rt.worker_pids().contains(&killed),
+        "the dead one is not listed"
+    );
+    assert_eq!(echo(5).get_timeout(LIMIT), Ok(5));
 }
 
 #[test]

@@ -63,8 +63,13 @@ fn wait_returns_the_first_k_and_respects_its_timeout() {
     assert_eq!((ready.len(), pending.len()), (2, 2));
     assert!(pending.iter().all(|f| f.status() != Status::Finished));
     // Without a timeout it waits for all of them.
-    let (ready, pending) = dfut::wait(fs, 4, None);
+    let (ready, pending) = dfut::wait(fs.clone(), 4, None);
     assert_eq!((ready.len(), pending.len()), (4, 0));
+    // Never more than `k` ready, as `ray.wait`: the first in input order.
+    let (ready, rest) = dfut::wait(fs, 1, None);
+    assert_eq!((ready.len(), rest.len()), (1, 3));
+    assert_eq!(ready[0].get_timeout(LIMIT), Ok(0));
+    assert!(rest.iter().all(|f| f.status() == Status::Finished));
 }
 
 #[test]

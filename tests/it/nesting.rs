@@ -58,6 +58,7 @@ fn two_hundred_async_parents_awaiting_children() {
 fn an_inline_task_that_blocks_does_not_stall_its_connection() {
     let rt = cluster_with(1, |b| b.max_concurrent(2));
     let _g = rt.enter();
+    let pids = rt.worker_pids();
     // Warm up: a quick function runs inline on the worker's reader.
     let warm: Vec<_> = (0..300).map(|i| mostly_quick(i, 0)).collect();
     for (i, f) in warm.iter().enumerate() {
@@ -72,6 +73,11 @@ fn an_inline_task_that_blocks_does_not_stall_its_connection() {
         assert_eq!(f.get_timeout(LIMIT), Ok(i as u64));
     }
     assert_eq!(rt.client().workers().len(), 1, "the worker stays a member");
+    assert_eq!(
+        rt.worker_pids(),
+        pids,
+        "the same process, not a replacement"
+    );
     stuck.cancel();
 }
 
@@ -151,7 +157,8 @@ fn handles_that_outlive_their_runtime_fail_at_once() {
     drop(_g);
     drop(rt);
     assert_eq!(pending.get_timeout(LIMIT), Err(Error::NoRuntime));
-    assert!(matches!(stored.get_timeout(LIMIT), Err(Error::NoRuntime)));
+    let got = stored.get_timeout(LIMIT).map(|v| v.len());
+    assert!(matches!(got, Err(Error::NoRuntime)), "got {got:?}");
     let late = dfut::Runtime::builder()
         .in_process_workers(1)
         .start()

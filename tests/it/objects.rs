@@ -86,8 +86,9 @@ fn a_put_value_is_stored_once_and_read_by_many_tasks() {
         .retries(1)
         .call(|| dfut::put(vec![5u8; 200_000]));
     assert!(kept.get_timeout(LIMIT).is_ok());
+    let members = crate::util::worker_ids(&rt);
     rt.kill_worker(0).unwrap();
-    assert!(eventually(LIMIT, || rt.client().workers().len() == 1));
+    assert!(crate::util::one_left(&rt, &members));
     // Wherever it was, it is readable: re-placed from the driver's bytes if
     // it was on the killed worker.
     assert_eq!(sum_bytes(&kept).get_timeout(LIMIT), Ok(1_000_000));
@@ -180,8 +181,9 @@ fn lose_the_end_of_a_chain([ra, rb, rc]: [u32; 3]) -> dfut::Result<(u32, Vec<u64
         "the freed links are gone from the workers: {}",
         objects_held(&rt)
     );
+    let members = crate::util::worker_ids(&rt);
     crate::util::signal(holder, "-KILL");
-    assert!(eventually(LIMIT, || rt.client().workers().len() == 1));
+    assert!(crate::util::one_left(&rt, &members));
     let got = c.get_timeout(LIMIT);
     if let Ok((maker, _)) = &got {
         assert_ne!(*maker, holder, "made again elsewhere");

@@ -189,6 +189,7 @@ fn a_worker_killed_mid_trace_loses_no_question() {
         .map(|(i, p)| (i, p.summary.clone()))
         .collect();
     let victim = rt.worker_pids()[0];
+    let members = crate::util::worker_ids(&rt);
     for (n, (page, question)) in questions.iter().enumerate() {
         if n == questions.len() / 3 {
             crate::util::signal(victim, "-KILL");
@@ -202,11 +203,10 @@ fn a_worker_killed_mid_trace_loses_no_question() {
             "question {n} ({question}) found its page"
         );
     }
-    assert!(crate::util::eventually(crate::util::LIMIT, || rt
-        .client()
-        .workers()
-        .len()
-        == 1));
+    assert!(
+        crate::util::one_left(&rt, &members),
+        "the killed worker left the cluster"
+    );
 }
 
 #[test]

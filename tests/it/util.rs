@@ -21,6 +21,20 @@ pub fn cluster_with(n: usize, f: impl FnOnce(dfut::Builder) -> dfut::Builder) ->
         .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
+/// The node ids of the workers `rt` knows now.
+pub fn worker_ids(rt: &dfut::Runtime) -> Vec<u64> {
+    rt.client().workers().iter().map(|w| w.id).collect()
+}
+
+/// Waits until one of the workers whose ids were `before` has left the
+/// cluster (a replacement may have joined meanwhile).
+pub fn one_left(rt: &dfut::Runtime, before: &[u64]) -> bool {
+    eventually(LIMIT, || {
+        let now = worker_ids(rt);
+        before.iter().any(|id| !now.contains(id))
+    })
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -1337,6 +1337,12 @@ impl Client {
         reason: &str,
         never_sent: &std::collections::HashSet<ObjectId>,
     ) {
+        // A closed client's runtime has stopped its workers itself: the
+        // values they held are gone with the runtime (`NoRuntime`, as
+        // `close` and every wait say), not lost with a worker.
+        if self.is_closed() {
+            return;
+        }
         let known = {
             let mut cluster = lock(&self.inner.cluster);
             let before = cluster.workers.len();
