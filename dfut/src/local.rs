@@ -14,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use dfut_net::ClusterCredential;
 
 use crate::runtime::ROLE_ENV;
-
-mod replace;
 use crate::worker::{self, WorkerConfig};
 use crate::{Error, Result};
-pub(crate) use replace::{Replacer, Workers, lock as lock_workers};
+
+mod replace;
+pub(crate) use replace::{Replacer, Workers};
 
 /// Ends the credential on a child's standard input.
 const CREDENTIAL_END: &str = ".";

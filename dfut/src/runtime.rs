@@ -501,7 +501,7 @@ impl Builder {
                 scheduler_addr,
                 credential,
                 workers: Arc::new(Mutex::new(Vec::new())),
-                replacer: Mutex::new(None),
+                replacer: std::sync::OnceLock::new(),
                 rt: Some(rt),
             }),
         };
@@ -576,11 +576,8 @@ impl Builder {
                 .map_err(Error::io(
                     "cannot start the thread that replaces dead workers",
                 ))?;
-            *runtime
-                .inner
-                .replacer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(replacer);
+            // Set once, here: nothing else sets it.
+            let _ = runtime.inner.replacer.set(replacer);
         }
         context::set_default_if_unset(&runtime.inner.client);
         Ok(runtime)
@@ -606,7 +603,7 @@ struct Inner {
     /// place, never added.
     workers: crate::local::Workers,
     /// Replaces dead worker processes (stopped before they are).
-    replacer: Mutex<Option<crate::local::Replacer>>,
+    replacer: std::sync::OnceLock<crate::local::Replacer>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -747,7 +744,7 @@ impl Runtime {
 
 impl Inner {
     fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
-        crate::local::lock_workers(&self.workers)
+        crate::lock(&self.workers)
     }
 }
 
@@ -756,12 +753,7 @@ impl Drop for Inner {
         context::clear_default(&self.client);
         self.client.close();
         // No replacement for the workers about to stop.
-        drop(
-            self.replacer
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        drop(self.replacer.take());
         // Asked first, so they remove their shared memory as they exit;
         // killed if they take longer than a second.
         let mut workers: Vec<_> = self.lock_workers().drain(..).collect();

@@ -28,13 +28,6 @@ const MOST_WAIT: Duration = Duration::from_secs(10);
 /// The local workers, shared by the runtime and the replacing thread.
 pub(crate) type Workers = Arc<Mutex<Vec<LocalWorker>>>;
 
-/// Locks `workers`, whatever a panicking holder left.
-pub(crate) fn lock(
-    workers: &Mutex<Vec<LocalWorker>>,
-) -> std::sync::MutexGuard<'_, Vec<LocalWorker>> {
-    workers.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The thread that replaces dead workers; stopped (and joined) on drop.
 pub(crate) struct Replacer {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -52,8 +45,8 @@ struct Slot {
 }
 
 impl Replacer {
-    /// Starts the thread for `workers`, the `i`-th started from `specs[i]`.
-    /// Workers without a spec (in process) are left alone.
+    /// Starts the thread for `workers` (processes), the `i`-th started
+    /// from `specs[i]`.
     pub(crate) fn start(workers: Workers, specs: Vec<Spec>) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let now = Instant::now();
@@ -82,7 +75,7 @@ impl Replacer {
 impl Drop for Replacer {
     fn drop(&mut self) {
         let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *crate::lock(flag) = true;
         wake.notify_all();
         // It finishes at most the start of one process first.
         if let Some(t) = self.thread.take() {
@@ -95,7 +88,7 @@ fn run(workers: &Mutex<Vec<LocalWorker>>, mut slots: Vec<Slot>, stop: &(Mutex<bo
     let (flag, wake) = stop;
     loop {
         {
-            let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let stopped = crate::lock(flag);
             let (stopped, _) = wake
                 .wait_timeout_while(stopped, LOOK_EVERY, |s| !*s)
                 .unwrap_or_else(|p| p.into_inner());
@@ -113,8 +106,8 @@ fn run(workers: &Mutex<Vec<LocalWorker>>, mut slots: Vec<Slot>, stop: &(Mutex<bo
 /// Notes workers that have exited (their places marked dead) and starts
 /// new ones where due; returns the dead processes taken out.
 fn look(workers: &Mutex<Vec<LocalWorker>>, slots: &mut [Slot]) -> Vec<LocalWorker> {
-    let mut replaced = Vec::new();
-    let mut workers = lock(workers);
+    let mut dead = Vec::new();
+    let mut workers = crate::lock(workers);
     let now = Instant::now();
     for (worker, slot) in workers.iter_mut().zip(slots.iter_mut()) {
         if slot.due.is_none() {
@@ -133,7 +126,7 @@ fn look(workers: &Mutex<Vec<LocalWorker>>, slots: &mut [Slot]) -> Vec<LocalWorke
                 slot.wait
             );
             // Reaped: its id may be reused, so it is no longer listed.
-            replaced.push(std::mem::replace(worker, LocalWorker::Dead));
+            dead.push(std::mem::replace(worker, LocalWorker::Dead));
         }
         if slot.due.is_some_and(|due| due <= now) {
             slot.started = now;
@@ -157,5 +150,5 @@ fn look(workers: &Mutex<Vec<LocalWorker>>, slots: &mut [Slot]) -> Vec<LocalWorke
             }
         }
     }
-    replaced
+    dead
 }
